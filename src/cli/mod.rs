@@ -1,0 +1,6 @@
+//! One module per subcommand: clap arguments plus a `run` that returns the exit code.
+
+pub mod apply;
+pub mod diff;
+pub mod render;
+pub mod trace;

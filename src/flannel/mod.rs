@@ -1,0 +1,3 @@
+//! Flannel integration: what kubenat reads from flannel's files.
+
+pub mod subnet_env;

@@ -1,0 +1,11 @@
+//! Everything iptables: typed rules, naming, rendering, text in and out, analysis, execution.
+
+pub mod chain_names;
+pub mod check;
+pub mod diff;
+pub mod exec;
+pub mod parse;
+pub mod render;
+pub mod ruleset;
+pub mod trace;
+pub mod write;

@@ -1,0 +1,4 @@
+//! The Kubernetes boundary: the only module that imports `k8s_openapi`.
+
+pub mod convert;
+pub mod manifests;

@@ -1,0 +1,22 @@
+//! kubenat: a drop-in replacement for kube-proxy that turns Services and EndpointSlices into
+//! iptables NAT rules identical to kube-proxy's, applied atomically with `iptables-restore`.
+//!
+//! # Layout
+//! - `model`: domain types (service ports, endpoints, `ClusterState`, `NodeConfig`).
+//! - `k8s`: the only place that knows Kubernetes API types; converts objects into `model`.
+//! - `flannel`: reads flannel's `subnet.env` (cluster and local pod CIDRs).
+//! - `iptables::ruleset`: the typed ruleset (tables, chains, rules).
+//! - `iptables::chain_names`: every chain name, fixed and hashed.
+//! - `iptables::render`: pure `render(&ClusterState, &NodeConfig) -> Rendered`.
+//! - `iptables::write` / `iptables::parse`: restore text out, save/restore text in.
+//! - `iptables::check`: jump-consistency checker.
+//! - `iptables::diff`: semantic diff of two dumps.
+//! - `iptables::trace`: packet tracer over a parsed ruleset.
+//! - `iptables::exec`: the `Iptables` trait and the real `iptables-restore`/`-save` binaries.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod flannel;
+pub mod iptables;
+pub mod k8s;
+pub mod model;

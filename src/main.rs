@@ -1,0 +1,51 @@
+//! The `kubenat` command line: offline tools (`render`, `diff`, `trace`, `apply`).
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kubenat: kube-proxy-compatible service NAT with iptables-restore.
+#[derive(Debug, Parser)]
+#[command(name = "kubenat", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `kubenat=debug`.
+    #[arg(long, env = "KUBENAT_LOG", default_value = "warn", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Render manifests into the iptables-restore input the daemon would apply.
+    Render(cli::render::Args),
+    /// Semantic diff of two iptables-save / iptables-restore dumps (exit 0 equal, 1 differ, 2 error).
+    Diff(cli::diff::Args),
+    /// Explain where a packet goes through the rules.
+    Trace(cli::trace::Args),
+    /// Render manifests and apply them to this network namespace with iptables-restore (one-shot sync).
+    Apply(cli::apply::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Render(args) => cli::render::run(args),
+        Command::Diff(args) => cli::diff::run(args),
+        Command::Trace(args) => cli::trace::run(args),
+        Command::Apply(args) => cli::apply::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kubenat: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
