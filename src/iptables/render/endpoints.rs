@@ -1,0 +1,201 @@
+//! Which endpoints each traffic policy uses: readiness, terminating fallback, topology hints and
+//! locality (kube-proxy's `CategorizeEndpoints`).
+
+use crate::model::{Endpoint, IpFamily, NodeConfig, ServicePort};
+
+/// The endpoint sets a service port's chains are built from.
+#[derive(Debug, Default)]
+pub(super) struct Categorized<'a> {
+    /// Endpoints for the Cluster policy (SVC chain).
+    pub cluster: Vec<&'a Endpoint>,
+    /// Endpoints for the Local policy (SVL chain).
+    pub local: Vec<&'a Endpoint>,
+    /// Every endpoint some chain jumps to (one SEP chain each), sorted by `IP:port`.
+    pub reachable: Vec<&'a Endpoint>,
+    /// Whether the service has usable endpoints anywhere in the cluster.
+    pub has_any: bool,
+}
+
+/// Whether the Cluster policy chain is needed: internal policy Cluster, or any external
+/// destination (the EXT chain short-circuits pod and node traffic to it).
+pub(super) fn uses_cluster_endpoints(svc: &ServicePort, family: IpFamily) -> bool {
+    !svc.internal_policy_local() || svc.externally_accessible(family)
+}
+
+/// Whether the Local policy chain is needed.
+pub(super) fn uses_local_endpoints(svc: &ServicePort, family: IpFamily) -> bool {
+    svc.internal_policy_local() || svc.external_policy_local(family)
+}
+
+/// Topology hints apply when the node has a zone, every ready endpoint has zone hints and at
+/// least one of them is hinted for this node's zone.
+fn can_use_topology(endpoints: &[&Endpoint], zone: Option<&str>) -> bool {
+    let Some(zone) = zone.filter(|z| !z.is_empty()) else {
+        return false;
+    };
+    let mut hinted_here = false;
+    for ep in endpoints.iter().filter(|e| e.ready) {
+        if ep.zone_hints.is_empty() {
+            return false;
+        }
+        hinted_here |= ep.zone_hints.iter().any(|z| z == zone);
+    }
+    hinted_here
+}
+
+fn serving_terminating(ep: &Endpoint) -> bool {
+    ep.serving && ep.terminating
+}
+
+/// Splits `endpoints` (already of the rendered family, sorted) by traffic policy.
+pub(super) fn categorize<'a>(
+    endpoints: &[&'a Endpoint],
+    svc: &ServicePort,
+    node: &NodeConfig,
+) -> Categorized<'a> {
+    let mut out = Categorized::default();
+    let mut use_topology = false;
+    if uses_cluster_endpoints(svc, node.family) {
+        use_topology = can_use_topology(endpoints, node.zone.as_deref());
+        let zone = node.zone.as_deref().unwrap_or_default();
+        out.cluster = endpoints
+            .iter()
+            .copied()
+            .filter(|e| e.ready && (!use_topology || e.zone_hints.iter().any(|z| z == zone)))
+            .collect();
+        if out.cluster.is_empty() {
+            out.cluster = endpoints.iter().copied().filter(|e| serving_terminating(e)).collect();
+        }
+        out.has_any = !out.cluster.is_empty();
+    }
+
+    if !uses_local_endpoints(svc, node.family) {
+        out.reachable = out.cluster.clone();
+        return out;
+    }
+
+    let local = |e: &&Endpoint| e.is_local(&node.node_name);
+    let (mut local_ready, mut local_terminating) = (false, false);
+    for ep in endpoints {
+        if ep.ready {
+            out.has_any = true;
+            local_ready |= local(ep);
+        } else if serving_terminating(ep) {
+            out.has_any = true;
+            local_terminating |= local(ep);
+        }
+    }
+    let mut use_terminating = false;
+    if local_ready {
+        out.local = endpoints.iter().copied().filter(|e| local(e) && e.ready).collect();
+    } else if local_terminating {
+        use_terminating = true;
+        out.local = endpoints.iter().copied().filter(|e| local(e) && serving_terminating(e)).collect();
+    }
+
+    if !uses_cluster_endpoints(svc, node.family) {
+        out.reachable = out.local.clone();
+        return out;
+    }
+    if !use_topology && !use_terminating {
+        // Every ready endpoint is in `cluster`, so it already contains every local one.
+        out.reachable = out.cluster.clone();
+        return out;
+    }
+    let mut merged: Vec<&Endpoint> = out.cluster.iter().chain(out.local.iter()).copied().collect();
+    merged.sort_by_cached_key(|e| e.key());
+    merged.dedup_by(|a, b| a.key() == b.key());
+    out.reachable = merged;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Protocol, ServicePortName, TrafficPolicy};
+
+    fn ep(addr: &str, ready: bool, terminating: bool, node: &str, zones: &[&str]) -> Endpoint {
+        Endpoint {
+            addr: addr.parse().unwrap(),
+            ready,
+            serving: ready || terminating,
+            terminating,
+            node_name: Some(node.into()),
+            zone_hints: zones.iter().map(|z| z.to_string()).collect(),
+        }
+    }
+
+    fn svc(internal: TrafficPolicy, external: TrafficPolicy, node_port: Option<u16>) -> ServicePort {
+        ServicePort {
+            name: ServicePortName { namespace: "ns".into(), name: "s".into(), port: "p".into(), protocol: Protocol::Tcp },
+            cluster_ips: vec!["10.96.0.1".parse().unwrap()],
+            port: 80,
+            node_port,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            affinity_timeout: None,
+            external_policy: external,
+            internal_policy: internal,
+            health_check_node_port: None,
+            endpoints: vec![],
+        }
+    }
+
+    fn node(zone: Option<&str>) -> NodeConfig {
+        NodeConfig { node_name: "n1".into(), zone: zone.map(Into::into), ..NodeConfig::default() }
+    }
+
+    fn keys(eps: &[&Endpoint]) -> Vec<String> {
+        eps.iter().map(|e| e.key()).collect()
+    }
+
+    #[test]
+    fn terminating_fallback_only_without_ready() {
+        let eps = [ep("10.0.0.1:80", false, true, "n2", &[]), ep("10.0.0.2:80", true, false, "n2", &[])];
+        let refs: Vec<&Endpoint> = eps.iter().collect();
+        let c = categorize(&refs, &svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, None), &node(None));
+        assert_eq!(keys(&c.cluster), ["10.0.0.2:80"]);
+        let c = categorize(&refs[..1], &svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, None), &node(None));
+        assert_eq!(keys(&c.cluster), ["10.0.0.1:80"]);
+        assert!(c.has_any);
+    }
+
+    #[test]
+    fn topology_hints_need_every_ready_endpoint_hinted() {
+        let eps = [ep("10.0.0.1:80", true, false, "n2", &["a"]), ep("10.0.0.2:80", true, false, "n3", &["b"])];
+        let refs: Vec<&Endpoint> = eps.iter().collect();
+        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, None);
+        assert_eq!(keys(&categorize(&refs, &s, &node(Some("a"))).cluster), ["10.0.0.1:80"]);
+        assert_eq!(categorize(&refs, &s, &node(Some("c"))).cluster.len(), 2, "no hint for zone c");
+        assert_eq!(categorize(&refs, &s, &node(None)).cluster.len(), 2, "node without zone");
+        let partial = [ep("10.0.0.1:80", true, false, "n2", &["a"]), ep("10.0.0.2:80", true, false, "n3", &[])];
+        let refs: Vec<&Endpoint> = partial.iter().collect();
+        assert_eq!(categorize(&refs, &s, &node(Some("a"))).cluster.len(), 2);
+    }
+
+    #[test]
+    fn local_policy_uses_local_and_merges_reachable() {
+        let eps = [
+            ep("10.0.0.1:80", true, false, "n1", &[]),
+            ep("10.0.0.2:80", true, false, "n2", &[]),
+            ep("10.0.0.3:80", false, true, "n1", &[]),
+        ];
+        let refs: Vec<&Endpoint> = eps.iter().collect();
+        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Local, Some(30000));
+        let c = categorize(&refs, &s, &node(None));
+        assert_eq!(keys(&c.local), ["10.0.0.1:80"]);
+        assert_eq!(keys(&c.cluster), ["10.0.0.1:80", "10.0.0.2:80"]);
+        assert_eq!(keys(&c.reachable), ["10.0.0.1:80", "10.0.0.2:80"]);
+
+        // Only a terminating endpoint locally: Local falls back to it, reachable merges.
+        let c = categorize(&refs[1..], &s, &node(None));
+        assert_eq!(keys(&c.local), ["10.0.0.3:80"]);
+        assert_eq!(keys(&c.reachable), ["10.0.0.2:80", "10.0.0.3:80"]);
+
+        // internalTrafficPolicy=Local without external destinations: local only.
+        let s = svc(TrafficPolicy::Local, TrafficPolicy::Cluster, None);
+        let c = categorize(&refs[1..2], &s, &node(None));
+        assert!(c.local.is_empty() && c.cluster.is_empty() && c.has_any);
+    }
+}
