@@ -1,6 +1,7 @@
 //! One module per subcommand: clap arguments plus a `run` that returns the exit code.
 
 pub mod apply;
+pub mod common;
 pub mod diff;
 pub mod render;
 pub mod trace;
