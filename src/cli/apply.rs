@@ -1,11 +1,76 @@
-//! (placeholder, being written)
+//! `kubenat apply`: one-shot sync — render the manifests and apply them to this (or a named)
+//! network namespace with `iptables-restore --noflush`, inserting only missing jump rules and
+//! deleting stale per-service chains. Safe to run repeatedly.
+
 use std::process::ExitCode;
 
-/// Arguments.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use kubenat::iptables::apply::{self, ApplyReport};
+use kubenat::iptables::exec::{Backend, ExecIptables, Iptables};
+use kubenat::iptables::parse;
+use kubenat::iptables::ruleset::TableName;
 
-/// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use super::common::RenderInput;
+
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// Detect like kubelet and flannel do (the backend that holds the node's rules).
+    Auto,
+    /// `iptables-nft-restore`
+    Nft,
+    /// `iptables-legacy-restore`
+    Legacy,
+}
+
+/// Arguments of `kubenat apply`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    input: RenderInput,
+    /// iptables backend.
+    #[arg(long = "iptables-backend", alias = "backend", value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Apply inside this network namespace (`ip netns exec NAME`).
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// Print the restore input that would be applied instead of applying it.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `kubenat apply`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let prepared = args.input.prepare()?;
+    let ruleset = prepared.ruleset();
+    let jumps = prepared.jumps();
+    let family = prepared.node.family;
+    let ipt = match args.backend {
+        BackendArg::Auto => ExecIptables::detected(args.netns.clone()),
+        BackendArg::Nft => with_netns(ExecIptables::new(Backend::Nft), &args.netns),
+        BackendArg::Legacy => with_netns(ExecIptables::new(Backend::Legacy), &args.netns),
+    };
+    if args.dry_run {
+        let mut saved = String::new();
+        for table in [TableName::Filter, TableName::Nat] {
+            saved.push_str(&ipt.save(family, Some(table)).context("reading the current rules")?);
+        }
+        let current = parse::parse(&saved).context("parsing the current rules")?;
+        print!("{}", apply::plan(&ruleset, &jumps, &current));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: ApplyReport = apply::apply_once(&ipt, family, &ruleset, &jumps)
+        .with_context(|| format!("applying the {family} rules with {}", ipt.backend))?;
+    println!(
+        "applied {family} rules with {} backend: {} chains, {} rules, {} jump rules inserted, {} stale chains deleted",
+        ipt.backend, report.chains, report.rules, report.jumps_inserted, report.chains_deleted
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn with_netns(ipt: ExecIptables, netns: &Option<String>) -> ExecIptables {
+    match netns {
+        Some(name) => ipt.in_netns(name.clone()),
+        None => ipt,
+    }
 }

@@ -1,5 +1,6 @@
 //! Everything iptables: typed rules, naming, rendering, text in and out, analysis, execution.
 
+pub mod apply;
 pub mod chain_names;
 pub mod check;
 pub mod diff;

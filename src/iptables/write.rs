@@ -7,6 +7,8 @@ use super::ruleset::{Arg, Rule, RuleOp, Ruleset, Table};
 /// Whether `value` can be written without quotes.
 fn is_bare(value: &str) -> bool {
     !value.is_empty()
+        && !value.starts_with('-')
+        && !value.starts_with('!')
         && value.chars().all(|c| {
             c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '+' | '=' | '@' | '%' | '[' | ']')
         })
@@ -109,6 +111,9 @@ mod tests {
         s.clear();
         write_value(&mut s, "").unwrap();
         assert_eq!(s, "\"\"");
+        s.clear();
+        write_value(&mut s, "-j").unwrap();
+        assert_eq!(s, "\"-j\"", "a value that looks like a flag is quoted");
     }
 
     #[test]

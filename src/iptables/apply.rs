@@ -1,0 +1,191 @@
+//! One-shot apply: plan (pure) the `--noflush` restore input that turns the live tables into the
+//! desired ruleset — jump rules ensured, stale service chains deleted, canaries declared — and
+//! run it. Diff-based partial syncs belong to the sync loop, not here.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use tracing::{debug, info};
+
+use super::diff::canonical;
+use super::chain_names::{self, KUBE_PROXY_CANARY};
+use super::exec::{self, Iptables, RestoreOptions};
+use super::parse;
+use super::render::JumpRule;
+use super::ruleset::{Rule, RuleOp, Ruleset, TableName};
+use crate::model::IpFamily;
+
+/// Errors of one apply.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `iptables-save` failed; retryable when the cause is.
+    #[error("reading the current {family} rules")]
+    Save {
+        /// The family being applied.
+        family: IpFamily,
+        /// What went wrong.
+        #[source]
+        source: exec::Error,
+    },
+    /// The saved rules could not be parsed. Not retryable.
+    #[error("parsing the current {family} rules")]
+    Parse {
+        /// The family being applied.
+        family: IpFamily,
+        /// What went wrong.
+        #[source]
+        source: parse::Error,
+    },
+    /// `iptables-restore` failed (its error names the failing line); retryable when the cause is.
+    #[error("restoring the {family} rules")]
+    Restore {
+        /// The family being applied.
+        family: IpFamily,
+        /// What went wrong.
+        #[source]
+        source: exec::Error,
+    },
+}
+
+impl Error {
+    /// Whether the same apply may succeed later (lock contention, a timeout).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Save { source, .. } | Error::Restore { source, .. } => source.is_retryable(),
+            Error::Parse { .. } => false,
+        }
+    }
+}
+
+/// Result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What one apply wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Chains declared (created or flushed), canaries included.
+    pub chains: usize,
+    /// Rules appended to our chains.
+    pub rules: usize,
+    /// Jump rules inserted into built-in chains because they were missing.
+    pub jumps_inserted: usize,
+    /// Stale per-service chains deleted.
+    pub chains_deleted: usize,
+}
+
+impl ApplyReport {
+    /// Counts what `input` (a planned restore input) writes.
+    pub fn of(input: &Ruleset) -> Self {
+        let mut report = ApplyReport::default();
+        for table in &input.tables {
+            report.chains += table.chains.len();
+            report.chains_deleted += table.deletes.len();
+            for rule in &table.rules {
+                match rule.op {
+                    RuleOp::Insert(_) => report.jumps_inserted += 1,
+                    RuleOp::Append | RuleOp::Delete => report.rules += 1,
+                }
+            }
+        }
+        report
+    }
+}
+
+/// The restore input that makes `current` (parsed `iptables-save` of filter, nat and mangle)
+/// match `desired` when applied with `--noflush`: `desired` itself, missing `jumps` inserted at
+/// position 1 (in `jumps` order, so the first ends up last, as with kube-proxy), stale
+/// per-service nat chains deleted, and `KUBE-PROXY-CANARY` declared in filter, nat and mangle.
+/// Idempotent: planning again against the applied result inserts no jumps.
+pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset {
+    let canary = chain_names::fixed(KUBE_PROXY_CANARY);
+    let mut out = desired.clone();
+    for table in [TableName::Filter, TableName::Nat] {
+        out.table_mut(table).declare(&canary);
+    }
+
+    let declared: BTreeSet<&str> = desired
+        .table(TableName::Nat)
+        .map(|t| t.chains.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let stale: Vec<_> = current
+        .table(TableName::Nat)
+        .map(|t| t.chains.iter().map(|c| &c.name).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| {
+            chain_names::is_service_chain(name.as_str()) && !declared.contains(name.as_str())
+        })
+        .cloned()
+        .collect();
+    let nat = out.table_mut(TableName::Nat);
+    for chain in stale {
+        if !nat.deletes.contains(&chain) {
+            nat.deletes.push(chain);
+        }
+    }
+
+    for jump in jumps
+        .iter()
+        .filter(|j| !has_rule(current, j.table, &j.rule))
+    {
+        let rule = Rule {
+            op: RuleOp::Insert(Some(1)),
+            ..jump.rule.clone()
+        };
+        out.table_mut(jump.table).rules.push(rule);
+    }
+    // Mangle last: its canary appearing means the tables before it were committed.
+    out.table_mut(TableName::Mangle).declare(&canary);
+    out
+}
+
+/// Saves, plans and restores once for `family`.
+pub fn apply_once(
+    ipt: &dyn Iptables,
+    family: IpFamily,
+    desired: &Ruleset,
+    jumps: &[JumpRule],
+) -> Result<ApplyReport> {
+    let started = Instant::now();
+    let mut saved = String::new();
+    // Only the tables we read: naming mangle would make legacy iptables create it needlessly.
+    for table in [TableName::Filter, TableName::Nat] {
+        let text = ipt
+            .save(family, Some(table))
+            .map_err(|source| Error::Save { family, source })?;
+        saved.push_str(&text);
+    }
+    let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
+    let input = plan(desired, jumps, &current);
+    let report = ApplyReport::of(&input);
+    let text = input.to_string();
+    debug!(%family, bytes = text.len(), "restoring");
+    let opts = RestoreOptions {
+        noflush: true,
+        counters: true,
+    };
+    ipt.restore(family, &text, opts)
+        .map_err(|source| Error::Restore { family, source })?;
+    info!(
+        %family,
+        chains = report.chains,
+        rules = report.rules,
+        jumps_inserted = report.jumps_inserted,
+        chains_deleted = report.chains_deleted,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "applied"
+    );
+    Ok(report)
+}
+
+/// Whether `table` of `ruleset` holds a rule meaning the same as `rule`, in the same chain
+/// (compared in the diff's canonical form, so iptables-save spellings match ours).
+fn has_rule(ruleset: &Ruleset, table: TableName, rule: &Rule) -> bool {
+    let wanted = canonical(rule);
+    ruleset
+        .table(table)
+        .is_some_and(|t| t.chain_rules(rule.chain.as_str()).any(|r| canonical(r) == wanted))
+}
+
+#[cfg(test)]
+mod tests;

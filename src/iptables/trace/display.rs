@@ -1,0 +1,65 @@
+//! Human-readable trace output: one line per outcome, then the notes.
+
+use std::fmt;
+
+use super::{Outcome, Trace, Verdict};
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, chain, detail) = match self {
+            Verdict::Dnat(to) => return write!(f, "{to}"),
+            Verdict::Redirect(port) => return write!(f, "REDIRECT to local port {port}"),
+            Verdict::Accept => return f.write_str("no service matched"),
+            Verdict::Drop { chain, comment } => ("DROP", chain, comment.as_deref()),
+            Verdict::Reject { chain, comment } => ("REJECT", chain, comment.as_deref()),
+            Verdict::Aborted { chain, reason } => ("ABORTED", chain, Some(reason.as_str())),
+        };
+        match detail {
+            Some(detail) => write!(f, "{what} ({detail}) in {chain}"),
+            None => write!(f, "{what} in {chain}"),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    /// `10.244.2.7:8080 p=0.333 masquerade=no via nat/PREROUTING > nat/KUBE-SERVICES > …`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} p={:.3}", self.verdict, self.probability)?;
+        if matches!(
+            self.verdict,
+            Verdict::Dnat(_) | Verdict::Redirect(_) | Verdict::Accept
+        ) {
+            write!(
+                f,
+                " masquerade={}",
+                if self.masquerade { "yes" } else { "no" }
+            )?;
+        }
+        if !self.chains.is_empty() {
+            write!(f, " via {}", self.chains.join(" > "))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for outcome in &self.outcomes {
+            if outcome.verdict == Verdict::Accept {
+                let rest = outcome.to_string();
+                let rest = rest.strip_prefix("no service matched").unwrap_or(&rest);
+                writeln!(
+                    f,
+                    "no service matched (packet continues to {}){rest}",
+                    self.destination
+                )?;
+            } else {
+                writeln!(f, "{outcome}")?;
+            }
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        Ok(())
+    }
+}
