@@ -1,1 +1,306 @@
-//! (placeholder, being written)
+//! Converts Services and EndpointSlices (or core/v1 Endpoints) into a `ClusterState` with
+//! kube-proxy's semantics, validating every value that could reach iptables text; no I/O.
+
+mod endpoints;
+mod legacy;
+mod node;
+mod reporter;
+mod service;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tracing::debug;
+
+pub use endpoints::{
+    merge_endpoints, slice_endpoints, EndpointGroup, MergedEndpoints, PortEndpoints,
+    SERVICE_NAME_LABEL,
+};
+pub use legacy::core_endpoints;
+pub use node::{node_facts, NodeFacts, ZONE_LABEL};
+pub use service::service_ports;
+
+use crate::k8s::manifests::{object_label, Objects, Problem, Source};
+use crate::model::{ClusterState, Protocol, ServicePort};
+use validate::protocol_name;
+
+/// Which API gives the endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointsSource {
+    /// discovery.k8s.io/v1 EndpointSlices (what kube-proxy uses since 1.19).
+    EndpointSlices,
+    /// core/v1 Endpoints (what kube-proxy used before EndpointSlices).
+    Endpoints,
+    /// EndpointSlices if there are any, otherwise core/v1 Endpoints.
+    #[default]
+    Auto,
+}
+
+/// A converted cluster and what was wrong with the input.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Converted {
+    /// Every proxied service port with its endpoints.
+    pub state: ClusterState,
+    /// Objects and values that were skipped, each naming the object and the bad value.
+    pub problems: Vec<Problem>,
+}
+
+/// What could be converted from one object, and what was wrong with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Partial<T> {
+    /// The usable part.
+    pub value: T,
+    /// Problems with the object (no source set; the caller knows where it came from).
+    pub problems: Vec<Problem>,
+}
+
+/// Converts loaded objects into a cluster state, exactly as the daemon would see them.
+pub fn cluster_state(objects: &Objects, source: EndpointsSource) -> Converted {
+    let mut builder = StateBuilder::new();
+    for svc in &objects.services {
+        builder.add_service(&svc.object, Some(&svc.source));
+    }
+    let use_slices = match source {
+        EndpointsSource::EndpointSlices => true,
+        EndpointsSource::Endpoints => false,
+        EndpointsSource::Auto => !objects.endpoint_slices.is_empty(),
+    };
+    if use_slices {
+        for slice in &objects.endpoint_slices {
+            builder.add_endpoint_slice(&slice.object, Some(&slice.source));
+        }
+    } else {
+        for endpoints in &objects.endpoints {
+            builder.add_endpoints(&endpoints.object, Some(&endpoints.source));
+        }
+    }
+    builder.finish()
+}
+
+/// (namespace, name) of a Service.
+type ServiceKey = (String, String);
+
+/// Builds a [`ClusterState`] from objects added in any order (the live watcher feeds it from
+/// its stores; [`cluster_state`] from files). Converting happens as objects are added;
+/// [`StateBuilder::finish`] resolves what needs the whole set: duplicates, nodePort and
+/// clusterIP conflicts (the first Service by namespace/name keeps the port) and endpoints.
+#[derive(Debug, Default)]
+pub struct StateBuilder {
+    services: BTreeMap<ServiceKey, ServiceEntry>,
+    groups: BTreeMap<ServiceKey, Vec<EndpointGroup>>,
+    seen: HashMap<(&'static str, String, String), Option<Source>>,
+    problems: Vec<Problem>,
+}
+
+#[derive(Debug)]
+struct ServiceEntry {
+    source: Option<Source>,
+    ports: Vec<ServicePort>,
+}
+
+impl StateBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        StateBuilder::default()
+    }
+
+    /// Adds a Service; a second Service with the same namespace/name is reported and ignored.
+    pub fn add_service(&mut self, svc: &Service, source: Option<&Source>) {
+        let Some(key) = self.first_of("Service", &svc.metadata, source) else {
+            return;
+        };
+        let Partial { value, problems } = service_ports(svc);
+        self.problems
+            .extend(problems.into_iter().map(|p| p.at(source)));
+        self.services.insert(
+            key,
+            ServiceEntry {
+                source: source.cloned(),
+                ports: value,
+            },
+        );
+    }
+
+    /// Adds an EndpointSlice; its endpoints attach to the Service its label names.
+    pub fn add_endpoint_slice(&mut self, slice: &EndpointSlice, source: Option<&Source>) {
+        if self
+            .first_of("EndpointSlice", &slice.metadata, source)
+            .is_some()
+        {
+            let Partial { value, problems } = slice_endpoints(slice);
+            self.add_group(value, problems, source);
+        }
+    }
+
+    /// Adds a core/v1 Endpoints; its endpoints attach to the Service of the same name.
+    pub fn add_endpoints(&mut self, endpoints: &Endpoints, source: Option<&Source>) {
+        if self
+            .first_of("Endpoints", &endpoints.metadata, source)
+            .is_some()
+        {
+            let Partial { value, problems } = core_endpoints(endpoints);
+            self.add_group(value, problems, source);
+        }
+    }
+
+    fn add_group(
+        &mut self,
+        group: Option<EndpointGroup>,
+        problems: Vec<Problem>,
+        source: Option<&Source>,
+    ) {
+        self.problems
+            .extend(problems.into_iter().map(|p| p.at(source)));
+        if let Some(group) = group {
+            let key = (group.namespace.clone(), group.service.clone());
+            self.groups.entry(key).or_default().push(group);
+        }
+    }
+
+    /// The object's (namespace, name) if it is the first of its kind with that key; a repeat
+    /// is reported.
+    fn first_of(
+        &mut self,
+        kind: &'static str,
+        meta: &ObjectMeta,
+        source: Option<&Source>,
+    ) -> Option<ServiceKey> {
+        let namespace = meta
+            .namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let name = meta.name.clone().unwrap_or_default();
+        match self.seen.entry((kind, namespace.clone(), name.clone())) {
+            Entry::Vacant(slot) => {
+                slot.insert(source.cloned());
+                Some((namespace, name))
+            }
+            Entry::Occupied(first) => {
+                let first = first
+                    .get()
+                    .as_ref()
+                    .map(|s| format!(" (first read from {s})"))
+                    .unwrap_or_default();
+                let reason = format!("defined more than once; this copy is ignored{first}");
+                let problem = Problem::about(kind, Some(&namespace), &name, reason);
+                self.problems.push(problem.at(source));
+                None
+            }
+        }
+    }
+
+    /// Resolves conflicts, attaches endpoints and returns the state with every problem found.
+    pub fn finish(self) -> Converted {
+        let StateBuilder {
+            services,
+            mut groups,
+            problems,
+            ..
+        } = self;
+        let mut converted = Converted {
+            state: ClusterState::default(),
+            problems,
+        };
+        let mut owners = PortOwners::default();
+        for ((namespace, name), entry) in services {
+            let label = object_label("Service", Some(&namespace), &name);
+            let mut merged = groups
+                .remove(&(namespace, name))
+                .map(|g| merge_endpoints(&g))
+                .unwrap_or_default();
+            for mut port in entry.ports {
+                if let Err(conflict) = owners.claim(&mut port, &label) {
+                    let problem = Problem {
+                        source: None,
+                        object: Some(label.clone()),
+                        reason: conflict.reason,
+                    };
+                    converted.problems.push(problem.at(entry.source.as_ref()));
+                    if conflict.port_skipped {
+                        continue;
+                    }
+                }
+                port.endpoints = merged
+                    .remove(&(port.name.port.clone(), port.name.protocol))
+                    .unwrap_or_default();
+                converted.state.services.insert(port.name.clone(), port);
+            }
+        }
+        for (namespace, service) in groups.keys() {
+            debug!(
+                namespace,
+                service, "endpoints for a Service that does not exist, ignored"
+            );
+        }
+        converted
+    }
+}
+
+/// A port that clashes with one an earlier Service claimed.
+struct Conflict {
+    reason: String,
+    /// The whole port is unusable (clusterIP clash), not just its nodePort.
+    port_skipped: bool,
+}
+
+/// Which Service first used each clusterIP:port and nodePort.
+#[derive(Default)]
+struct PortOwners {
+    cluster: HashMap<(IpAddr, u16, Protocol), String>,
+    node: HashMap<(u16, Protocol), String>,
+}
+
+impl PortOwners {
+    /// Claims the port's clusterIP:port pairs and nodePort for `label`. On a clusterIP
+    /// conflict the port is unusable; on a nodePort conflict only its nodePort is dropped.
+    fn claim(&mut self, port: &mut ServicePort, label: &str) -> Result<(), Conflict> {
+        let protocol = port.name.protocol;
+        let what = service::port_label(&port.name.port, 0);
+        for ip in &port.cluster_ips {
+            if let Some(owner) = self.cluster.get(&(*ip, port.port, protocol)) {
+                let addr = SocketAddr::new(*ip, port.port);
+                let reason = format!(
+                    "{what}: {addr}/{} is already used by {owner}; port skipped",
+                    protocol_name(protocol)
+                );
+                return Err(Conflict {
+                    reason,
+                    port_skipped: true,
+                });
+            }
+        }
+        for ip in &port.cluster_ips {
+            self.cluster
+                .insert((*ip, port.port, protocol), label.to_string());
+        }
+        let Some(node_port) = port.node_port else {
+            return Ok(());
+        };
+        match self.node.entry((node_port, protocol)) {
+            Entry::Vacant(slot) => {
+                slot.insert(label.to_string());
+                Ok(())
+            }
+            Entry::Occupied(owner) => {
+                port.node_port = None;
+                let owner = owner.get();
+                let reason = format!(
+                    "{what}: nodePort {node_port}/{} is already used by {owner}; nodePort ignored",
+                    protocol_name(protocol)
+                );
+                Err(Conflict {
+                    reason,
+                    port_skipped: false,
+                })
+            }
+        }
+    }
+}
