@@ -57,7 +57,7 @@ pub enum EndpointsSourceArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderInput {
     /// Manifest files or directories (YAML/JSON, multi-document, `kind: List`).
-    #[arg(long = "objects", value_name = "PATH", num_args = 1.., required = true)]
+    #[arg(long = "objects", value_name = "PATH", num_args = 1..)]
     pub objects: Vec<PathBuf>,
     /// Node name whose endpoints count as local (also picks the Node object from the input).
     #[arg(long = "hostname-override", alias = "node", value_name = "NAME", env = "NODE_NAME", default_value = "")]
@@ -138,6 +138,9 @@ impl Prepared {
 impl RenderInput {
     /// Loads the manifests, reports bad objects on stderr, and builds state and node config.
     pub fn prepare(&self) -> anyhow::Result<Prepared> {
+        if self.objects.is_empty() {
+            bail!("--objects PATH… is required: the manifests (files or directories) to render");
+        }
         let loaded = manifests::load_paths(&self.objects);
         let source = match self.endpoints_source {
             EndpointsSourceArg::Auto => EndpointsSource::Auto,

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use kubenat::iptables::parse;
 use kubenat::iptables::ruleset::Ruleset;
+
+use super::common::RenderInput;
+use super::render::with_jumps;
 use kubenat::iptables::trace::{self, Packet, Trace, TraceEnv};
 use kubenat::model::{IpFamily, Protocol};
 
@@ -16,7 +19,7 @@ use kubenat::model::{IpFamily, Protocol};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// iptables-save output or iptables-restore input to trace through (`-` reads stdin).
-    #[arg(long, value_name = "DUMP")]
+    #[arg(long, value_name = "DUMP", conflicts_with = "objects")]
     rules: Option<PathBuf>,
     /// Source address of the packet (default with --from-node: the first --node-ip).
     #[arg(long, value_name = "IP")]
@@ -24,10 +27,10 @@ pub struct Args {
     /// Destination, e.g. `10.96.0.10:53/udp` or `[fd00::1]:80` (protocol defaults to tcp).
     #[arg(long, value_name = "IP:PORT[/PROTO]", value_parser = parse_destination)]
     dst: Destination,
-    /// An address of this node (repeatable or comma-separated): matches
-    /// `--src-type/--dst-type LOCAL` (loopback always does).
-    #[arg(long = "node-ip", value_name = "IP", value_delimiter = ',')]
-    node_ips: Vec<IpAddr>,
+    /// Render the rules from manifests instead of reading a dump (with the render flags;
+    /// `--node-ip` / `--node-addresses` also say which addresses are local).
+    #[command(flatten)]
+    render: RenderInput,
     /// The packet is generated on the node (nat OUTPUT instead of PREROUTING).
     #[arg(long)]
     from_node: bool,
@@ -83,8 +86,12 @@ fn read_rules(path: &PathBuf) -> anyhow::Result<Ruleset> {
 }
 
 /// The packet and node the arguments describe.
-fn packet_and_env(args: &Args) -> anyhow::Result<(Packet, TraceEnv)> {
-    let src = match (args.src, args.from_node, args.node_ips.first()) {
+fn packet_and_env(args: &Args, extra_local: &[IpAddr]) -> anyhow::Result<(Packet, TraceEnv)> {
+    let mut local_ips: Vec<IpAddr> = args.render.node_ip.clone();
+    local_ips.extend(args.render.node_addresses.iter().map(|n| n.addr()));
+    local_ips.extend(extra_local.iter().copied());
+    local_ips.dedup();
+    let src = match (args.src, args.from_node, local_ips.first()) {
         (Some(src), _, _) => src,
         (None, true, Some(ip)) => *ip,
         (None, true, None) => bail!("--src is required (or give --node-ip with --from-node)"),
@@ -110,26 +117,31 @@ fn packet_and_env(args: &Args) -> anyhow::Result<(Packet, TraceEnv)> {
     Ok((
         packet,
         TraceEnv {
-            local_ips: args.node_ips.clone(),
+            local_ips,
         },
     ))
 }
 
 /// Traces the packet the arguments describe through `ruleset`, wherever the ruleset came from.
-pub fn trace_ruleset(ruleset: &Ruleset, args: &Args) -> anyhow::Result<Trace> {
-    let (packet, env) = packet_and_env(args)?;
+pub fn trace_ruleset(ruleset: &Ruleset, args: &Args, extra_local: &[IpAddr]) -> anyhow::Result<Trace> {
+    let (packet, env) = packet_and_env(args, extra_local)?;
     Ok(trace::trace(ruleset, &packet, &env))
 }
 
 /// Runs `kubenat trace`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(path) = &args.rules else {
-        bail!(
-            "--rules DUMP is required (an iptables-save or iptables-restore text, `-` for stdin)"
-        );
+    let (ruleset, node_ips) = match &args.rules {
+        Some(path) => (read_rules(path)?, Vec::new()),
+        None if !args.render.objects.is_empty() => {
+            let prepared = args.render.prepare()?;
+            let ruleset = with_jumps(prepared.ruleset(), &prepared.jumps());
+            (ruleset, prepared.node.node_ips)
+        }
+        None => bail!(
+            "give --rules DUMP (an iptables-save or iptables-restore text, `-` for stdin) or --objects PATH…"
+        ),
     };
-    let ruleset = read_rules(path)?;
-    let result = trace_ruleset(&ruleset, &args)?;
+    let result = trace_ruleset(&ruleset, &args, &node_ips)?;
     print!("{result}");
     Ok(ExitCode::SUCCESS)
 }
@@ -200,18 +212,18 @@ mod tests {
             "--from-node",
         ])
         .unwrap();
-        let (packet, env) = packet_and_env(&a).unwrap();
+        let (packet, env) = packet_and_env(&a, &[]).unwrap();
         assert_eq!(packet.src, "192.168.1.10".parse::<IpAddr>().unwrap());
         assert!(packet.from_node);
         assert_eq!(env.local_ips.len(), 2);
 
         let a = args(&["--dst", "10.96.0.1:443"]).unwrap();
-        assert!(packet_and_env(&a)
+        assert!(packet_and_env(&a, &[])
             .unwrap_err()
             .to_string()
             .contains("--src"));
         let a = args(&["--src", "fd00::1", "--dst", "10.96.0.1:443"]).unwrap();
-        assert!(packet_and_env(&a)
+        assert!(packet_and_env(&a, &[])
             .unwrap_err()
             .to_string()
             .contains("families"));
@@ -224,7 +236,7 @@ mod tests {
             "bad name",
         ])
         .unwrap();
-        assert!(packet_and_env(&a)
+        assert!(packet_and_env(&a, &[])
             .unwrap_err()
             .to_string()
             .contains("--in-interface"));
@@ -236,7 +248,7 @@ mod tests {
                     -A PREROUTING -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j DNAT --to-destination 10.244.0.2:6443\nCOMMIT\n";
         let ruleset = parse::parse(dump).unwrap();
         let a = args(&["--src", "10.244.0.9", "--dst", "10.96.0.1:443"]).unwrap();
-        let t = trace_ruleset(&ruleset, &a).unwrap();
+        let t = trace_ruleset(&ruleset, &a, &[]).unwrap();
         assert!(
             t.to_string()
                 .starts_with("10.244.0.2:6443 p=1.000 masquerade=no via nat/PREROUTING"),
