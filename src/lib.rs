@@ -7,12 +7,14 @@
 //! - `flannel`: reads flannel's `subnet.env` (cluster and local pod CIDRs).
 //! - `iptables::ruleset`: the typed ruleset (tables, chains, rules).
 //! - `iptables::chain_names`: every chain name, fixed and hashed.
-//! - `iptables::render`: pure `render(&ClusterState, &NodeConfig) -> Rendered`.
+//! - `iptables::render`: pure `render(&ClusterState, &NodeConfig) -> Ruleset`, plus the
+//!   built-in chain jumps (`jump_rules`).
 //! - `iptables::write` / `iptables::parse`: restore text out, save/restore text in.
 //! - `iptables::check`: jump-consistency checker.
 //! - `iptables::diff`: semantic diff of two dumps.
 //! - `iptables::trace`: packet tracer over a parsed ruleset.
 //! - `iptables::exec`: the `Iptables` trait and the real `iptables-restore`/`-save` binaries.
+//! - `iptables::apply`: one-shot apply: plan (missing jumps, stale chains, canaries) + restore.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

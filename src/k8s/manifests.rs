@@ -2,6 +2,7 @@
 //! (multi-document, `List`s); it reports what it cannot read and does not interpret objects.
 
 mod documents;
+mod guard;
 #[cfg(test)]
 mod tests;
 mod text;

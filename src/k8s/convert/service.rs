@@ -37,13 +37,13 @@ pub fn service_ports(svc: &Service) -> Partial<Vec<ServicePort>> {
 }
 
 fn convert(svc: &Service, problems: &mut Vec<Problem>) -> Option<Vec<ServicePort>> {
-    let namespace = svc
-        .metadata
+    let meta = &svc.metadata;
+    let namespace = meta
         .namespace
         .as_deref()
         .filter(|ns| !ns.is_empty())
         .unwrap_or("default");
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
     let mut report = Reporter::new(object_label("Service", Some(namespace), name), problems);
     if let Err(why) = validate::dns_label(namespace) {
         report.report(format!("invalid namespace {}: {why}", quoted(namespace)));
@@ -53,9 +53,10 @@ fn convert(svc: &Service, problems: &mut Vec<Problem>) -> Option<Vec<ServicePort
         report.report(format!("invalid name {}: {why}", quoted(name)));
         return None;
     }
-    if let Some(label) = validate::ignored_by_label(svc.metadata.labels.as_ref()) {
+    if let Some(label) = validate::ignored_by_label(meta.labels.as_ref()) {
+        let service = report.label();
         debug!(
-            service = report.label(),
+            service,
             label, "Service has a label kube-proxy ignores, skipping"
         );
         return None;
@@ -66,30 +67,43 @@ fn convert(svc: &Service, problems: &mut Vec<Problem>) -> Option<Vec<ServicePort
     };
     let service_type = service_type(spec, &mut report)?;
     let cluster_ips = cluster_ips(spec, &mut report)?;
-    let base = ServicePort {
-        name: ServicePortName {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            port: String::new(),
-            protocol: Protocol::Tcp,
-        },
+    let name = ServicePortName {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        port: String::new(),
+        protocol: Protocol::Tcp,
+    };
+    let base = base_port(svc, spec, name, cluster_ips, service_type, &mut report);
+    Some(ports(spec, service_type, &base, &mut report))
+}
+
+/// Everything the ports of a Service share; `port` is 0 and `name.port` empty until set.
+fn base_port(
+    svc: &Service,
+    spec: &ServiceSpec,
+    name: ServicePortName,
+    cluster_ips: Vec<IpAddr>,
+    service_type: ServiceType,
+    report: &mut Reporter<'_>,
+) -> ServicePort {
+    let mut base = ServicePort {
+        name,
         cluster_ips,
         port: 0,
         node_port: None,
-        external_ips: ip_list("externalIPs", spec.external_ips.as_deref(), &mut report),
-        load_balancer_ips: load_balancer_ips(svc, &mut report),
-        source_ranges: source_ranges(spec, &mut report),
-        affinity_timeout: affinity_timeout(spec, &mut report),
-        external_policy: external_policy(spec, &mut report),
-        internal_policy: internal_policy(spec, &mut report),
+        external_ips: ip_list("externalIPs", spec.external_ips.as_deref(), report),
+        load_balancer_ips: load_balancer_ips(svc, report),
+        source_ranges: source_ranges(spec, report),
+        affinity_timeout: affinity_timeout(spec, report),
+        external_policy: external_policy(spec, report),
+        internal_policy: internal_policy(spec, report),
         health_check_node_port: None,
         endpoints: Vec::new(),
     };
-    let base = ServicePort {
-        health_check_node_port: health_check_node_port(spec, service_type, &base, &mut report),
-        ..base
-    };
-    Some(ports(spec, service_type, &base, &mut report))
+    if service_type == ServiceType::LoadBalancer && base.external_policy == TrafficPolicy::Local {
+        base.health_check_node_port = health_check_node_port(spec, report);
+    }
+    base
 }
 
 fn service_type(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Option<ServiceType> {
@@ -161,12 +175,9 @@ fn ip_list(field: &str, raw: Option<&[String]>, report: &mut Reporter<'_>) -> Ve
 
 /// `status.loadBalancer.ingress[].ip`, leaving out `ipMode: Proxy` entries and hostnames.
 fn load_balancer_ips(svc: &Service, report: &mut Reporter<'_>) -> Vec<IpAddr> {
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_deref());
-    let vip_ips: Vec<String> = ingress
+    let status = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref());
+    let vip_ips: Vec<String> = status
+        .and_then(|lb| lb.ingress.as_deref())
         .unwrap_or_default()
         .iter()
         .filter(|ing| ing.ip_mode.as_deref() != Some("Proxy"))
@@ -255,16 +266,9 @@ fn internal_policy(spec: &ServiceSpec, report: &mut Reporter<'_>) -> TrafficPoli
     }
 }
 
-/// `spec.healthCheckNodePort`, only for LoadBalancer Services with externalTrafficPolicy=Local.
-fn health_check_node_port(
-    spec: &ServiceSpec,
-    service_type: ServiceType,
-    base: &ServicePort,
-    report: &mut Reporter<'_>,
-) -> Option<u16> {
-    if service_type != ServiceType::LoadBalancer || base.external_policy != TrafficPolicy::Local {
-        return None;
-    }
+/// `spec.healthCheckNodePort` (used only for LoadBalancer Services with
+/// externalTrafficPolicy=Local).
+fn health_check_node_port(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Option<u16> {
     match spec.health_check_node_port {
         None | Some(0) => None,
         Some(port) => port_number(port).or_else(|| {
@@ -335,11 +339,11 @@ fn one_port<'a>(
         fail("a name is required when a Service has more than one port".into());
         return None;
     }
-    if let Err(why) =
-        validate::port_name(name).or_else(|why| if name.is_empty() { Ok(()) } else { Err(why) })
-    {
-        fail(format!("invalid name: {why}"));
-        return None;
+    if !name.is_empty() {
+        if let Err(why) = validate::port_name(name) {
+            fail(format!("invalid name: {why}"));
+            return None;
+        }
     }
     let protocol = validate::protocol(api.protocol.as_deref())
         .map_err(|raw| fail(format!("unknown protocol {}", quoted(&raw))))

@@ -118,6 +118,13 @@ fn load_yaml_document(chunk: &Chunk<'_>, source: &Source, loaded: &mut Loaded) {
     let fail = |loaded: &mut Loaded, reason: String| {
         loaded.problems.push(Problem::new(reason).at(Some(source)));
     };
+    if super::guard::too_deep(chunk.text) {
+        let depth = super::guard::MAX_FLOW_DEPTH;
+        return fail(
+            loaded,
+            format!("invalid YAML: flow collections nested more than {depth} deep"),
+        );
+    }
     let mut value: serde_yaml::Value = match serde_yaml::from_str(chunk.text) {
         Ok(value) => value,
         Err(err) => {

@@ -295,21 +295,50 @@ fn source_and_problem_display() {
 
 #[test]
 fn hostile_documents_fail_cleanly() {
-    let deep_yaml = format!("apiVersion: v1\nkind: Service\nspec: {}", "[".repeat(100_000));
+    let deep_yaml = format!(
+        "apiVersion: v1\nkind: Service\nspec: {}",
+        "[".repeat(100_000)
+    );
+    let started = std::time::Instant::now();
     let loaded = load(&deep_yaml);
-    assert_eq!(loaded.problems.len(), 1, "{:?}", messages(&loaded));
-    let deep_json = format!("{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"spec\": {}", "[".repeat(100_000));
+    assert_eq!(
+        messages(&loaded),
+        vec!["m.yaml#1: invalid YAML: flow collections nested more than 1000 deep"]
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let deep_ok = format!("apiVersion: v1\nkind: Service\nspec: {}", "[".repeat(900));
+    assert_eq!(
+        messages(&load(&deep_ok)),
+        vec!["m.yaml#1: invalid YAML: recursion limit exceeded at line 3 column 134"]
+    );
+    let deep_json = format!(
+        "{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"spec\": {}",
+        "[".repeat(100_000)
+    );
     let loaded = load_str(&deep_json, Path::new("deep.json"));
-    assert_eq!(messages(&loaded), vec!["deep.json#1: invalid JSON: recursion limit exceeded at line 1 column 175"]);
+    assert_eq!(
+        messages(&loaded),
+        vec!["deep.json#1: invalid JSON: recursion limit exceeded at line 1 column 175"]
+    );
     let laughs = "apiVersion: v1\nkind: Service\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
                   c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
                   e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
                   g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
     let loaded = load(laughs);
-    assert_eq!(messages(&loaded), vec!["m.yaml#1: invalid YAML: repetition limit exceeded"]);
+    assert_eq!(
+        messages(&loaded),
+        vec!["m.yaml#1: invalid YAML: repetition limit exceeded"]
+    );
     let mut nested = String::from("apiVersion: v1\nkind: Service\nmetadata: {name: deep}\n");
     for _ in 0..10 {
-        nested = format!("apiVersion: v1\nkind: List\nitems:\n- {}", nested.replace('\n', "\n  "));
+        nested = format!(
+            "apiVersion: v1\nkind: List\nitems:\n- {}",
+            nested.replace('\n', "\n  ")
+        );
     }
     let loaded = load(&nested);
     assert_eq!(
