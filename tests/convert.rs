@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_paths;
-use kubenat::model::{
-    ClusterState, Endpoint, Protocol, ServicePort, ServicePortName, TrafficPolicy,
-};
+use kubenat::model::{ClusterState, Endpoint, Protocol, ServicePort, ServicePortName, TrafficPolicy};
 
 #[path = "convert/fuzz.rs"]
 mod fuzz;
@@ -24,36 +22,18 @@ fn run(paths: &[&str], source: EndpointsSource) -> (Vec<String>, ClusterState) {
     let loaded = load_paths(&paths);
     let converted = cluster_state(&loaded.objects, source);
     let prefix = format!("{}/", root().display());
-    let messages = loaded
-        .problems
-        .iter()
-        .chain(&converted.problems)
-        .map(|p| p.to_string().replace(&prefix, ""))
-        .collect();
+    let messages =
+        loaded.problems.iter().chain(&converted.problems).map(|p| p.to_string().replace(&prefix, "")).collect();
     (messages, converted.state)
 }
 
 fn key(ns: &str, name: &str, port: &str, protocol: Protocol) -> ServicePortName {
-    ServicePortName {
-        namespace: ns.into(),
-        name: name.into(),
-        port: port.into(),
-        protocol,
-    }
+    ServicePortName { namespace: ns.into(), name: name.into(), port: port.into(), protocol }
 }
 
-fn get<'a>(
-    state: &'a ClusterState,
-    ns: &str,
-    name: &str,
-    port: &str,
-    protocol: Protocol,
-) -> &'a ServicePort {
+fn get<'a>(state: &'a ClusterState, ns: &str, name: &str, port: &str, protocol: Protocol) -> &'a ServicePort {
     let k = key(ns, name, port, protocol);
-    state
-        .services
-        .get(&k)
-        .unwrap_or_else(|| panic!("no {k}; have {:?}", state.services.keys()))
+    state.services.get(&k).unwrap_or_else(|| panic!("no {k}; have {:?}", state.services.keys()))
 }
 
 fn endpoint_keys(port: &ServicePort) -> Vec<String> {
@@ -66,10 +46,7 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn kubectl_get_list_output() {
-    let (problems, state) = run(
-        &["fixtures/convert/kubectl-get-list.yaml"],
-        EndpointsSource::Auto,
-    );
+    let (problems, state) = run(&["fixtures/convert/kubectl-get-list.yaml"], EndpointsSource::Auto);
     assert_eq!(problems, Vec::<String>::new());
     let names: Vec<String> = state.services.keys().map(ToString::to_string).collect();
     assert_eq!(
@@ -83,42 +60,24 @@ fn kubectl_get_list_output() {
         ]
     );
     let api = get(&state, "default", "kubernetes", "https", Protocol::Tcp);
-    assert_eq!(
-        (api.cluster_ips.clone(), api.port),
-        (vec![ip("10.96.0.1")], 443)
-    );
+    assert_eq!((api.cluster_ips.clone(), api.port), (vec![ip("10.96.0.1")], 443));
     assert_eq!(endpoint_keys(api), vec!["192.168.1.10:6443"]);
     let dns = get(&state, "kube-system", "kube-dns", "dns", Protocol::Udp);
     assert_eq!(endpoint_keys(dns), vec!["10.244.0.2:53", "10.244.0.3:53"]);
     assert_eq!(dns.endpoints[0].node_name.as_deref(), Some("cp-1"));
     let metrics = get(&state, "kube-system", "kube-dns", "metrics", Protocol::Tcp);
-    assert_eq!(
-        endpoint_keys(metrics),
-        vec!["10.244.0.2:9153", "10.244.0.3:9153"]
-    );
+    assert_eq!(endpoint_keys(metrics), vec!["10.244.0.2:9153", "10.244.0.3:9153"]);
 
     let web = get(&state, "shop", "web", "http", Protocol::Tcp);
-    assert_eq!(
-        (web.port, web.node_port, web.health_check_node_port),
-        (80, Some(30080), Some(31888))
-    );
+    assert_eq!((web.port, web.node_port, web.health_check_node_port), (80, Some(30080), Some(31888)));
     assert_eq!(web.external_policy, TrafficPolicy::Local);
     assert_eq!(web.internal_policy, TrafficPolicy::Cluster);
     assert_eq!(web.affinity_timeout, Some(10800));
     assert_eq!(web.load_balancer_ips, vec![ip("198.51.100.20")]);
-    assert_eq!(
-        web.source_ranges,
-        vec!["203.0.113.0/24".parse().expect("cidr")]
-    );
-    assert_eq!(
-        endpoint_keys(web),
-        vec!["10.244.1.12:8080", "10.244.2.7:8080"]
-    );
+    assert_eq!(web.source_ranges, vec!["203.0.113.0/24".parse().expect("cidr")]);
+    assert_eq!(endpoint_keys(web), vec!["10.244.1.12:8080", "10.244.2.7:8080"]);
     let draining = &web.endpoints[0];
-    assert_eq!(
-        (draining.ready, draining.serving, draining.terminating),
-        (false, true, true)
-    );
+    assert_eq!((draining.ready, draining.serving, draining.terminating), (false, true, true));
     assert_eq!(draining.zone_hints, vec!["zone-a"]);
 }
 
@@ -133,20 +92,14 @@ fn multi_document_app_bundle() {
         assert_eq!(api.external_ips, vec![ip("192.0.2.44")]);
         assert_eq!(api.internal_policy, TrafficPolicy::Local);
         let target = if name == "http" { 8080 } else { 9090 };
-        let expected: Vec<String> = ["10.244.1.20", "10.244.2.9", "10.244.3.100"]
-            .iter()
-            .map(|a| format!("{a}:{target}"))
-            .collect();
+        let expected: Vec<String> =
+            ["10.244.1.20", "10.244.2.9", "10.244.3.100"].iter().map(|a| format!("{a}:{target}")).collect();
         assert_eq!(endpoint_keys(api), expected);
         // api-a (merged first) has a terminating copy of 10.244.1.20; api-b's live copy wins.
         let migrated = &api.endpoints[0];
         assert_eq!((migrated.ready, migrated.terminating), (true, false));
         assert_eq!(
-            (
-                api.endpoints[1].ready,
-                api.endpoints[1].serving,
-                api.endpoints[1].terminating
-            ),
+            (api.endpoints[1].ready, api.endpoints[1].serving, api.endpoints[1].terminating),
             (false, false, true)
         );
     }
@@ -154,25 +107,14 @@ fn multi_document_app_bundle() {
 
 #[test]
 fn core_endpoints_in_a_json_list() {
-    let (problems, state) = run(
-        &["fixtures/convert/endpoints-list.json"],
-        EndpointsSource::Auto,
-    );
+    let (problems, state) = run(&["fixtures/convert/endpoints-list.json"], EndpointsSource::Auto);
     assert_eq!(problems, Vec::<String>::new());
     let redis = get(&state, "cache", "redis", "", Protocol::Tcp);
-    assert_eq!(
-        endpoint_keys(redis),
-        vec!["10.244.1.30:6379", "10.244.2.31:6379", "10.244.3.32:6379"]
-    );
+    assert_eq!(endpoint_keys(redis), vec!["10.244.1.30:6379", "10.244.2.31:6379", "10.244.3.32:6379"]);
     let ready: Vec<bool> = redis.endpoints.iter().map(|e| e.ready).collect();
     assert_eq!(ready, vec![true, true, false]);
-    let (_, slices_only) = run(
-        &["fixtures/convert/endpoints-list.json"],
-        EndpointsSource::EndpointSlices,
-    );
-    assert!(get(&slices_only, "cache", "redis", "", Protocol::Tcp)
-        .endpoints
-        .is_empty());
+    let (_, slices_only) = run(&["fixtures/convert/endpoints-list.json"], EndpointsSource::EndpointSlices);
+    assert!(get(&slices_only, "cache", "redis", "", Protocol::Tcp).endpoints.is_empty());
 }
 
 #[test]
@@ -180,9 +122,7 @@ fn the_whole_convert_directory_loads_cleanly() {
     let (problems, state) = run(&["fixtures/convert"], EndpointsSource::Auto);
     assert_eq!(problems, Vec::<String>::new());
     // With slices present, Auto uses slices: redis (core/v1 Endpoints only) has none.
-    assert!(get(&state, "cache", "redis", "", Protocol::Tcp)
-        .endpoints
-        .is_empty());
+    assert!(get(&state, "cache", "redis", "", Protocol::Tcp).endpoints.is_empty());
     assert_eq!(state.services.len(), 8);
 }
 
@@ -286,11 +226,7 @@ fn every_bad_file_reports_exactly_and_keeps_its_neighbours() {
         let ns = format!("bad-{}", &file[..2]);
         let ok = get(&state, &ns, "ok", "http", Protocol::Tcp);
         let octet: u8 = file[..2].parse().expect("numbered fixture");
-        assert_eq!(
-            endpoint_keys(ok),
-            vec![format!("10.244.{octet}.5:8080")],
-            "{file}"
-        );
+        assert_eq!(endpoint_keys(ok), vec![format!("10.244.{octet}.5:8080")], "{file}");
         let mut names: Vec<String> = state.services.keys().map(ToString::to_string).collect();
         names.retain(|n| *n != format!("{ns}/ok:http"));
         assert_eq!(names, *others, "{file}");
@@ -302,27 +238,13 @@ fn bad_files_loaded_together_still_convert_every_valid_object() {
     let (problems, state) = run(&["fixtures/bad"], EndpointsSource::Auto);
     let expected: usize = BAD.iter().map(|(_, messages, _)| messages.len()).sum();
     assert_eq!(problems.len(), expected, "{problems:#?}");
-    let all_files = std::fs::read_dir(root().join("fixtures/bad"))
-        .expect("fixtures/bad")
-        .count();
-    assert_eq!(
-        all_files,
-        BAD.len(),
-        "every file in fixtures/bad has a row in BAD"
-    );
+    let all_files = std::fs::read_dir(root().join("fixtures/bad")).expect("fixtures/bad").count();
+    assert_eq!(all_files, BAD.len(), "every file in fixtures/bad has a row in BAD");
     for (file, _, others) in BAD {
         let ns = format!("bad-{}", &file[..2]);
-        assert!(
-            !get(&state, &ns, "ok", "http", Protocol::Tcp)
-                .endpoints
-                .is_empty(),
-            "{file}"
-        );
+        assert!(!get(&state, &ns, "ok", "http", Protocol::Tcp).endpoints.is_empty(), "{file}");
         for other in *others {
-            assert!(
-                state.services.keys().any(|k| k.to_string() == *other),
-                "{other}"
-            );
+            assert!(state.services.keys().any(|k| k.to_string() == *other), "{other}");
         }
     }
 }

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/dumps")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/dumps").join(name)
 }
 
 fn kubenat_diff(args: &[&str], stdin: Option<&str>) -> Output {
@@ -52,11 +50,7 @@ fn equal_dumps_exit_0_silently() {
     for (a, b) in cases {
         for extra in [&[][..], &["--kube-only"], &["--quiet"]] {
             let (code, stdout, stderr) = run(a, b, extra);
-            assert_eq!(
-                (code, stdout.as_str(), stderr.as_str()),
-                (0, "", ""),
-                "{a} {b} {extra:?}"
-            );
+            assert_eq!((code, stdout.as_str(), stderr.as_str()), (0, "", ""), "{a} {b} {extra:?}");
         }
     }
 }
@@ -65,20 +59,13 @@ fn equal_dumps_exit_0_silently() {
 fn different_dumps_exit_1_with_a_report() {
     let (code, stdout, stderr) = run("kube-proxy-v4.restore", "extras-v4-nft.save", &[]);
     assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.starts_with("*mangle\nchain only in A: KUBE-IPTABLES-HINT\n"), "{stdout}");
+    assert!(stdout.contains("chain only in A: KUBE-SVC-CDGGSHYLG3RE2FKL\n"), "{stdout}");
+    assert!(stdout.contains("chain only in B: KUBE-SVC-7KVJZ3HXMCNQ2LPA\n"), "{stdout}");
     assert!(
-        stdout.starts_with("*mangle\nchain only in A: KUBE-IPTABLES-HINT\n"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("chain only in A: KUBE-SVC-CDGGSHYLG3RE2FKL\n"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("chain only in B: KUBE-SVC-7KVJZ3HXMCNQ2LPA\n"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("+ -A KUBE-SERVICES -d 10.96.0.50/32 -p tcp -m comment --comment \"default/api:https cluster IP\""),
+        stdout.contains(
+            "+ -A KUBE-SERVICES -d 10.96.0.50/32 -p tcp -m comment --comment \"default/api:https cluster IP\""
+        ),
         "{stdout}"
     );
     let summary = stdout.lines().last().unwrap_or_default();
@@ -121,17 +108,11 @@ fn stdin_is_one_of_the_dumps() {
 fn broken_dumps_exit_2_naming_file_and_line() {
     let cases = [
         ("broken-truncated.save", "line 46: table nat has no COMMIT"),
-        (
-            "broken-quote.restore",
-            "line 54: unterminated quote: -A KUBE-SERVICES",
-        ),
+        ("broken-quote.restore", "line 54: unterminated quote: -A KUBE-SERVICES"),
         ("no-such-file.save", "reading "),
     ];
     for (broken, message) in cases {
-        for (a, b) in [
-            (broken, "kube-proxy-v4.restore"),
-            ("kube-proxy-v4.restore", broken),
-        ] {
+        for (a, b) in [(broken, "kube-proxy-v4.restore"), ("kube-proxy-v4.restore", broken)] {
             let (code, stdout, stderr) = run(a, b, &[]);
             assert_eq!(code, 2, "{a} {b}: {stderr}");
             assert_eq!(stdout, "");

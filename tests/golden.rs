@@ -41,11 +41,7 @@ pub fn scenario_args(dir: &Path, ipv6: bool) -> Vec<String> {
 
 fn render(args: &[String]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kubenat")).args(args).output().expect("run kubenat");
-    assert!(
-        out.status.success(),
-        "kubenat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubenat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 

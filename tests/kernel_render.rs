@@ -117,7 +117,11 @@ fn demo_apply(node: &NetNs, backend: Backend) -> String {
 fn jump_count(saved: &str) -> usize {
     saved
         .lines()
-        .filter(|l| ["-A PREROUTING ", "-A OUTPUT ", "-A INPUT ", "-A FORWARD ", "-A POSTROUTING "].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            ["-A PREROUTING ", "-A OUTPUT ", "-A INPUT ", "-A FORWARD ", "-A POSTROUTING "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .filter(|l| l.contains("-j KUBE-"))
         .count()
 }
@@ -149,7 +153,10 @@ fn demo_traffic_through_applied_rules() {
             let tally = traffic::tally(&replies);
             assert_eq!(tally.keys().collect::<Vec<_>>(), ["pod-a", "pod-b"], "{backend} {proto:?}: {tally:?}");
             for r in &replies {
-                assert!(matches!(r, Reply::Answer { client, .. } if client.to_string() == "10.244.3.2"), "{backend}: {r}");
+                assert!(
+                    matches!(r, Reply::Answer { client, .. } if client.to_string() == "10.244.3.2"),
+                    "{backend}: {r}"
+                );
             }
         }
         // A service without endpoints is refused (REJECT), not left to time out.

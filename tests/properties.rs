@@ -38,35 +38,34 @@ fn service(index: usize) -> impl Strategy<Value = ServicePort> {
         prop::collection::vec(endpoint(), 0..7),
         prop::sample::select(vec!["", "http", "dns-tcp"]),
     )
-        .prop_map(move |(protocol, node_port, ext, lb, ranges, affinity, etp_local, itp_local, mut eps, port_name)| {
-            let name = ServicePortName {
-                namespace: "ns".into(),
-                name: format!("svc-{index}"),
-                port: port_name.into(),
-                protocol,
-            };
-            eps.sort_by_cached_key(|e| e.key());
-            eps.dedup_by(|a, b| a.key() == b.key());
-            let lb_ips: Vec<IpAddr> = lb.iter().map(|i| IpAddr::V4(Ipv4Addr::new(198, 18, 0, *i))).collect();
-            let external = node_port.is_some() || !ext.is_empty() || !lb_ips.is_empty();
-            ServicePort {
-                name,
-                cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, index as u8 + 1))],
-                port: 80,
-                node_port,
-                external_ips: ext.iter().map(|i| IpAddr::V4(Ipv4Addr::new(203, 0, 113, *i))).collect(),
-                load_balancer_ips: lb_ips,
-                source_ranges: ranges
-                    .iter()
-                    .map(|i| format!("198.51.{i}.0/24").parse().expect("cidr"))
-                    .collect(),
-                affinity_timeout: affinity,
-                external_policy: if etp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
-                internal_policy: if itp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
-                health_check_node_port: (etp_local && external).then_some(32000 + index as u16),
-                endpoints: eps,
-            }
-        })
+        .prop_map(
+            move |(protocol, node_port, ext, lb, ranges, affinity, etp_local, itp_local, mut eps, port_name)| {
+                let name = ServicePortName {
+                    namespace: "ns".into(),
+                    name: format!("svc-{index}"),
+                    port: port_name.into(),
+                    protocol,
+                };
+                eps.sort_by_cached_key(|e| e.key());
+                eps.dedup_by(|a, b| a.key() == b.key());
+                let lb_ips: Vec<IpAddr> = lb.iter().map(|i| IpAddr::V4(Ipv4Addr::new(198, 18, 0, *i))).collect();
+                let external = node_port.is_some() || !ext.is_empty() || !lb_ips.is_empty();
+                ServicePort {
+                    name,
+                    cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, index as u8 + 1))],
+                    port: 80,
+                    node_port,
+                    external_ips: ext.iter().map(|i| IpAddr::V4(Ipv4Addr::new(203, 0, 113, *i))).collect(),
+                    load_balancer_ips: lb_ips,
+                    source_ranges: ranges.iter().map(|i| format!("198.51.{i}.0/24").parse().expect("cidr")).collect(),
+                    affinity_timeout: affinity,
+                    external_policy: if etp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
+                    internal_policy: if itp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
+                    health_check_node_port: (etp_local && external).then_some(32000 + index as u16),
+                    endpoints: eps,
+                }
+            },
+        )
 }
 
 fn state() -> impl Strategy<Value = ClusterState> {

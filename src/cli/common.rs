@@ -176,9 +176,9 @@ impl RenderInput {
             .find(|n| !self.node.is_empty() && n.object.metadata.name.as_deref() == Some(self.node.as_str()));
         let facts = node_obj.map(|n| convert::node_facts(&n.object));
         let flannel = match &self.flannel_subnet_file {
-            Some(path) => Some(
-                subnet_env::read(path).with_context(|| format!("--flannel-subnet-file {}", path.display()))?,
-            ),
+            Some(path) => {
+                Some(subnet_env::read(path).with_context(|| format!("--flannel-subnet-file {}", path.display()))?)
+            }
             None => None,
         };
 

@@ -36,13 +36,10 @@ fn is_stdin(path: &Path) -> bool {
 fn load(path: &Path) -> anyhow::Result<Ruleset> {
     let (name, text) = if is_stdin(path) {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading stdin")?;
+        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
         ("<stdin>".to_string(), text)
     } else {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         (path.display().to_string(), text)
     };
     parse(&text).with_context(|| format!("parsing {name}"))
@@ -55,9 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let a = load(&args.a)?;
     let b = load(&args.b)?;
-    let opts = DiffOptions {
-        kube_only: args.kube_only,
-    };
+    let opts = DiffOptions { kube_only: args.kube_only };
     let result = diff(&a, &b, &opts);
     if result.is_empty() {
         return Ok(ExitCode::SUCCESS);

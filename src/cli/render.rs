@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kubenat::iptables::ruleset::{Ruleset, RuleOp};
+use kubenat::iptables::ruleset::{RuleOp, Ruleset};
 
 use super::common::RenderInput;
 

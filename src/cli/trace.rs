@@ -53,15 +53,13 @@ fn parse_destination(text: &str) -> Result<Destination, String> {
     const FORM: &str = "expected IP:PORT[/tcp|udp|sctp], e.g. 10.96.0.10:53/udp or [fd00::1]:80";
     let (addr, protocol) = match text.rsplit_once('/') {
         Some((addr, proto)) => {
-            let protocol = Protocol::parse(proto)
-                .ok_or_else(|| format!("unknown protocol {proto:?} (tcp, udp or sctp)"))?;
+            let protocol =
+                Protocol::parse(proto).ok_or_else(|| format!("unknown protocol {proto:?} (tcp, udp or sctp)"))?;
             (addr, protocol)
         }
         None => (text, Protocol::Tcp),
     };
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an address with a port: {FORM}"))?;
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("{addr:?} is not an address with a port: {FORM}"))?;
     Ok(Destination { addr, protocol })
 }
 
@@ -69,20 +67,12 @@ fn parse_destination(text: &str) -> Result<Destination, String> {
 fn read_rules(path: &PathBuf) -> anyhow::Result<Ruleset> {
     let text = if path.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("--rules -: reading stdin")?;
+        std::io::stdin().read_to_string(&mut text).context("--rules -: reading stdin")?;
         text
     } else {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("--rules {}: reading", path.display()))?
+        std::fs::read_to_string(path).with_context(|| format!("--rules {}: reading", path.display()))?
     };
-    parse::parse(&text).with_context(|| {
-        format!(
-            "--rules {}: not an iptables-save/restore dump",
-            path.display()
-        )
-    })
+    parse::parse(&text).with_context(|| format!("--rules {}: not an iptables-save/restore dump", path.display()))
 }
 
 /// The packet and node the arguments describe.
@@ -98,28 +88,17 @@ fn packet_and_env(args: &Args, extra_local: &[IpAddr]) -> anyhow::Result<(Packet
         (None, false, _) => bail!("--src is required"),
     };
     if IpFamily::of(&src) != IpFamily::of(&args.dst.addr.ip()) {
-        bail!(
-            "--src {src} and --dst {} are of different IP families",
-            args.dst.addr
-        );
+        bail!("--src {src} and --dst {} are of different IP families", args.dst.addr);
     }
     if let Some(name) = &args.in_interface {
-        if name.is_empty()
-            || name.len() > 15
-            || !name.chars().all(|c| c.is_ascii_graphic() && c != '/')
-        {
+        if name.is_empty() || name.len() > 15 || !name.chars().all(|c| c.is_ascii_graphic() && c != '/') {
             bail!("--in-interface {name:?} is not an interface name");
         }
     }
     let mut packet = Packet::new(src, args.dst.addr, args.dst.protocol);
     packet.from_node = args.from_node;
     packet.in_interface = args.in_interface.clone();
-    Ok((
-        packet,
-        TraceEnv {
-            local_ips,
-        },
-    ))
+    Ok((packet, TraceEnv { local_ips }))
 }
 
 /// Traces the packet the arguments describe through `ruleset`, wherever the ruleset came from.
@@ -137,9 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let ruleset = with_jumps(prepared.ruleset(), &prepared.jumps());
             (ruleset, prepared.node.node_ips)
         }
-        None => bail!(
-            "give --rules DUMP (an iptables-save or iptables-restore text, `-` for stdin) or --objects PATH…"
-        ),
+        None => {
+            bail!("give --rules DUMP (an iptables-save or iptables-restore text, `-` for stdin) or --objects PATH…")
+        }
     };
     let result = trace_ruleset(&ruleset, &args, &node_ips)?;
     print!("{result}");
@@ -164,82 +143,39 @@ mod tests {
     #[test]
     fn destinations() {
         let d = parse_destination("10.96.0.10:53/udp").unwrap();
-        assert_eq!(
-            (d.addr.to_string(), d.protocol),
-            ("10.96.0.10:53".into(), Protocol::Udp)
-        );
+        assert_eq!((d.addr.to_string(), d.protocol), ("10.96.0.10:53".into(), Protocol::Udp));
         let d = parse_destination("[fd00::1]:80").unwrap();
-        assert_eq!(
-            (d.addr.to_string(), d.protocol),
-            ("[fd00::1]:80".into(), Protocol::Tcp)
-        );
-        assert_eq!(
-            parse_destination("[fd00::1]:80/SCTP").unwrap().protocol,
-            Protocol::Sctp
-        );
-        assert!(parse_destination("10.96.0.10")
-            .unwrap_err()
-            .contains("IP:PORT"));
+        assert_eq!((d.addr.to_string(), d.protocol), ("[fd00::1]:80".into(), Protocol::Tcp));
+        assert_eq!(parse_destination("[fd00::1]:80/SCTP").unwrap().protocol, Protocol::Sctp);
+        assert!(parse_destination("10.96.0.10").unwrap_err().contains("IP:PORT"));
         assert!(parse_destination("10.96.0.10:99999").is_err());
-        assert!(parse_destination("10.96.0.10:80/icmp")
-            .unwrap_err()
-            .contains("icmp"));
+        assert!(parse_destination("10.96.0.10:80/icmp").unwrap_err().contains("icmp"));
     }
 
     #[test]
     fn bad_values_name_their_flag() {
-        let err = args(&["--rules", "x", "--dst", "nope"])
-            .unwrap_err()
-            .to_string();
+        let err = args(&["--rules", "x", "--dst", "nope"]).unwrap_err().to_string();
         assert!(err.contains("--dst"), "{err}");
-        let err = args(&["--rules", "x", "--src", "1.2.3", "--dst", "1.1.1.1:80"])
-            .unwrap_err()
-            .to_string();
+        let err = args(&["--rules", "x", "--src", "1.2.3", "--dst", "1.1.1.1:80"]).unwrap_err().to_string();
         assert!(err.contains("--src"), "{err}");
-        let err = args(&["--dst", "1.1.1.1:80", "--node-ip", "a.b"])
-            .unwrap_err()
-            .to_string();
+        let err = args(&["--dst", "1.1.1.1:80", "--node-ip", "a.b"]).unwrap_err().to_string();
         assert!(err.contains("--node-ip"), "{err}");
     }
 
     #[test]
     fn packet_from_arguments() {
-        let a = args(&[
-            "--dst",
-            "10.96.0.1:443",
-            "--node-ip",
-            "192.168.1.10,10.0.0.1",
-            "--from-node",
-        ])
-        .unwrap();
+        let a = args(&["--dst", "10.96.0.1:443", "--node-ip", "192.168.1.10,10.0.0.1", "--from-node"]).unwrap();
         let (packet, env) = packet_and_env(&a, &[]).unwrap();
         assert_eq!(packet.src, "192.168.1.10".parse::<IpAddr>().unwrap());
         assert!(packet.from_node);
         assert_eq!(env.local_ips.len(), 2);
 
         let a = args(&["--dst", "10.96.0.1:443"]).unwrap();
-        assert!(packet_and_env(&a, &[])
-            .unwrap_err()
-            .to_string()
-            .contains("--src"));
+        assert!(packet_and_env(&a, &[]).unwrap_err().to_string().contains("--src"));
         let a = args(&["--src", "fd00::1", "--dst", "10.96.0.1:443"]).unwrap();
-        assert!(packet_and_env(&a, &[])
-            .unwrap_err()
-            .to_string()
-            .contains("families"));
-        let a = args(&[
-            "--src",
-            "10.0.0.1",
-            "--dst",
-            "10.96.0.1:443",
-            "--in-interface",
-            "bad name",
-        ])
-        .unwrap();
-        assert!(packet_and_env(&a, &[])
-            .unwrap_err()
-            .to_string()
-            .contains("--in-interface"));
+        assert!(packet_and_env(&a, &[]).unwrap_err().to_string().contains("families"));
+        let a = args(&["--src", "10.0.0.1", "--dst", "10.96.0.1:443", "--in-interface", "bad name"]).unwrap();
+        assert!(packet_and_env(&a, &[]).unwrap_err().to_string().contains("--in-interface"));
     }
 
     #[test]
@@ -249,10 +185,6 @@ mod tests {
         let ruleset = parse::parse(dump).unwrap();
         let a = args(&["--src", "10.244.0.9", "--dst", "10.96.0.1:443"]).unwrap();
         let t = trace_ruleset(&ruleset, &a, &[]).unwrap();
-        assert!(
-            t.to_string()
-                .starts_with("10.244.0.2:6443 p=1.000 masquerade=no via nat/PREROUTING"),
-            "{t}"
-        );
+        assert!(t.to_string().starts_with("10.244.0.2:6443 p=1.000 masquerade=no via nat/PREROUTING"), "{t}");
     }
 }

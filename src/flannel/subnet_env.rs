@@ -65,10 +65,7 @@ pub struct SubnetEnv {
 
 /// Reads and parses the file at `path`.
 pub fn read(path: &Path) -> Result<SubnetEnv> {
-    let text = fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     parse(&text)
 }
 
@@ -81,10 +78,7 @@ pub fn parse(text: &str) -> Result<SubnetEnv> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line
-            .strip_prefix("export ")
-            .map(str::trim_start)
-            .unwrap_or(line);
+        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
         let Some((key, value)) = line.split_once('=') else {
             debug!(line, "subnet.env line is not KEY=VALUE, ignored");
             continue;
@@ -131,13 +125,7 @@ impl Keys {
         for net in &mut env.subnets {
             *net = net.trunc();
         }
-        env.mtu = self
-            .mtu
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| invalid("FLANNEL_MTU", &v, "a whole number"))
-            })
-            .transpose()?;
+        env.mtu = self.mtu.map(|v| v.parse().map_err(|_| invalid("FLANNEL_MTU", &v, "a whole number"))).transpose()?;
         env.ipmasq = self.ipmasq.map(|v| parse_bool(&v)).transpose()?;
         Ok(env)
     }
@@ -145,16 +133,9 @@ impl Keys {
 
 /// Appends the comma-separated CIDRs of `value` to `out`.
 fn cidrs(key: &str, value: Option<String>, out: &mut Vec<IpNet>) -> Result<()> {
-    for part in value
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let net = part.parse::<IpNet>().map_err(|_| Error::InvalidCidr {
-            key: key.to_string(),
-            value: part.to_string(),
-        })?;
+    for part in value.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty()) {
+        let net =
+            part.parse::<IpNet>().map_err(|_| Error::InvalidCidr { key: key.to_string(), value: part.to_string() })?;
         out.push(net);
     }
     Ok(())
@@ -169,11 +150,7 @@ fn parse_bool(value: &str) -> Result<bool> {
 }
 
 fn invalid(key: &str, value: &str, expected: &'static str) -> Error {
-    Error::InvalidValue {
-        key: key.to_string(),
-        value: value.to_string(),
-        expected,
-    }
+    Error::InvalidValue { key: key.to_string(), value: value.to_string(), expected }
 }
 
 /// Strips one pair of matching quotes; an unquoted value loses a trailing ` # comment`.
@@ -213,18 +190,14 @@ mod tests {
         let text = "FLANNEL_NETWORK=10.244.0.0/16,10.245.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n\
                     FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\n";
         let env = parse(text).expect("valid file");
-        assert_eq!(
-            env.networks,
-            nets(&["10.244.0.0/16", "10.245.0.0/16", "fd00:10:244::/56"])
-        );
+        assert_eq!(env.networks, nets(&["10.244.0.0/16", "10.245.0.0/16", "fd00:10:244::/56"]));
         assert_eq!(env.subnets, nets(&["10.244.3.0/24", "fd00:10:244:3::/64"]));
         assert_eq!((env.mtu, env.ipmasq), (None, None));
     }
 
     #[test]
     fn ipv6_only_is_fine() {
-        let env = parse("FLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_IPV6_SUBNET=fd00:0:0:5::1/64\n")
-            .expect("ok");
+        let env = parse("FLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_IPV6_SUBNET=fd00:0:0:5::1/64\n").expect("ok");
         assert_eq!(env.networks, nets(&["fd00::/48"]));
         assert_eq!(env.subnets, nets(&["fd00:0:0:5::/64"]));
     }
@@ -247,57 +220,33 @@ mod tests {
 
     #[test]
     fn invalid_cidr_names_key_and_value() {
-        let err =
-            parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.300/24\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "FLANNEL_SUBNET: invalid CIDR \"10.244.1.300/24\""
-        );
+        let err = parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.300/24\n").unwrap_err();
+        assert_eq!(err.to_string(), "FLANNEL_SUBNET: invalid CIDR \"10.244.1.300/24\"");
         let err = parse("FLANNEL_NETWORK=10.244.0.0/16,nonsense\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "FLANNEL_NETWORK: invalid CIDR \"nonsense\""
-        );
+        assert_eq!(err.to_string(), "FLANNEL_NETWORK: invalid CIDR \"nonsense\"");
     }
 
     #[test]
     fn invalid_mtu_and_ipmasq() {
         let err = parse("FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_MTU=big\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "FLANNEL_MTU: invalid value \"big\" (expected a whole number)"
-        );
+        assert_eq!(err.to_string(), "FLANNEL_MTU: invalid value \"big\" (expected a whole number)");
         let err = parse("FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_IPMASQ=maybe\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "FLANNEL_IPMASQ: invalid value \"maybe\" (expected true or false)"
-        );
+        assert_eq!(err.to_string(), "FLANNEL_IPMASQ: invalid value \"maybe\" (expected true or false)");
     }
 
     #[test]
     fn no_network_is_an_error() {
         assert!(matches!(parse(""), Err(Error::NoNetwork)));
-        assert!(matches!(
-            parse("FLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_NETWORK=\n"),
-            Err(Error::NoNetwork)
-        ));
+        assert!(matches!(parse("FLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_NETWORK=\n"), Err(Error::NoNetwork)));
     }
 
     #[test]
     fn read_reports_the_path() {
         let err = read(Path::new("/nonexistent/kubenat/subnet.env")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("reading /nonexistent/kubenat/subnet.env: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("reading /nonexistent/kubenat/subnet.env: "), "{err}");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("subnet.env");
-        fs::write(
-            &path,
-            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.2.1/24\n",
-        )
-        .expect("write");
+        fs::write(&path, "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.2.1/24\n").expect("write");
         assert_eq!(read(&path).expect("read").subnets, nets(&["10.244.2.0/24"]));
     }
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use super::diff::canonical;
 use super::chain_names::{self, KUBE_PROXY_CANARY};
+use super::diff::canonical;
 use super::exec::{self, Iptables, RestoreOptions};
 use super::parse;
 use super::render::JumpRule;
@@ -103,18 +103,14 @@ pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset
         out.table_mut(table).declare(&canary);
     }
 
-    let declared: BTreeSet<&str> = desired
-        .table(TableName::Nat)
-        .map(|t| t.chains.iter().map(|c| c.name.as_str()).collect())
-        .unwrap_or_default();
+    let declared: BTreeSet<&str> =
+        desired.table(TableName::Nat).map(|t| t.chains.iter().map(|c| c.name.as_str()).collect()).unwrap_or_default();
     let stale: Vec<_> = current
         .table(TableName::Nat)
         .map(|t| t.chains.iter().map(|c| &c.name).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
-        .filter(|name| {
-            chain_names::is_service_chain(name.as_str()) && !declared.contains(name.as_str())
-        })
+        .filter(|name| chain_names::is_service_chain(name.as_str()) && !declared.contains(name.as_str()))
         .cloned()
         .collect();
     let nat = out.table_mut(TableName::Nat);
@@ -124,14 +120,8 @@ pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset
         }
     }
 
-    for jump in jumps
-        .iter()
-        .filter(|j| !has_rule(current, j.table, &j.rule))
-    {
-        let rule = Rule {
-            op: RuleOp::Insert(Some(1)),
-            ..jump.rule.clone()
-        };
+    for jump in jumps.iter().filter(|j| !has_rule(current, j.table, &j.rule)) {
+        let rule = Rule { op: RuleOp::Insert(Some(1)), ..jump.rule.clone() };
         out.table_mut(jump.table).rules.push(rule);
     }
     // Mangle last: its canary appearing means the tables before it were committed.
@@ -140,19 +130,12 @@ pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset
 }
 
 /// Saves, plans and restores once for `family`.
-pub fn apply_once(
-    ipt: &dyn Iptables,
-    family: IpFamily,
-    desired: &Ruleset,
-    jumps: &[JumpRule],
-) -> Result<ApplyReport> {
+pub fn apply_once(ipt: &dyn Iptables, family: IpFamily, desired: &Ruleset, jumps: &[JumpRule]) -> Result<ApplyReport> {
     let started = Instant::now();
     let mut saved = String::new();
     // Only the tables we read: naming mangle would make legacy iptables create it needlessly.
     for table in [TableName::Filter, TableName::Nat] {
-        let text = ipt
-            .save(family, Some(table))
-            .map_err(|source| Error::Save { family, source })?;
+        let text = ipt.save(family, Some(table)).map_err(|source| Error::Save { family, source })?;
         saved.push_str(&text);
     }
     let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
@@ -160,12 +143,8 @@ pub fn apply_once(
     let report = ApplyReport::of(&input);
     let text = input.to_string();
     debug!(%family, bytes = text.len(), "restoring");
-    let opts = RestoreOptions {
-        noflush: true,
-        counters: true,
-    };
-    ipt.restore(family, &text, opts)
-        .map_err(|source| Error::Restore { family, source })?;
+    let opts = RestoreOptions { noflush: true, counters: true };
+    ipt.restore(family, &text, opts).map_err(|source| Error::Restore { family, source })?;
     info!(
         %family,
         chains = report.chains,
@@ -182,9 +161,7 @@ pub fn apply_once(
 /// (compared in the diff's canonical form, so iptables-save spellings match ours).
 fn has_rule(ruleset: &Ruleset, table: TableName, rule: &Rule) -> bool {
     let wanted = canonical(rule);
-    ruleset
-        .table(table)
-        .is_some_and(|t| t.chain_rules(rule.chain.as_str()).any(|r| canonical(r) == wanted))
+    ruleset.table(table).is_some_and(|t| t.chain_rules(rule.chain.as_str()).any(|r| canonical(r) == wanted))
 }
 
 #[cfg(test)]

@@ -84,10 +84,7 @@ impl ServiceChains {
 
 /// `KUBE-SEP-…` for one endpoint of `svc`.
 pub fn endpoint_chain(svc: &ServicePortName, endpoint: &SocketAddr) -> ChainName {
-    prefixed(
-        "KUBE-SEP-",
-        &hash16(&format!("{svc}{}{endpoint}", svc.protocol.as_str())),
-    )
+    prefixed("KUBE-SEP-", &hash16(&format!("{svc}{}{endpoint}", svc.protocol.as_str())))
 }
 
 #[cfg(test)]
@@ -144,10 +141,7 @@ mod tests {
         let svc = spn("default", "db", "", Protocol::Tcp);
         assert_eq!(ServiceChains::for_service(&svc).cluster.as_str(), format!("KUBE-SVC-{}", hash16("default/dbtcp")));
         let ep: SocketAddr = "[fd00::5]:8080".parse().unwrap();
-        assert_eq!(
-            endpoint_chain(&svc, &ep).as_str(),
-            format!("KUBE-SEP-{}", hash16("default/dbtcp[fd00::5]:8080"))
-        );
+        assert_eq!(endpoint_chain(&svc, &ep).as_str(), format!("KUBE-SEP-{}", hash16("default/dbtcp[fd00::5]:8080")));
         assert!(is_service_chain("KUBE-FW-ABC") && !is_service_chain("KUBE-SERVICES"));
     }
 }

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::chain_names::{
-    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
-    KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
+    KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 use super::ruleset::{Ruleset, TableName};
 
@@ -27,11 +27,7 @@ pub const TOP_LEVEL_CHAINS: [&str; 9] = [
 ];
 
 /// Chains kubelet creates next to kube-proxy's (canary, backend hint, old drop mark).
-const KUBELET_CHAINS: [&str; 3] = [
-    "KUBE-KUBELET-CANARY",
-    "KUBE-IPTABLES-HINT",
-    "KUBE-MARK-DROP",
-];
+const KUBELET_CHAINS: [&str; 3] = ["KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT", "KUBE-MARK-DROP"];
 
 /// Targets built into iptables or provided by common extensions.
 const STANDARD_TARGETS: [&str; 16] = [
@@ -94,15 +90,8 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::UndeclaredTarget {
-                table,
-                chain,
-                target,
-            } => {
-                write!(
-                    f,
-                    "{table}/{chain} jumps to {target}, which is not declared in table {table}"
-                )
+            Problem::UndeclaredTarget { table, chain, target } => {
+                write!(f, "{table}/{chain} jumps to {target}, which is not declared in table {table}")
             }
             Problem::UndeclaredChain { table, chain } => {
                 write!(f, "{table}/{chain} has rules but is not declared")
@@ -110,11 +99,7 @@ impl fmt::Display for Problem {
             Problem::UnusedChain { table, chain } => {
                 write!(f, "{table}/{chain} is declared but nothing jumps to it")
             }
-            Problem::JumpToEmptyChain {
-                table,
-                chain,
-                target,
-            } => {
+            Problem::JumpToEmptyChain { table, chain, target } => {
                 write!(f, "{table}/{chain} jumps to {target}, which has no rules")
             }
         }
@@ -125,16 +110,11 @@ impl fmt::Display for Problem {
 fn is_extension_target(name: &str) -> bool {
     !name.starts_with("KUBE-")
         && name.chars().any(|c| c.is_ascii_uppercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 fn is_builtin_chain(name: &str) -> bool {
-    matches!(
-        name,
-        "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING"
-    )
+    matches!(name, "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING")
 }
 
 /// What one table (all of its sections, merged) declares, fills, deletes and jumps to.
@@ -153,8 +133,7 @@ fn facts(ruleset: &Ruleset) -> BTreeMap<TableName, TableFacts<'_>> {
     let mut out: BTreeMap<TableName, TableFacts<'_>> = BTreeMap::new();
     for table in &ruleset.tables {
         let f = out.entry(table.name).or_default();
-        f.declared
-            .extend(table.chains.iter().map(|c| c.name.as_str()));
+        f.declared.extend(table.chains.iter().map(|c| c.name.as_str()));
         f.deleted.extend(table.deletes.iter().map(|c| c.as_str()));
         for rule in &table.rules {
             let chain = rule.chain.as_str();
@@ -180,10 +159,7 @@ pub fn check(ruleset: &Ruleset) -> Vec<Problem> {
         let name = |s: &str| s.to_string();
         for chain in &f.rule_chains {
             if !is_builtin_chain(chain) && !f.declared.contains(chain) {
-                problems.push(Problem::UndeclaredChain {
-                    table,
-                    chain: name(chain),
-                });
+                problems.push(Problem::UndeclaredChain { table, chain: name(chain) });
             }
         }
         let mut reported = BTreeSet::new();
@@ -195,17 +171,10 @@ pub fn check(ruleset: &Ruleset) -> Vec<Problem> {
                     chain: name(chain),
                     target: name(target),
                 })
-            } else if is_builtin_chain(target)
-                || STANDARD_TARGETS.contains(&target)
-                || is_extension_target(target)
-            {
+            } else if is_builtin_chain(target) || STANDARD_TARGETS.contains(&target) || is_extension_target(target) {
                 None
             } else {
-                Some(Problem::UndeclaredTarget {
-                    table,
-                    chain: name(chain),
-                    target: name(target),
-                })
+                Some(Problem::UndeclaredTarget { table, chain: name(chain), target: name(target) })
             };
             if let Some(p) = problem {
                 if reported.insert(p.clone()) {
@@ -217,10 +186,7 @@ pub fn check(ruleset: &Ruleset) -> Vec<Problem> {
         for chain in &f.declared {
             let exempt = TOP_LEVEL_CHAINS.contains(chain) || KUBELET_CHAINS.contains(chain);
             if chain.starts_with("KUBE-") && !exempt && !jumped_to.contains(chain) {
-                problems.push(Problem::UnusedChain {
-                    table,
-                    chain: name(chain),
-                });
+                problems.push(Problem::UnusedChain { table, chain: name(chain) });
             }
         }
     }
@@ -233,10 +199,7 @@ mod tests {
     use crate::iptables::trace::testutil::{fixtures, rules};
 
     fn problems(text: &str) -> Vec<String> {
-        check(&rules(text))
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        check(&rules(text)).iter().map(ToString::to_string).collect()
     }
 
     const CONSISTENT: &str = r#"
@@ -296,53 +259,36 @@ COMMIT
     fn chains_are_per_table() {
         let text = "*filter\n:KUBE-SVC-A - [0:0]\n-A KUBE-SVC-A -j ACCEPT\n-A INPUT -j KUBE-SVC-A\nCOMMIT\n\
                     *nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-A\nCOMMIT\n";
-        assert_eq!(
-            problems(text),
-            ["nat/KUBE-SERVICES jumps to KUBE-SVC-A, which is not declared in table nat"]
-        );
+        assert_eq!(problems(text), ["nat/KUBE-SERVICES jumps to KUBE-SVC-A, which is not declared in table nat"]);
     }
 
     #[test]
     fn jump_to_deleted_chain_is_undeclared() {
-        let text = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-OLD - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-OLD\n-X KUBE-SVC-OLD\n";
-        assert_eq!(
-            problems(text),
-            ["nat/KUBE-SERVICES jumps to KUBE-SVC-OLD, which is not declared in table nat"]
-        );
+        let text =
+            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-OLD - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-OLD\n-X KUBE-SVC-OLD\n";
+        assert_eq!(problems(text), ["nat/KUBE-SERVICES jumps to KUBE-SVC-OLD, which is not declared in table nat"]);
     }
 
     #[test]
     fn rules_in_undeclared_chain() {
-        let text =
-            "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SEP-X -j DNAT --to-destination 10.0.0.1:80\n\
+        let text = "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SEP-X -j DNAT --to-destination 10.0.0.1:80\n\
                     -A POSTROUTING -j MASQUERADE\n";
-        assert_eq!(
-            problems(text),
-            ["nat/KUBE-SEP-X has rules but is not declared"]
-        );
+        assert_eq!(problems(text), ["nat/KUBE-SEP-X has rules but is not declared"]);
     }
 
     #[test]
     fn unused_kube_chain() {
-        let text =
-            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-SVC-ORPHAN - [0:0]\n\
+        let text = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-SVC-ORPHAN - [0:0]\n\
                     :OTHER-CHAIN - [0:0]\n-A KUBE-SVC-ORPHAN -j KUBE-MARK-MASQ\n";
-        assert_eq!(
-            problems(text),
-            ["nat/KUBE-SVC-ORPHAN is declared but nothing jumps to it"]
-        );
+        assert_eq!(problems(text), ["nat/KUBE-SVC-ORPHAN is declared but nothing jumps to it"]);
     }
 
     #[test]
     fn jump_to_empty_chain() {
-        let text =
-            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n\
+        let text = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n\
                     :KUBE-SVC-EMPTY - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-EMPTY\n\
                     -A KUBE-SERVICES -j KUBE-NODEPORTS\n-A KUBE-SERVICES -j KUBE-MARK-MASQ\n";
-        assert_eq!(
-            problems(text),
-            ["nat/KUBE-SERVICES jumps to KUBE-SVC-EMPTY, which has no rules"]
-        );
+        assert_eq!(problems(text), ["nat/KUBE-SERVICES jumps to KUBE-SVC-EMPTY, which has no rules"]);
     }
 
     #[test]

@@ -24,12 +24,8 @@ use super::parse::builtin_chains;
 use super::ruleset::{ChainName, Rule, Ruleset, TableName};
 
 /// Chains whose rules are alternatives, not steps: compared as multisets.
-const UNORDERED_CHAINS: [&str; 4] = [
-    "KUBE-SERVICES",
-    "KUBE-NODEPORTS",
-    "KUBE-EXTERNAL-SERVICES",
-    "KUBE-PROXY-FIREWALL",
-];
+const UNORDERED_CHAINS: [&str; 4] =
+    ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL"];
 
 /// Comment text of the rule that must stay last in an unordered chain.
 const MUST_BE_LAST: &str = "must be the last rule";
@@ -138,10 +134,7 @@ impl Diff {
         self.chains()
             .flat_map(|c| &c.changes)
             .filter(|change| {
-                matches!(
-                    (change, side),
-                    (RuleChange::OnlyInA(_), Side::A) | (RuleChange::OnlyInB(_), Side::B)
-                )
+                matches!((change, side), (RuleChange::OnlyInA(_), Side::A) | (RuleChange::OnlyInB(_), Side::B))
             })
             .count()
     }
@@ -149,9 +142,7 @@ impl Diff {
     /// Number of rules present in both but at different places.
     pub fn moved(&self) -> usize {
         let changes = self.chains().flat_map(|c| &c.changes);
-        changes
-            .filter(|c| matches!(c, RuleChange::Moved { .. }))
-            .count()
+        changes.filter(|c| matches!(c, RuleChange::Moved { .. })).count()
     }
 
     /// Number of chains only in `side`.
@@ -169,10 +160,7 @@ impl Diff {
 pub fn diff(a: &Ruleset, b: &Ruleset, opts: &DiffOptions) -> Diff {
     let (a, b) = (state(a, opts.kube_only), state(b, opts.kube_only));
     let tables: BTreeSet<TableName> = a.keys().chain(b.keys()).copied().collect();
-    let tables = tables
-        .into_iter()
-        .filter_map(|table| diff_table(table, &a, &b))
-        .collect();
+    let tables = tables.into_iter().filter_map(|table| diff_table(table, &a, &b)).collect();
     Diff { tables }
 }
 
@@ -190,23 +178,13 @@ fn diff_table(table: TableName, a: &State, b: &State) -> Option<TableDiff> {
         .into_iter()
         .filter_map(|name| {
             let builtin = builtins.contains(&name.as_str());
-            diff_chain(
-                name,
-                builtin,
-                a.and_then(|c| c.get(name)),
-                b.and_then(|c| c.get(name)),
-            )
+            diff_chain(name, builtin, a.and_then(|c| c.get(name)), b.and_then(|c| c.get(name)))
         })
         .collect();
     (!chains.is_empty()).then_some(TableDiff { table, chains })
 }
 
-fn diff_chain(
-    name: &ChainName,
-    builtin: bool,
-    a: Option<&ChainState>,
-    b: Option<&ChainState>,
-) -> Option<ChainDiff> {
+fn diff_chain(name: &ChainName, builtin: bool, a: Option<&ChainState>, b: Option<&ChainState>) -> Option<ChainDiff> {
     let only_in = match (builtin, a, b) {
         (false, Some(_), None) => Some(Side::A),
         (false, None, Some(_)) => Some(Side::B),
@@ -217,10 +195,7 @@ fn diff_chain(
     let mut problems = Vec::new();
     if let (Some(pa), Some(pb)) = (&a.policy, &b.policy) {
         if pa != pb {
-            problems.push(ChainProblem::PolicyDiffers {
-                a: pa.clone(),
-                b: pb.clone(),
-            });
+            problems.push(ChainProblem::PolicyDiffers { a: pa.clone(), b: pb.clone() });
         }
     }
     let changes = if builtin || UNORDERED_CHAINS.contains(&name.as_str()) {
@@ -231,12 +206,7 @@ fn diff_chain(
         ordered_changes(&a.entries, &b.entries, &mut problems)
     };
     let differs = only_in.is_some() || !changes.is_empty() || !problems.is_empty();
-    differs.then(|| ChainDiff {
-        chain: name.clone(),
-        only_in,
-        changes,
-        problems,
-    })
+    differs.then(|| ChainDiff { chain: name.clone(), only_in, changes, problems })
 }
 
 fn keys(entries: &[Entry]) -> Vec<&CanonicalRule> {
@@ -245,12 +215,8 @@ fn keys(entries: &[Entry]) -> Vec<&CanonicalRule> {
 
 fn unordered_changes(a: &[Entry], b: &[Entry]) -> Vec<RuleChange> {
     let (only_a, only_b) = multiset(&keys(a), &keys(b));
-    let removed = only_a
-        .into_iter()
-        .map(|i| RuleChange::OnlyInA(a[i].rule.clone()));
-    let added = only_b
-        .into_iter()
-        .map(|j| RuleChange::OnlyInB(b[j].rule.clone()));
+    let removed = only_a.into_iter().map(|i| RuleChange::OnlyInA(a[i].rule.clone()));
+    let added = only_b.into_iter().map(|j| RuleChange::OnlyInB(b[j].rule.clone()));
     removed.chain(added).collect()
 }
 
@@ -258,11 +224,7 @@ fn unordered_changes(a: &[Entry], b: &[Entry]) -> Vec<RuleChange> {
 fn not_last(side: Side, entries: &[Entry]) -> Option<ChainProblem> {
     let is_last_rule = |e: &Entry| e.rule.comment().is_some_and(|c| c.contains(MUST_BE_LAST));
     let index = entries.iter().position(is_last_rule)?;
-    (index + 1 != entries.len()).then_some(ChainProblem::NotLast {
-        side,
-        position: index + 1,
-        len: entries.len(),
-    })
+    (index + 1 != entries.len()).then_some(ChainProblem::NotLast { side, position: index + 1, len: entries.len() })
 }
 
 /// LCS edit script, with a removed and an added copy of the same rule paired up as a move.
@@ -284,9 +246,7 @@ fn ordered_changes(a: &[Entry], b: &[Entry], problems: &mut Vec<ChainProblem>) -
     let mut moved_to: Vec<Option<usize>> = vec![None; a.len()];
     for edit in &edits {
         if let Edit::Remove(i) = edit {
-            let pair = added
-                .iter_mut()
-                .find(|j| j.is_some_and(|j| kb[j] == ka[*i]));
+            let pair = added.iter_mut().find(|j| j.is_some_and(|j| kb[j] == ka[*i]));
             moved_to[*i] = pair.and_then(Option::take);
         }
     }
@@ -295,16 +255,10 @@ fn ordered_changes(a: &[Entry], b: &[Entry], problems: &mut Vec<ChainProblem>) -
         .iter()
         .filter_map(|edit| match *edit {
             Edit::Remove(i) => Some(match moved_to[i] {
-                Some(j) => RuleChange::Moved {
-                    rule: a[i].rule.clone(),
-                    position_a: i + 1,
-                    position_b: j + 1,
-                },
+                Some(j) => RuleChange::Moved { rule: a[i].rule.clone(), position_a: i + 1, position_b: j + 1 },
                 None => RuleChange::OnlyInA(a[i].rule.clone()),
             }),
-            Edit::Add(j) if still_added.contains(&j) => {
-                Some(RuleChange::OnlyInB(b[j].rule.clone()))
-            }
+            Edit::Add(j) if still_added.contains(&j) => Some(RuleChange::OnlyInB(b[j].rule.clone())),
             Edit::Add(_) => None,
         })
         .collect()

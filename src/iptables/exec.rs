@@ -125,21 +125,13 @@ impl ExecIptables {
 
     /// Runs `backend`'s binaries in the current namespace.
     pub fn new(backend: Backend) -> Self {
-        ExecIptables {
-            backend,
-            netns: None,
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
+        ExecIptables { backend, netns: None, timeout: Self::DEFAULT_TIMEOUT }
     }
 
     /// Runs the backend [`detect_backend_in`] finds, in `netns` when given.
     pub fn detected(netns: Option<String>) -> Self {
         let backend = detect_backend_in(netns.as_deref());
-        ExecIptables {
-            backend,
-            netns,
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
+        ExecIptables { backend, netns, timeout: Self::DEFAULT_TIMEOUT }
     }
 
     /// The same, inside network namespace `name`.
@@ -179,15 +171,10 @@ impl ExecIptables {
         let binary = binary.to_string();
         match e {
             RunError::Spawn(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Error::BinaryNotFound {
-                    binary: program.to_string(),
-                }
+                Error::BinaryNotFound { binary: program.to_string() }
             }
             RunError::Spawn(source) | RunError::Wait(source) => Error::Io { binary, source },
-            RunError::Timeout => Error::Timeout {
-                binary,
-                after: self.timeout,
-            },
+            RunError::Timeout => Error::Timeout { binary, after: self.timeout },
         }
     }
 
@@ -197,19 +184,13 @@ impl ExecIptables {
         let (binary, stderr_text) = (binary.to_string(), stderr.trim().to_string());
         if let Some(ns) = &self.netns {
             if stderr.contains("Cannot open network namespace") {
-                return Some(Error::NetnsNotFound {
-                    name: ns.clone(),
-                    stderr: stderr_text,
-                });
+                return Some(Error::NetnsNotFound { name: ns.clone(), stderr: stderr_text });
             }
             if stderr.contains(&format!("exec of \"{binary}\" failed: No such file")) {
                 return Some(Error::BinaryNotFound { binary });
             }
         }
-        error::is_lock_held(stderr).then_some(Error::LockHeld {
-            binary,
-            stderr: stderr_text,
-        })
+        error::is_lock_held(stderr).then_some(Error::LockHeld { binary, stderr: stderr_text })
     }
 }
 
@@ -240,11 +221,7 @@ impl Iptables for ExecIptables {
         let done = self.run(&binary, &args, None)?;
         if !done.status.success() {
             let stderr = done.stderr.trim().to_string();
-            return Err(Error::Failed {
-                binary,
-                status: done.status.to_string(),
-                stderr,
-            });
+            return Err(Error::Failed { binary, status: done.status.to_string(), stderr });
         }
         String::from_utf8(done.stdout).map_err(|_| Error::NotUtf8 { binary })
     }
@@ -256,18 +233,9 @@ mod tests {
 
     #[test]
     fn binary_names() {
-        assert_eq!(
-            Backend::Nft.binary(IpFamily::V4, Tool::Restore),
-            "iptables-nft-restore"
-        );
-        assert_eq!(
-            Backend::Legacy.binary(IpFamily::V6, Tool::Save),
-            "ip6tables-legacy-save"
-        );
-        assert_eq!(
-            Backend::Default.binary(IpFamily::V4, Tool::Save),
-            "iptables-save"
-        );
+        assert_eq!(Backend::Nft.binary(IpFamily::V4, Tool::Restore), "iptables-nft-restore");
+        assert_eq!(Backend::Legacy.binary(IpFamily::V6, Tool::Save), "ip6tables-legacy-save");
+        assert_eq!(Backend::Default.binary(IpFamily::V4, Tool::Save), "iptables-save");
         assert_eq!("legacy".parse::<Backend>().unwrap(), Backend::Legacy);
         assert!("nftables".parse::<Backend>().is_err());
     }
@@ -277,25 +245,13 @@ mod tests {
         let ipt = ExecIptables::new(Backend::Nft).in_netns("my ns");
         assert_eq!(
             ipt.argv("iptables-nft-save", &["-t", "nat"]),
-            [
-                "ip",
-                "netns",
-                "exec",
-                "my ns",
-                "iptables-nft-save",
-                "-t",
-                "nat"
-            ]
+            ["ip", "netns", "exec", "my ns", "iptables-nft-save", "-t", "nat"]
         );
     }
 
     #[test]
     fn missing_binary_is_named() {
-        let ipt = ExecIptables {
-            backend: Backend::Nft,
-            netns: None,
-            timeout: Duration::from_secs(5),
-        };
+        let ipt = ExecIptables { backend: Backend::Nft, netns: None, timeout: Duration::from_secs(5) };
         match ipt.run("kubenat-missing-restore", &[], Some("")) {
             Err(e @ Error::BinaryNotFound { .. }) => {
                 assert!(e.to_string().contains("kubenat-missing-restore"))

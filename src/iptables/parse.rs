@@ -33,10 +33,7 @@ pub fn is_builtin_chain(table: TableName, chain: &str) -> bool {
 pub fn parse(text: &str) -> Result<Ruleset> {
     let mut parser = Parser::default();
     for (index, raw) in text.lines().enumerate() {
-        let line = Line {
-            number: index + 1,
-            text: raw.trim(),
-        };
+        let line = Line { number: index + 1, text: raw.trim() };
         if line.text.is_empty() || line.text.starts_with('#') {
             continue;
         }
@@ -58,26 +55,15 @@ impl Line<'_> {
     }
 
     fn bad_rule(&self, reason: impl Into<String>) -> Error {
-        Error::BadRule {
-            line: self.number,
-            text: self.err_text(),
-            reason: reason.into(),
-        }
+        Error::BadRule { line: self.number, text: self.err_text(), reason: reason.into() }
     }
 
     fn bad_declaration(&self, reason: &'static str) -> Error {
-        Error::BadDeclaration {
-            line: self.number,
-            text: self.err_text(),
-            reason,
-        }
+        Error::BadDeclaration { line: self.number, text: self.err_text(), reason }
     }
 
     fn tokens(&self, text: &str) -> Result<Vec<Token>> {
-        tokenize(text).map_err(|_| Error::UnterminatedQuote {
-            line: self.number,
-            text: self.err_text(),
-        })
+        tokenize(text).map_err(|_| Error::UnterminatedQuote { line: self.number, text: self.err_text() })
     }
 
     fn chain_name(&self, name: &str) -> Result<ChainName> {
@@ -111,19 +97,13 @@ impl Parser {
             return self.open(line, name);
         }
         let Some(section) = self.section.take() else {
-            return Err(Error::OutsideTable {
-                line: line.number,
-                text: line.err_text(),
-            });
+            return Err(Error::OutsideTable { line: line.number, text: line.err_text() });
         };
         if line.text == "COMMIT" {
             self.ruleset.tables.push(section.table);
             return Ok(());
         }
-        let mut open = Open {
-            declared: self.declared.entry(section.table.name).or_default(),
-            section,
-        };
+        let mut open = Open { declared: self.declared.entry(section.table.name).or_default(), section };
         let result = if let Some(decl) = line.text.strip_prefix(':') {
             open.declaration(line, decl)
         } else {
@@ -135,32 +115,22 @@ impl Parser {
 
     fn open(&mut self, line: &Line<'_>, name: &str) -> Result<()> {
         if let Some(open) = &self.section {
-            return Err(Error::NestedTable {
-                line: line.number,
-                text: line.err_text(),
-                open: open.table.name,
-            });
+            return Err(Error::NestedTable { line: line.number, text: line.err_text(), open: open.table.name });
         }
         let name = TableName::parse(name.trim()).map_err(|source| Error::UnknownTable {
             line: line.number,
             text: line.err_text(),
             source,
         })?;
-        self.section = Some(Section {
-            table: Table::new(name),
-            header_line: line.number,
-            header: line.err_text(),
-        });
+        self.section = Some(Section { table: Table::new(name), header_line: line.number, header: line.err_text() });
         Ok(())
     }
 
     fn finish(self) -> Result<Ruleset> {
         match self.section {
-            Some(open) => Err(Error::MissingCommit {
-                line: open.header_line,
-                text: open.header,
-                table: open.table.name,
-            }),
+            Some(open) => {
+                Err(Error::MissingCommit { line: open.header_line, text: open.header, table: open.table.name })
+            }
             None => Ok(self.ruleset),
         }
     }
@@ -185,11 +155,7 @@ impl Open<'_> {
         if self.exists(chain) {
             Ok(())
         } else {
-            Err(Error::UndeclaredChain {
-                line: line.number,
-                text: line.err_text(),
-                chain: chain.to_string(),
-            })
+            Err(Error::UndeclaredChain { line: line.number, text: line.err_text(), chain: chain.to_string() })
         }
     }
 
@@ -242,11 +208,7 @@ impl Open<'_> {
         let Some((command, rest)) = tokens.split_first() else {
             return Err(line.bad_rule("counters without a command"));
         };
-        let command_word = if command.quoted {
-            ""
-        } else {
-            command.text.as_str()
-        };
+        let command_word = if command.quoted { "" } else { command.text.as_str() };
         match command_word {
             "-A" | "--append" => self.rule(line, RuleOp::Append, rest),
             "-I" | "--insert" => self.rule(line, RuleOp::Insert(None), rest),
@@ -256,11 +218,7 @@ impl Open<'_> {
             "-F" | "--flush" => self.flush(line, rest),
             "-P" | "--policy" => self.policy(line, rest),
             "-Z" | "--zero" => Ok(()),
-            _ => Err(Error::UnknownCommand {
-                line: line.number,
-                text: line.err_text(),
-                command: command.text.clone(),
-            }),
+            _ => Err(Error::UnknownCommand { line: line.number, text: line.err_text(), command: command.text.clone() }),
         }
     }
 
@@ -271,8 +229,7 @@ impl Open<'_> {
         let (op, rest) = match (op, rest) {
             (RuleOp::Insert(_), [position, tail @ ..]) if is_number(position) => {
                 let position = position.text.parse::<u32>().ok().filter(|p| *p > 0);
-                let position =
-                    position.ok_or_else(|| line.bad_rule("insert position must be 1 or more"))?;
+                let position = position.ok_or_else(|| line.bad_rule("insert position must be 1 or more"))?;
                 (RuleOp::Insert(Some(position)), tail)
             }
             (RuleOp::Delete, [only]) if is_number(only) => {
@@ -310,11 +267,7 @@ impl Open<'_> {
             Some("deleted twice")
         } else if table.rules.iter().any(|r| r.chain == chain) {
             Some("it still has rules")
-        } else if table
-            .rules
-            .iter()
-            .any(|r| r.target() == Some(chain.as_str()))
-        {
+        } else if table.rules.iter().any(|r| r.target() == Some(chain.as_str())) {
             Some("a rule still jumps to it")
         } else {
             None
@@ -358,10 +311,7 @@ impl Open<'_> {
         let chains = &mut self.section.table.chains;
         match chains.iter_mut().find(|c| c.name == chain) {
             Some(decl) => decl.policy = Some(policy),
-            None => chains.push(ChainDecl {
-                name: chain,
-                policy: Some(policy),
-            }),
+            None => chains.push(ChainDecl { name: chain, policy: Some(policy) }),
         }
         Ok(())
     }
@@ -370,13 +320,8 @@ impl Open<'_> {
 /// Splits off the chain-name word that follows a command.
 fn chain_arg<'t>(line: &Line<'_>, rest: &'t [Token]) -> Result<(ChainName, &'t [Token])> {
     match rest.split_first() {
-        Some((chain, rest)) if !chain.is_flag() && chain.text != "!" => {
-            Ok((line.chain_name(&chain.text)?, rest))
-        }
-        _ => Err(Error::MissingChain {
-            line: line.number,
-            text: line.err_text(),
-        }),
+        Some((chain, rest)) if !chain.is_flag() && chain.text != "!" => Ok((line.chain_name(&chain.text)?, rest)),
+        _ => Err(Error::MissingChain { line: line.number, text: line.err_text() }),
     }
 }
 
@@ -393,18 +338,11 @@ fn is_number(token: &Token) -> bool {
 
 /// `[packets:bytes]`
 fn is_counters(token: &Token) -> bool {
-    let Some(inner) = token
-        .text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-    else {
+    let Some(inner) = token.text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
         return false;
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    !token.quoted
-        && inner
-            .split_once(':')
-            .is_some_and(|(p, b)| digits(p) && digits(b))
+    !token.quoted && inner.split_once(':').is_some_and(|(p, b)| digits(p) && digits(b))
 }
 
 #[cfg(test)]

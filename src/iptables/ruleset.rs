@@ -1,8 +1,10 @@
 //! The typed ruleset: tables, chain declarations and rules made of flag/value arguments.
 //! Renderer, writer, parser, diff and tracer all speak these types; text lives only at the edges.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -77,8 +79,9 @@ impl fmt::Display for TableName {
 }
 
 /// A validated chain name: 1–28 characters, no whitespace, quotes or leading `-`/`!`.
+/// Shared (`Arc<str>`): every rule names its chain, and cloning must not allocate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ChainName(String);
+pub struct ChainName(Arc<str>);
 
 impl ChainName {
     /// Validates `name` as an iptables chain name.
@@ -97,14 +100,14 @@ impl ChainName {
         };
         match reason {
             Some(reason) => Err(Error::InvalidChainName { name, reason }),
-            None => Ok(ChainName(name)),
+            None => Ok(ChainName(name.into())),
         }
     }
 
     /// A name known to be valid at compile time (fixed kube-proxy chain names).
     pub(crate) fn fixed(name: &'static str) -> Self {
         debug_assert!(ChainName::new(name).is_ok(), "{name}");
-        ChainName(name.to_string())
+        ChainName(name.into())
     }
 
     /// The name as text.
@@ -114,10 +117,7 @@ impl ChainName {
 
     /// Whether this is one of the built-in chains of any table.
     pub fn is_builtin(&self) -> bool {
-        matches!(
-            self.0.as_str(),
-            "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING"
-        )
+        matches!(&*self.0, "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING")
     }
 }
 
@@ -138,21 +138,22 @@ impl AsRef<str> for ChainName {
 pub struct Arg {
     /// Whether the group is preceded by `!`.
     pub negated: bool,
-    /// The flag, with its dashes (`-m`, `--dport`, `-j`).
-    pub flag: String,
+    /// The flag, with its dashes (`-m`, `--dport`, `-j`); borrowed for the renderer's fixed
+    /// flags so that rendering does not allocate one string per flag.
+    pub flag: Cow<'static, str>,
     /// The flag's values (unquoted).
     pub values: Vec<String>,
 }
 
 impl Arg {
     /// A flag with one value.
-    pub fn new(flag: &str, value: impl Into<String>) -> Self {
-        Arg { negated: false, flag: flag.to_string(), values: vec![value.into()] }
+    pub fn new(flag: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+        Arg { negated: false, flag: flag.into(), values: vec![value.into()] }
     }
 
     /// A flag with no value (`--rcheck`, `--set`).
-    pub fn bare(flag: &str) -> Self {
-        Arg { negated: false, flag: flag.to_string(), values: Vec::new() }
+    pub fn bare(flag: impl Into<Cow<'static, str>>) -> Self {
+        Arg { negated: false, flag: flag.into(), values: Vec::new() }
     }
 
     /// The same group, negated.
@@ -341,6 +342,12 @@ impl Table {
         }
     }
 
+    /// Declares a user chain the caller knows is not declared yet (O(1); the renderer, which
+    /// declares each chain exactly once, uses this on its hot path).
+    pub fn push_chain(&mut self, name: &ChainName) {
+        self.chains.push(ChainDecl::user(name.clone()));
+    }
+
     /// Whether `name` is declared in this table.
     pub fn is_declared(&self, name: &str) -> bool {
         self.chains.iter().any(|c| c.name.as_str() == name)
@@ -405,7 +412,7 @@ mod tests {
             .dst("10.0.0.1".parse().unwrap())
             .dport(80)
             .jump("KUBE-SVC-X");
-        let flags: Vec<&str> = rule.args.iter().map(|a| a.flag.as_str()).collect();
+        let flags: Vec<&str> = rule.args.iter().map(|a| a.flag.as_ref()).collect();
         assert_eq!(flags, ["-m", "--comment", "-m", "-p", "-d", "--dport", "-j"]);
         assert_eq!(rule.target(), Some("KUBE-SVC-X"));
         assert_eq!(rule.comment(), Some("ns/svc:p cluster IP"));

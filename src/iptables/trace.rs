@@ -49,14 +49,7 @@ pub struct Packet {
 impl Packet {
     /// A packet arriving from the network (not from the node), on no particular interface.
     pub fn new(src: IpAddr, dst: SocketAddr, protocol: Protocol) -> Self {
-        Packet {
-            src,
-            dst: dst.ip(),
-            dport: dst.port(),
-            protocol,
-            from_node: false,
-            in_interface: None,
-        }
+        Packet { src, dst: dst.ip(), dport: dst.port(), protocol, from_node: false, in_interface: None }
     }
 }
 
@@ -159,11 +152,7 @@ impl Trace {
 
     /// Total probability of the paths that are masqueraded.
     pub fn masquerade_probability(&self) -> f64 {
-        self.outcomes
-            .iter()
-            .filter(|o| o.masquerade)
-            .map(|o| o.probability)
-            .sum()
+        self.outcomes.iter().filter(|o| o.masquerade).map(|o| o.probability).sum()
     }
 
     fn all(&self, pred: impl Fn(&Verdict) -> bool) -> bool {
@@ -182,11 +171,7 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet, env: &TraceEnv) -> Trace {
     if IpFamily::of(&packet.src) != IpFamily::of(&packet.dst) {
         walker.note("source and destination are of different IP families".into());
     }
-    let nat_entry = if packet.from_node {
-        "OUTPUT"
-    } else {
-        "PREROUTING"
-    };
+    let nat_entry = if packet.from_node { "OUTPUT" } else { "PREROUTING" };
     let mut outcomes = Vec::new();
     for (path, end) in walker.walk_table(TableName::Nat, nat_entry, Path::new(packet)) {
         let verdict = match end {
@@ -194,9 +179,7 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet, env: &TraceEnv) -> Trace {
             End::Redirect(port) => Verdict::Redirect(port),
             End::Accept => Verdict::Accept,
             End::SourceNat => {
-                walker.note(format!(
-                    "MASQUERADE/SNAT in nat/{nat_entry}: treated as no service matched"
-                ));
+                walker.note(format!("MASQUERADE/SNAT in nat/{nat_entry}: treated as no service matched"));
                 Verdict::Accept
             }
             terminal => {
@@ -209,20 +192,11 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet, env: &TraceEnv) -> Trace {
     if outcomes.iter().any(|o| o.affinity_checked) {
         walker.note(AFFINITY_NOTE.to_string());
     }
-    Trace {
-        destination: SocketAddr::new(packet.dst, packet.dport),
-        outcomes,
-        notes: walker.notes,
-    }
+    Trace { destination: SocketAddr::new(packet.dst, packet.dport), outcomes, notes: walker.notes }
 }
 
 /// The filter walk, then nat POSTROUTING for packets that are not delivered locally.
-fn after_nat(
-    walker: &mut Walker<'_, '_>,
-    mut path: Path,
-    verdict: Verdict,
-    outcomes: &mut Vec<Outcome>,
-) {
+fn after_nat(walker: &mut Walker<'_, '_>, mut path: Path, verdict: Verdict, outcomes: &mut Vec<Outcome>) {
     let from_node = walker.node_originated();
     if let Verdict::Redirect(port) = verdict {
         path.dst = walker.redirect_address(&path.dst);

@@ -10,7 +10,8 @@ fn is_bare(value: &str) -> bool {
         && !value.starts_with('-')
         && !value.starts_with('!')
         && value.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '+' | '=' | '@' | '%' | '[' | ']')
+            c.is_ascii_alphanumeric()
+                || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '+' | '=' | '@' | '%' | '[' | ']')
         })
 }
 

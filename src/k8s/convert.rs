@@ -20,8 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tracing::debug;
 
 pub use endpoints::{
-    merge_endpoints, slice_endpoints, EndpointGroup, MergedEndpoints, PortEndpoints,
-    SERVICE_NAME_LABEL,
+    merge_endpoints, slice_endpoints, EndpointGroup, MergedEndpoints, PortEndpoints, SERVICE_NAME_LABEL,
 };
 pub use legacy::core_endpoints;
 pub use node::{node_facts, NodeFacts, ZONE_LABEL};
@@ -117,23 +116,13 @@ impl StateBuilder {
             return;
         };
         let Partial { value, problems } = service_ports(svc);
-        self.problems
-            .extend(problems.into_iter().map(|p| p.at(source)));
-        self.services.insert(
-            key,
-            ServiceEntry {
-                source: source.cloned(),
-                ports: value,
-            },
-        );
+        self.problems.extend(problems.into_iter().map(|p| p.at(source)));
+        self.services.insert(key, ServiceEntry { source: source.cloned(), ports: value });
     }
 
     /// Adds an EndpointSlice; its endpoints attach to the Service its label names.
     pub fn add_endpoint_slice(&mut self, slice: &EndpointSlice, source: Option<&Source>) {
-        if self
-            .first_of("EndpointSlice", &slice.metadata, source)
-            .is_some()
-        {
+        if self.first_of("EndpointSlice", &slice.metadata, source).is_some() {
             let Partial { value, problems } = slice_endpoints(slice);
             self.add_group(value, problems, source);
         }
@@ -141,23 +130,14 @@ impl StateBuilder {
 
     /// Adds a core/v1 Endpoints; its endpoints attach to the Service of the same name.
     pub fn add_endpoints(&mut self, endpoints: &Endpoints, source: Option<&Source>) {
-        if self
-            .first_of("Endpoints", &endpoints.metadata, source)
-            .is_some()
-        {
+        if self.first_of("Endpoints", &endpoints.metadata, source).is_some() {
             let Partial { value, problems } = core_endpoints(endpoints);
             self.add_group(value, problems, source);
         }
     }
 
-    fn add_group(
-        &mut self,
-        group: Option<EndpointGroup>,
-        problems: Vec<Problem>,
-        source: Option<&Source>,
-    ) {
-        self.problems
-            .extend(problems.into_iter().map(|p| p.at(source)));
+    fn add_group(&mut self, group: Option<EndpointGroup>, problems: Vec<Problem>, source: Option<&Source>) {
+        self.problems.extend(problems.into_iter().map(|p| p.at(source)));
         if let Some(group) = group {
             let key = (group.namespace.clone(), group.service.clone());
             self.groups.entry(key).or_default().push(group);
@@ -166,17 +146,8 @@ impl StateBuilder {
 
     /// The object's (namespace, name) if it is the first of its kind with that key; a repeat
     /// is reported.
-    fn first_of(
-        &mut self,
-        kind: &'static str,
-        meta: &ObjectMeta,
-        source: Option<&Source>,
-    ) -> Option<ServiceKey> {
-        let namespace = meta
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| "default".into());
+    fn first_of(&mut self, kind: &'static str, meta: &ObjectMeta, source: Option<&Source>) -> Option<ServiceKey> {
+        let namespace = meta.namespace.clone().filter(|ns| !ns.is_empty()).unwrap_or_else(|| "default".into());
         let name = meta.name.clone().unwrap_or_default();
         match self.seen.entry((kind, namespace.clone(), name.clone())) {
             Entry::Vacant(slot) => {
@@ -184,11 +155,7 @@ impl StateBuilder {
                 Some((namespace, name))
             }
             Entry::Occupied(first) => {
-                let first = first
-                    .get()
-                    .as_ref()
-                    .map(|s| format!(" (first read from {s})"))
-                    .unwrap_or_default();
+                let first = first.get().as_ref().map(|s| format!(" (first read from {s})")).unwrap_or_default();
                 let reason = format!("defined more than once; this copy is ignored{first}");
                 let problem = Problem::about(kind, Some(&namespace), &name, reason);
                 self.problems.push(problem.at(source));
@@ -199,46 +166,26 @@ impl StateBuilder {
 
     /// Resolves conflicts, attaches endpoints and returns the state with every problem found.
     pub fn finish(self) -> Converted {
-        let StateBuilder {
-            services,
-            mut groups,
-            problems,
-            ..
-        } = self;
-        let mut converted = Converted {
-            state: ClusterState::default(),
-            problems,
-        };
+        let StateBuilder { services, mut groups, problems, .. } = self;
+        let mut converted = Converted { state: ClusterState::default(), problems };
         let mut owners = PortOwners::default();
         for ((namespace, name), entry) in services {
             let label = object_label("Service", Some(&namespace), &name);
-            let mut merged = groups
-                .remove(&(namespace, name))
-                .map(|g| merge_endpoints(&g))
-                .unwrap_or_default();
+            let mut merged = groups.remove(&(namespace, name)).map(|g| merge_endpoints(&g)).unwrap_or_default();
             for mut port in entry.ports {
                 if let Err(conflict) = owners.claim(&mut port, &label) {
-                    let problem = Problem {
-                        source: None,
-                        object: Some(label.clone()),
-                        reason: conflict.reason,
-                    };
+                    let problem = Problem { source: None, object: Some(label.clone()), reason: conflict.reason };
                     converted.problems.push(problem.at(entry.source.as_ref()));
                     if conflict.port_skipped {
                         continue;
                     }
                 }
-                port.endpoints = merged
-                    .remove(&(port.name.port.clone(), port.name.protocol))
-                    .unwrap_or_default();
+                port.endpoints = merged.remove(&(port.name.port.clone(), port.name.protocol)).unwrap_or_default();
                 converted.state.services.insert(port.name.clone(), port);
             }
         }
         for (namespace, service) in groups.keys() {
-            debug!(
-                namespace,
-                service, "endpoints for a Service that does not exist, ignored"
-            );
+            debug!(namespace, service, "endpoints for a Service that does not exist, ignored");
         }
         converted
     }
@@ -267,19 +214,13 @@ impl PortOwners {
         for ip in &port.cluster_ips {
             if let Some(owner) = self.cluster.get(&(*ip, port.port, protocol)) {
                 let addr = SocketAddr::new(*ip, port.port);
-                let reason = format!(
-                    "{what}: {addr}/{} is already used by {owner}; port skipped",
-                    protocol_name(protocol)
-                );
-                return Err(Conflict {
-                    reason,
-                    port_skipped: true,
-                });
+                let reason =
+                    format!("{what}: {addr}/{} is already used by {owner}; port skipped", protocol_name(protocol));
+                return Err(Conflict { reason, port_skipped: true });
             }
         }
         for ip in &port.cluster_ips {
-            self.cluster
-                .insert((*ip, port.port, protocol), label.to_string());
+            self.cluster.insert((*ip, port.port, protocol), label.to_string());
         }
         let Some(node_port) = port.node_port else {
             return Ok(());
@@ -296,10 +237,7 @@ impl PortOwners {
                     "{what}: nodePort {node_port}/{} is already used by {owner}; nodePort ignored",
                     protocol_name(protocol)
                 );
-                Err(Conflict {
-                    reason,
-                    port_skipped: false,
-                })
+                Err(Conflict { reason, port_skipped: false })
             }
         }
     }

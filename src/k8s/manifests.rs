@@ -54,25 +54,12 @@ pub struct Problem {
 impl Problem {
     /// A problem with no source and no object yet.
     pub fn new(reason: impl Into<String>) -> Self {
-        Problem {
-            source: None,
-            object: None,
-            reason: reason.into(),
-        }
+        Problem { source: None, object: None, reason: reason.into() }
     }
 
     /// A problem about the object `kind namespace/name` (or `kind name` when cluster-scoped).
-    pub fn about(
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-        reason: impl Into<String>,
-    ) -> Self {
-        Problem {
-            source: None,
-            object: Some(object_label(kind, namespace, name)),
-            reason: reason.into(),
-        }
+    pub fn about(kind: &str, namespace: Option<&str>, name: &str, reason: impl Into<String>) -> Self {
+        Problem { source: None, object: Some(object_label(kind, namespace, name)), reason: reason.into() }
     }
 
     /// Sets the source if none is set yet.
@@ -181,9 +168,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
                 }
             }
             Ok(_) => loaded.extend(load_file(path)),
-            Err(err) => loaded
-                .problems
-                .push(file_problem(path, format!("cannot read: {err}"))),
+            Err(err) => loaded.problems.push(file_problem(path, format!("cannot read: {err}"))),
         }
     }
     loaded
@@ -198,27 +183,14 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
 }
 
 fn file_problem(path: &Path, reason: String) -> Problem {
-    Problem {
-        source: Some(Source {
-            file: path.to_path_buf(),
-            document: 0,
-        }),
-        object: None,
-        reason,
-    }
+    Problem { source: Some(Source { file: path.to_path_buf(), document: 0 }), object: None, reason }
 }
 
 fn load_file(path: &Path) -> Loaded {
-    let fail = |reason: String| Loaded {
-        problems: vec![file_problem(path, reason)],
-        ..Loaded::default()
-    };
+    let fail = |reason: String| Loaded { problems: vec![file_problem(path, reason)], ..Loaded::default() };
     match fs::metadata(path) {
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-            return fail(format!(
-                "file is {} bytes, more than the {MAX_FILE_BYTES} read",
-                meta.len()
-            ));
+            return fail(format!("file is {} bytes, more than the {MAX_FILE_BYTES} read", meta.len()));
         }
         Ok(_) => {}
         Err(err) => return fail(format!("cannot read: {err}")),
@@ -235,21 +207,13 @@ fn load_file(path: &Path) -> Loaded {
 
 fn is_manifest(path: &Path) -> bool {
     matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
+        path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
         Some("yaml" | "yml" | "json")
     )
 }
 
 /// Collects manifest files below `dir`, sorted, following symlinks but never a directory twice.
-fn walk(
-    dir: &Path,
-    files: &mut Vec<PathBuf>,
-    visited: &mut Vec<PathBuf>,
-    problems: &mut Vec<Problem>,
-) {
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, visited: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
     let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     if visited.contains(&canonical) {
         debug!(dir = %dir.display(), "directory already walked, skipping");
@@ -265,11 +229,7 @@ fn walk(
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            !p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
-        })
+        .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
         .collect();
     paths.sort();
     for path in paths {

@@ -218,9 +218,6 @@ pub struct ClusterState {
 impl ClusterState {
     /// Total number of endpoints across all service ports of `family`.
     pub fn endpoint_count(&self, family: IpFamily) -> usize {
-        self.services
-            .values()
-            .map(|s| s.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).count())
-            .sum()
+        self.services.values().map(|s| s.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).count()).sum()
     }
 }

@@ -87,35 +87,21 @@ pub struct Lab {
 impl Lab {
     /// A routed lab with `pods` pods.
     pub fn new(pods: usize) -> Lab {
-        Lab::with(LabConfig {
-            pods,
-            topology: Topology::Routed,
-        })
+        Lab::with(LabConfig { pods, topology: Topology::Routed })
     }
 
     /// Builds the lab described by `config` (panics on failure; namespaces are still removed).
     pub fn with(config: LabConfig) -> Lab {
-        assert!(
-            config.pods <= 200,
-            "addresses are allocated per pod from one octet"
-        );
+        assert!(config.pods <= 200, "addresses are allocated per pod from one octet");
         let node = NetNs::new("node");
         node.sysctl("net.ipv4.ip_forward", "1");
         node.ip(&["route", "add", SERVICE_CIDR, "dev", "lo"]);
-        let mut lab = Lab {
-            node,
-            pods: Vec::with_capacity(config.pods),
-            topology: config.topology,
-        };
+        let mut lab = Lab { node, pods: Vec::with_capacity(config.pods), topology: config.topology };
         if let Topology::Bridge { br_netfilter } = config.topology {
             lab.node.ip(&["link", "add", BRIDGE, "type", "bridge"]);
-            lab.node
-                .ip(&["addr", "add", "10.244.0.1/24", "dev", BRIDGE]);
+            lab.node.ip(&["addr", "add", "10.244.0.1/24", "dev", BRIDGE]);
             lab.node.ip(&["link", "set", BRIDGE, "up"]);
-            lab.node.sysctl(
-                "net.bridge.bridge-nf-call-iptables",
-                if br_netfilter { "1" } else { "0" },
-            );
+            lab.node.sysctl("net.bridge.bridge-nf-call-iptables", if br_netfilter { "1" } else { "0" });
         }
         for i in 0..config.pods {
             let pod = lab.add_pod(i);
@@ -130,43 +116,23 @@ impl Lab {
         // Interface names only need to be unique inside each namespace: the veth is created
         // in the node namespace with its peer directly in the pod, never in the root namespace.
         let node_if = format!("veth{i}");
-        self.node.ip(&[
-            "link",
-            "add",
-            &node_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ]);
+        self.node.ip(&["link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]);
         let (ip, gateway) = match self.topology {
             Topology::Routed => {
                 let gateway = Ipv4Addr::new(10, 244, octet + 1, 1);
-                self.node
-                    .ip(&["addr", "add", &format!("{gateway}/24"), "dev", &node_if]);
+                self.node.ip(&["addr", "add", &format!("{gateway}/24"), "dev", &node_if]);
                 (Ipv4Addr::new(10, 244, octet + 1, 2), gateway)
             }
             Topology::Bridge { .. } => {
                 self.node.ip(&["link", "set", &node_if, "master", BRIDGE]);
-                (
-                    Ipv4Addr::new(10, 244, 0, octet + 2),
-                    Ipv4Addr::new(10, 244, 0, 1),
-                )
+                (Ipv4Addr::new(10, 244, 0, octet + 2), Ipv4Addr::new(10, 244, 0, 1))
             }
         };
         self.node.ip(&["link", "set", &node_if, "up"]);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "default", "via", &gateway.to_string()]);
-        Pod {
-            ns,
-            ip,
-            gateway,
-            node_if,
-        }
+        Pod { ns, ip, gateway, node_if }
     }
 
     /// Pod `i`.

@@ -38,10 +38,7 @@ pub fn require(available: bool, what: &str) -> bool {
     if available {
         return true;
     }
-    assert!(
-        !in_ci(),
-        "CI=true but {what}: real-kernel tests must run in CI, not skip"
-    );
+    assert!(!in_ci(), "CI=true but {what}: real-kernel tests must run in CI, not skip");
     eprintln!("skipped: {what}");
     false
 }

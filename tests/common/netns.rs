@@ -68,9 +68,7 @@ impl NetNs {
     /// Reads a sysctl inside the namespace; `None` if it does not exist here.
     pub fn sysctl_get(&self, key: &str) -> Option<String> {
         let out = self.exec(&["sysctl", "-n", key]);
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 
@@ -90,10 +88,7 @@ fn remove(name: &str) {
     }
     let out = process::run(&["ip", "netns", "del", name], COMMAND_TIMEOUT);
     if !out.status.success() && !std::thread::panicking() {
-        eprintln!(
-            "warning: could not delete netns {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("warning: could not delete netns {name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 

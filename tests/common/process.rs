@@ -25,11 +25,7 @@ pub fn run(argv: &[&str], timeout: Duration) -> Output {
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     let status = wait_bounded(&mut child, timeout)
         .unwrap_or_else(|| panic!("{argv:?} did not finish within {timeout:?}; killed it"));
-    Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
+    Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
 }
 
 /// Runs `argv`, panicking with its stderr unless it succeeds; returns stdout.
@@ -104,11 +100,7 @@ impl Spawned {
                 let _ = tx.send(line);
             }
         });
-        let mut spawned = Spawned {
-            child,
-            what: format!("{argv:?}"),
-            stderr,
-        };
+        let mut spawned = Spawned { child, what: format!("{argv:?}"), stderr };
         match rx.recv_timeout(timeout) {
             Ok(line) if line.trim() == "ready" => spawned,
             outcome => {

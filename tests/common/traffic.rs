@@ -136,22 +136,9 @@ impl Server {
     /// Starts a server in `ns` on `port` that answers `"<name> <client ip>"`; waits until it listens.
     pub fn start(ns: &NetNs, proto: Proto, port: u16, name: &str) -> Server {
         let port_text = port.to_string();
-        let argv = ns.argv(&[
-            python(),
-            "-c",
-            SERVER_PY,
-            proto.as_str(),
-            name,
-            &port_text,
-            SERVER_IDLE_SECONDS,
-        ]);
+        let argv = ns.argv(&[python(), "-c", SERVER_PY, proto.as_str(), name, &port_text, SERVER_IDLE_SECONDS]);
         let child = Spawned::until_ready(&argv, SERVER_READY_TIMEOUT);
-        Server {
-            name: name.to_string(),
-            proto,
-            port,
-            _child: child,
-        }
+        Server { name: name.to_string(), proto, port, _child: child }
     }
 }
 
@@ -194,10 +181,7 @@ impl Reply {
         }
         let answer = line.strip_prefix("ok ").and_then(|rest| {
             let (server, client) = rest.split_once(' ')?;
-            Some(Reply::Answer {
-                server: server.to_string(),
-                client: client.parse().ok()?,
-            })
+            Some(Reply::Answer { server: server.to_string(), client: client.parse().ok()? })
         });
         answer.unwrap_or_else(|| Reply::Other(line.to_string()))
     }
@@ -219,26 +203,11 @@ impl fmt::Display for Reply {
 
 /// Makes `count` requests (each a new connection / socket, so each is a new conntrack flow)
 /// from inside `ns` to `to`, each bounded by `timeout` (at most 5 s).
-pub fn requests(
-    ns: &NetNs,
-    proto: Proto,
-    to: SocketAddr,
-    timeout: Duration,
-    count: usize,
-) -> Vec<Reply> {
+pub fn requests(ns: &NetNs, proto: Proto, to: SocketAddr, timeout: Duration, count: usize) -> Vec<Reply> {
     assert!(timeout <= Duration::from_secs(5), "keep waits short");
     let (host, port) = (to.ip().to_string(), to.port().to_string());
     let (secs, n) = (format!("{:.3}", timeout.as_secs_f64()), count.to_string());
-    let argv = ns.argv(&[
-        python(),
-        "-c",
-        CLIENT_PY,
-        proto.as_str(),
-        &host,
-        &port,
-        &secs,
-        &n,
-    ]);
+    let argv = ns.argv(&[python(), "-c", CLIENT_PY, proto.as_str(), &host, &port, &secs, &n]);
     // Python start-up plus `count` bounded attempts, with slack.
     let limit = Duration::from_secs(3) + timeout * 2 * u32::try_from(count).unwrap_or(u32::MAX);
     let out = process::run(&argv, limit);

@@ -20,10 +20,7 @@ fn big_slice_json(count: usize) -> String {
                "metadata": {"name": "big-1", "labels": {"kubernetes.io/service-name": "big"}},
                "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints}),
     ];
-    docs.iter()
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    docs.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
@@ -36,10 +33,7 @@ fn ten_thousand_endpoint_slice_through_the_loader() {
     assert!(loaded.problems.is_empty() && converted.problems.is_empty());
     let big = get(&converted.state, "default", "big", "http", Protocol::Tcp);
     assert_eq!(big.endpoints.len(), 10_000);
-    assert!(
-        big.endpoints.windows(2).all(|w| w[0].key() < w[1].key()),
-        "sorted by IP:port string, no duplicates"
-    );
+    assert!(big.endpoints.windows(2).all(|w| w[0].key() < w[1].key()), "sorted by IP:port string, no duplicates");
     assert_eq!(big.endpoints[0].key(), "10.0.0.0:8080");
     // String order: '0' sorts before ':', so 10.0.0.100 comes before 10.0.0.1.
     assert_eq!(big.endpoints[1].key(), "10.0.0.100:8080");
@@ -51,47 +45,14 @@ fn pick(options: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(options).prop_map(str::to_string)
 }
 
-const NAMES: &[&str] = &[
-    "web",
-    "a",
-    "web\"x",
-    "web\n-j ACCEPT",
-    "",
-    "-web",
-    "Web",
-    "x.y",
-    "dns-tcp",
-    "a--b",
-    "0",
-];
-const IPS: &[&str] = &[
-    "10.96.0.1",
-    "10.96.0.1",
-    "fd00::1",
-    "None",
-    "",
-    "10.96.0.300",
-    "::ffff:10.0.0.1",
-    "010.1.1.1",
-    "x",
-];
+const NAMES: &[&str] = &["web", "a", "web\"x", "web\n-j ACCEPT", "", "-web", "Web", "x.y", "dns-tcp", "a--b", "0"];
+const IPS: &[&str] =
+    &["10.96.0.1", "10.96.0.1", "fd00::1", "None", "", "10.96.0.300", "::ffff:10.0.0.1", "010.1.1.1", "x"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP", "tcp", "ICMP", ""];
-const TYPES: &[&str] = &[
-    "ClusterIP",
-    "NodePort",
-    "LoadBalancer",
-    "ExternalName",
-    "Weird",
-    "",
-];
+const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName", "Weird", ""];
 
 fn service_doc() -> impl Strategy<Value = Value> {
-    let port = (
-        pick(NAMES),
-        -2i64..70_000,
-        pick(PROTOCOLS),
-        prop_oneof![Just(0i64), 30_000i64..30_005, -1i64..70_000],
-    );
+    let port = (pick(NAMES), -2i64..70_000, pick(PROTOCOLS), prop_oneof![Just(0i64), 30_000i64..30_005, -1i64..70_000]);
     (pick(NAMES), pick(TYPES), prop::collection::vec(pick(IPS), 0..3), prop::collection::vec(port, 0..4), any::<Option<i64>>())
         .prop_map(|(name, kind, ips, ports, timeout)| {
             let ports: Vec<Value> = ports
@@ -106,17 +67,8 @@ fn service_doc() -> impl Strategy<Value = Value> {
 }
 
 fn slice_doc() -> impl Strategy<Value = Value> {
-    let endpoint = (
-        pick(IPS),
-        any::<Option<bool>>(),
-        any::<Option<bool>>(),
-        pick(NAMES),
-    );
-    let port = (
-        pick(NAMES),
-        prop::option::of(-2i64..70_000),
-        pick(PROTOCOLS),
-    );
+    let endpoint = (pick(IPS), any::<Option<bool>>(), any::<Option<bool>>(), pick(NAMES));
+    let port = (pick(NAMES), prop::option::of(-2i64..70_000), pick(PROTOCOLS));
     (pick(NAMES), pick(NAMES), pick(&["IPv4", "IPv6", "FQDN", "x"]), prop::collection::vec(port, 0..3), prop::collection::vec(endpoint, 0..6))
         .prop_map(|(name, service, family, ports, endpoints)| {
             let ports: Vec<Value> = ports.into_iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect();
@@ -134,26 +86,14 @@ fn slice_doc() -> impl Strategy<Value = Value> {
 /// unique and sorted by their `IP:port` string.
 fn assert_state_is_safe(state: &ClusterState) {
     let label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     for (name, port) in &state.services {
         assert!(label(&name.namespace) && label(&name.name), "{name:?}");
-        assert!(
-            name.port.is_empty() || (label(&name.port) && name.port.len() <= 15),
-            "{name:?}"
-        );
+        assert!(name.port.is_empty() || (label(&name.port) && name.port.len() <= 15), "{name:?}");
         assert!(port.port != 0 && port.node_port != Some(0), "{port:?}");
-        assert!(
-            port.endpoints.windows(2).all(|w| w[0].key() < w[1].key()),
-            "{port:?}"
-        );
-        assert!(
-            port.endpoints.iter().all(|e| e.addr.port() != 0),
-            "{port:?}"
-        );
+        assert!(port.endpoints.windows(2).all(|w| w[0].key() < w[1].key()), "{port:?}");
+        assert!(port.endpoints.iter().all(|e| e.addr.port() != 0), "{port:?}");
     }
 }
 

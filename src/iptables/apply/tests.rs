@@ -11,35 +11,14 @@ fn jump(table: TableName, from: &str, ctstate: bool, comment: &str, to: &str) ->
     if ctstate {
         rule = rule.module("conntrack").arg(Arg::new("--ctstate", "NEW"));
     }
-    JumpRule {
-        table,
-        rule: rule.comment(comment).jump(to),
-    }
+    JumpRule { table, rule: rule.comment(comment).jump(to) }
 }
 
 fn jumps() -> Vec<JumpRule> {
     vec![
-        jump(
-            TableName::Filter,
-            "FORWARD",
-            true,
-            "kubernetes service portals",
-            "KUBE-SERVICES",
-        ),
-        jump(
-            TableName::Nat,
-            "OUTPUT",
-            false,
-            "kubernetes service portals",
-            "KUBE-SERVICES",
-        ),
-        jump(
-            TableName::Nat,
-            "PREROUTING",
-            false,
-            "kubernetes service portals",
-            "KUBE-SERVICES",
-        ),
+        jump(TableName::Filter, "FORWARD", true, "kubernetes service portals", "KUBE-SERVICES"),
+        jump(TableName::Nat, "OUTPUT", false, "kubernetes service portals", "KUBE-SERVICES"),
+        jump(TableName::Nat, "PREROUTING", false, "kubernetes service portals", "KUBE-SERVICES"),
     ]
 }
 
@@ -50,24 +29,15 @@ fn desired() -> Ruleset {
     for name in ["KUBE-SERVICES", "KUBE-SVC-NEW", "KUBE-SEP-NEW"] {
         nat.declare(&chain(name));
     }
-    nat.rules.push(
-        Rule::append(&chain("KUBE-SERVICES"))
-            .dst("10.96.0.10".parse().unwrap())
-            .jump("KUBE-SVC-NEW"),
-    );
-    Ruleset {
-        tables: vec![filter, nat],
-    }
+    nat.rules.push(Rule::append(&chain("KUBE-SERVICES")).dst("10.96.0.10".parse().unwrap()).jump("KUBE-SVC-NEW"));
+    Ruleset { tables: vec![filter, nat] }
 }
 
 /// A table as `iptables-save` would show it: built-ins with policies, then user chains.
 fn saved(name: TableName, builtins: &[&str], chains: &[&str], rules: Vec<Rule>) -> Table {
     let mut t = Table::new(name);
     for b in builtins {
-        t.chains.push(ChainDecl {
-            name: chain(b),
-            policy: Some("ACCEPT".into()),
-        });
+        t.chains.push(ChainDecl { name: chain(b), policy: Some("ACCEPT".into()) });
     }
     for c in chains {
         t.declare(&chain(c));
@@ -80,10 +50,7 @@ fn inserted(plan: &Ruleset) -> Vec<String> {
     plan.tables
         .iter()
         .flat_map(|t| {
-            t.rules
-                .iter()
-                .filter(|r| matches!(r.op, RuleOp::Insert(_)))
-                .map(move |r| format!("{} {r}", t.name))
+            t.rules.iter().filter(|r| matches!(r.op, RuleOp::Insert(_))).map(move |r| format!("{} {r}", t.name))
         })
         .collect()
 }
@@ -97,24 +64,14 @@ fn fresh_node_gets_every_jump_in_order_and_canaries() {
         "nat -I PREROUTING 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
     ]);
     let order: Vec<TableName> = out.tables.iter().map(|t| t.name).collect();
-    assert_eq!(
-        order,
-        [TableName::Filter, TableName::Nat, TableName::Mangle]
-    );
+    assert_eq!(order, [TableName::Filter, TableName::Nat, TableName::Mangle]);
     for t in &out.tables {
-        assert!(
-            t.is_declared(KUBE_PROXY_CANARY),
-            "{} lacks the canary",
-            t.name
-        );
+        assert!(t.is_declared(KUBE_PROXY_CANARY), "{} lacks the canary", t.name);
         assert!(t.deletes.is_empty());
     }
     // Everything desired is still there, in its order, before the inserts.
     let nat = out.table(TableName::Nat).unwrap();
-    assert_eq!(
-        nat.rules[0],
-        desired().table(TableName::Nat).unwrap().rules[0]
-    );
+    assert_eq!(nat.rules[0], desired().table(TableName::Nat).unwrap().rules[0]);
     let text = out.to_string();
     assert!(text.find(":KUBE-SVC-NEW").unwrap() < text.find("-I PREROUTING 1").unwrap());
 }
@@ -127,23 +84,11 @@ fn jumps_already_present_in_saved_form_are_not_inserted_again() {
         .module("conntrack")
         .arg(Arg::new("--ctstate", "NEW"))
         .jump("KUBE-SERVICES");
-    let pre = Rule::append(&chain("PREROUTING"))
-        .comment("kubernetes service portals")
-        .jump("KUBE-SERVICES");
+    let pre = Rule::append(&chain("PREROUTING")).comment("kubernetes service portals").jump("KUBE-SERVICES");
     let current = Ruleset {
         tables: vec![
-            saved(
-                TableName::Filter,
-                &["INPUT", "FORWARD", "OUTPUT"],
-                &["KUBE-SERVICES"],
-                vec![fwd],
-            ),
-            saved(
-                TableName::Nat,
-                &["PREROUTING", "OUTPUT"],
-                &["KUBE-SERVICES"],
-                vec![pre],
-            ),
+            saved(TableName::Filter, &["INPUT", "FORWARD", "OUTPUT"], &["KUBE-SERVICES"], vec![fwd]),
+            saved(TableName::Nat, &["PREROUTING", "OUTPUT"], &["KUBE-SERVICES"], vec![pre]),
         ],
     };
     let out = plan(&desired(), &jumps(), &current);
@@ -155,20 +100,9 @@ fn jumps_already_present_in_saved_form_are_not_inserted_again() {
 
 #[test]
 fn a_jump_in_another_chain_or_with_another_comment_does_not_count() {
-    let wrong_chain = Rule::append(&chain("INPUT"))
-        .comment("kubernetes service portals")
-        .jump("KUBE-SERVICES");
-    let wrong_comment = Rule::append(&chain("PREROUTING"))
-        .comment("something else")
-        .jump("KUBE-SERVICES");
-    let current = Ruleset {
-        tables: vec![saved(
-            TableName::Nat,
-            &[],
-            &[],
-            vec![wrong_chain, wrong_comment],
-        )],
-    };
+    let wrong_chain = Rule::append(&chain("INPUT")).comment("kubernetes service portals").jump("KUBE-SERVICES");
+    let wrong_comment = Rule::append(&chain("PREROUTING")).comment("something else").jump("KUBE-SERVICES");
+    let current = Ruleset { tables: vec![saved(TableName::Nat, &[], &[], vec![wrong_chain, wrong_comment])] };
     assert_eq!(inserted(&plan(&desired(), &jumps(), &current)).len(), 3);
 }
 
@@ -194,24 +128,12 @@ fn stale_service_chains_are_deleted_and_nothing_else() {
         )],
     };
     let out = plan(&desired(), &[], &current);
-    let deleted: Vec<&str> = out
-        .table(TableName::Nat)
-        .unwrap()
-        .deletes
-        .iter()
-        .map(ChainName::as_str)
-        .collect();
+    let deleted: Vec<&str> = out.table(TableName::Nat).unwrap().deletes.iter().map(ChainName::as_str).collect();
     assert_eq!(deleted, ["KUBE-SEP-OLD", "KUBE-SVC-OLD", "KUBE-FW-OLD"]);
     assert!(out.table(TableName::Filter).unwrap().deletes.is_empty());
     let text = out.to_string();
-    assert!(
-        text.contains(":KUBE-SVC-OLD - [0:0]\n") && text.contains("-X KUBE-SVC-OLD\n"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("DOCKER") && !text.contains("FLANNEL") && !text.contains("MARK-DROP"),
-        "{text}"
-    );
+    assert!(text.contains(":KUBE-SVC-OLD - [0:0]\n") && text.contains("-X KUBE-SVC-OLD\n"), "{text}");
+    assert!(!text.contains("DOCKER") && !text.contains("FLANNEL") && !text.contains("MARK-DROP"), "{text}");
 }
 
 #[test]
@@ -232,11 +154,7 @@ fn planning_is_idempotent_once_applied() {
 
 #[test]
 fn normaliser_compares_meaning_not_spelling() {
-    let a = |args: Vec<Arg>| Rule {
-        op: RuleOp::Append,
-        chain: chain("INPUT"),
-        args,
-    };
+    let a = |args: Vec<Arg>| Rule { op: RuleOp::Append, chain: chain("INPUT"), args };
     let ours = a(vec![
         Arg::new("-m", "tcp"),
         Arg::new("-p", "tcp"),
@@ -253,11 +171,7 @@ fn normaliser_compares_meaning_not_spelling() {
         Arg::new("--jump", "KUBE-X"),
     ]);
     assert!(has_rule(&in_input(theirs.clone()), TableName::Filter, &ours));
-    let negated = a(vec![
-        Arg::new("-d", "10.96.0.10").negate(),
-        Arg::new("-p", "tcp"),
-        Arg::new("-j", "KUBE-X"),
-    ]);
+    let negated = a(vec![Arg::new("-d", "10.96.0.10").negate(), Arg::new("-p", "tcp"), Arg::new("-j", "KUBE-X")]);
     assert!(!has_rule(&in_input(theirs), TableName::Filter, &negated));
 }
 

@@ -34,12 +34,7 @@ impl CanonicalRule {
     pub(super) fn deletion(mut self) -> Self {
         self.0.insert(
             0,
-            CanonArg {
-                module: BASE.to_string(),
-                negated: false,
-                flag: "-D".to_string(),
-                values: Vec::new(),
-            },
+            CanonArg { module: BASE.to_string(), negated: false, flag: "-D".to_string(), values: Vec::new() },
         );
         self
     }
@@ -105,13 +100,7 @@ fn is_protocol_option(flag: &str) -> bool {
 /// Canonicalises `rule`: aliases resolved, defaults dropped, values normalised, group order
 /// erased, as described in the `diff` module docs.
 pub fn canonical(rule: &Rule) -> CanonicalRule {
-    let proto = rule
-        .args
-        .iter()
-        .rev()
-        .find(|a| alias(&a.flag) == "-p")
-        .and_then(Arg::value)
-        .and_then(protocol);
+    let proto = rule.args.iter().rev().find(|a| alias(&a.flag) == "-p").and_then(Arg::value).and_then(protocol);
     let mut out: Vec<CanonArg> = Vec::new();
     let mut context = BASE.to_string();
     let mut bare_module: Option<CanonArg> = None;
@@ -136,11 +125,7 @@ pub fn canonical(rule: &Rule) -> CanonicalRule {
             "-s" | "-d" | "-p" | "-i" | "-o" | "-f" => out.extend(base(arg, flag)),
             _ => {
                 bare_module = None;
-                let module = if is_protocol_option(flag) && context != TARGET {
-                    PROTO
-                } else {
-                    context.as_str()
-                };
+                let module = if is_protocol_option(flag) && context != TARGET { PROTO } else { context.as_str() };
                 out.extend(option(module, arg, flag));
             }
         }
@@ -151,12 +136,7 @@ pub fn canonical(rule: &Rule) -> CanonicalRule {
 }
 
 fn group(module: &str, arg: &Arg, flag: &str, values: Vec<String>) -> CanonArg {
-    CanonArg {
-        module: module.to_string(),
-        negated: arg.negated,
-        flag: flag.to_string(),
-        values,
-    }
+    CanonArg { module: module.to_string(), negated: arg.negated, flag: flag.to_string(), values }
 }
 
 /// `-s`/`-d` as canonical CIDRs, `-p` as a canonical name (`-p all` dropped).
@@ -178,9 +158,7 @@ fn option(module: &str, arg: &Arg, flag: &str) -> Option<CanonArg> {
     let value = arg.value().unwrap_or_default();
     let (flag, values) = match (module, flag) {
         (_, "--mark") if arg.values.len() == 1 => (flag, vec![mark(value, None)]),
-        (TARGET, "--set-xmark" | "--set-mark" | "--or-mark" | "--xor-mark" | "--and-mark")
-            if arg.values.len() == 1 =>
-        {
+        (TARGET, "--set-xmark" | "--set-mark" | "--or-mark" | "--xor-mark" | "--and-mark") if arg.values.len() == 1 => {
             ("--set-xmark", vec![set_xmark(flag, value)])
         }
         (TARGET, "--reject-with") => match reject_with(value) {
@@ -371,37 +349,19 @@ mod tests {
     #[test]
     fn different_rules() {
         let cases = [
-            (
-                "-A X -m comment --comment \"a b\" -j Y",
-                "-A X -m comment --comment \"a  b\" -j Y",
-            ),
+            ("-A X -m comment --comment \"a b\" -j Y", "-A X -m comment --comment \"a  b\" -j Y"),
             ("-A X -s 10.0.0.1 -j Y", "-A X ! -s 10.0.0.1 -j Y"),
             ("-A X -s 10.0.0.1 -j Y", "-A X -d 10.0.0.1 -j Y"),
             (
                 "-A X -m statistic --mode random --probability 0.33333",
                 "-A X -m statistic --mode random --probability 0.3333333333",
             ),
-            (
-                "-A X -m mark --mark 0x4000",
-                "-A X -m connmark --mark 0x4000",
-            ),
-            (
-                "-A X -j MARK --or-mark 0x4000",
-                "-A X -j MARK --set-mark 0x4000",
-            ),
-            (
-                "-A X -j REJECT",
-                "-A X -j REJECT --reject-with icmp-host-prohibited",
-            ),
-            (
-                "-A X -m recent --name S --set",
-                "-A X -m recent --name S --set --rdest",
-            ),
+            ("-A X -m mark --mark 0x4000", "-A X -m connmark --mark 0x4000"),
+            ("-A X -j MARK --or-mark 0x4000", "-A X -j MARK --set-mark 0x4000"),
+            ("-A X -j REJECT", "-A X -j REJECT --reject-with icmp-host-prohibited"),
+            ("-A X -m recent --name S --set", "-A X -m recent --name S --set --rdest"),
             ("-A X -p tcp --dport 80", "-A X -p udp --dport 80"),
-            (
-                "-A X -m addrtype --dst-type LOCAL",
-                "-A X -m addrtype --src-type LOCAL",
-            ),
+            ("-A X -m addrtype --dst-type LOCAL", "-A X -m addrtype --src-type LOCAL"),
             ("-A X -j Y", "-A X -g Y"),
             ("-A X -m tcp -p tcp", "-A X -m udp -p tcp"),
         ];

@@ -19,14 +19,9 @@ impl Display for RuleChange {
         match self {
             RuleChange::OnlyInA(rule) => write!(f, "- {rule}"),
             RuleChange::OnlyInB(rule) => write!(f, "+ {rule}"),
-            RuleChange::Moved {
-                rule,
-                position_a,
-                position_b,
-            } => write!(
-                f,
-                "~ {rule}  (moved: rule {position_a} in A, {position_b} in B)"
-            ),
+            RuleChange::Moved { rule, position_a, position_b } => {
+                write!(f, "~ {rule}  (moved: rule {position_a} in A, {position_b} in B)")
+            }
         }
     }
 }
@@ -35,17 +30,12 @@ impl Display for ChainProblem {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
             ChainProblem::PolicyDiffers { a, b } => write!(f, "! policy {a} in A, {b} in B"),
-            ChainProblem::NotLast {
-                side,
-                position,
-                len,
-            } => write!(
-                f,
-                "! the \"must be the last rule\" rule is rule {position} of {len} in {side}"
-            ),
-            ChainProblem::OrderDiffers => f.write_str(
-                "! the rules in both are in a different order (chain too long to show where)",
-            ),
+            ChainProblem::NotLast { side, position, len } => {
+                write!(f, "! the \"must be the last rule\" rule is rule {position} of {len} in {side}")
+            }
+            ChainProblem::OrderDiffers => {
+                f.write_str("! the rules in both are in a different order (chain too long to show where)")
+            }
         }
     }
 }
@@ -78,12 +68,7 @@ impl Display for Diff {
         if self.is_empty() {
             return writeln!(f, "no differences");
         }
-        write!(
-            f,
-            "{} rules only in A, {} only in B",
-            self.rules_only_in(Side::A),
-            self.rules_only_in(Side::B)
-        )?;
+        write!(f, "{} rules only in A, {} only in B", self.rules_only_in(Side::A), self.rules_only_in(Side::B))?;
         let extras = [
             (self.moved(), "rules moved"),
             (self.chains_only_in(Side::A), "chains only in A"),

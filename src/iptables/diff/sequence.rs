@@ -39,12 +39,7 @@ pub(super) fn multiset<T: Ord>(a: &[T], b: &[T]) -> (Vec<usize>, Vec<usize>) {
 /// differing middle is too large for the quadratic table.
 pub(super) fn lcs_edits<T: Eq>(a: &[T], b: &[T]) -> Option<Vec<Edit>> {
     let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let suffix = a[prefix..]
-        .iter()
-        .rev()
-        .zip(b[prefix..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
+    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
     let (a_mid, b_mid) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
     let (n, m) = (a_mid.len(), b_mid.len());
     if n.saturating_mul(m) > MAX_LCS_CELLS {
@@ -98,11 +93,7 @@ mod tests {
             (&[1, 3], &[1, 2, 3], &[Edit::Add(1)]),
             (&[1, 2, 3], &[2, 1, 3], &[Edit::Remove(0), Edit::Add(1)]),
             (&[], &[7, 8], &[Edit::Add(0), Edit::Add(1)]),
-            (
-                &[1, 2, 9, 4],
-                &[1, 2, 8, 4],
-                &[Edit::Remove(2), Edit::Add(2)],
-            ),
+            (&[1, 2, 9, 4], &[1, 2, 8, 4], &[Edit::Remove(2), Edit::Add(2)]),
         ];
         for (a, b, want) in cases {
             assert_eq!(lcs_edits(a, b).unwrap(), *want, "{a:?} {b:?}");

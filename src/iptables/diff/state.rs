@@ -8,11 +8,7 @@ use crate::iptables::parse::is_builtin_chain;
 use crate::iptables::ruleset::{ChainName, Rule, RuleOp, Ruleset, TableName};
 
 /// Chains that only the kubelet creates, although their names start with `KUBE-`.
-const KUBELET_CHAINS: [&str; 3] = [
-    "KUBE-KUBELET-CANARY",
-    "KUBE-IPTABLES-HINT",
-    "KUBE-MARK-DROP",
-];
+const KUBELET_CHAINS: [&str; 3] = ["KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT", "KUBE-MARK-DROP"];
 
 /// Whether kube-proxy (and so kubenat) owns `chain`.
 pub(super) fn is_kube_owned(chain: &str) -> bool {
@@ -60,15 +56,11 @@ pub(super) fn state(ruleset: &Ruleset, kube_only: bool) -> State {
     }
     if kube_only {
         for (table, chains) in &mut state {
-            chains.retain(|name, _| {
-                is_builtin_chain(*table, name.as_str()) || is_kube_owned(name.as_str())
-            });
+            chains.retain(|name, _| is_builtin_chain(*table, name.as_str()) || is_kube_owned(name.as_str()));
             for (name, chain) in chains.iter_mut() {
                 if is_builtin_chain(*table, name.as_str()) {
                     chain.policy = None;
-                    chain
-                        .entries
-                        .retain(|e| e.rule.target().is_some_and(is_kube_owned));
+                    chain.entries.retain(|e| e.rule.target().is_some_and(is_kube_owned));
                 }
             }
         }
@@ -80,32 +72,20 @@ pub(super) fn state(ruleset: &Ruleset, kube_only: bool) -> State {
 fn apply(chain: &mut ChainState, rule: &Rule) {
     let key = canonical(rule);
     match rule.op {
-        RuleOp::Append => chain.entries.push(Entry {
-            key,
-            rule: rule.clone(),
-        }),
+        RuleOp::Append => chain.entries.push(Entry { key, rule: rule.clone() }),
         RuleOp::Insert(position) => {
             let index = position.map_or(0, |p| p.saturating_sub(1) as usize);
             let index = index.min(chain.entries.len());
-            let rule = Rule {
-                op: RuleOp::Append,
-                ..rule.clone()
-            };
+            let rule = Rule { op: RuleOp::Append, ..rule.clone() };
             chain.entries.insert(index, Entry { key, rule });
         }
         RuleOp::Delete => {
-            let found = chain
-                .entries
-                .iter()
-                .position(|e| e.key == key && e.rule.op != RuleOp::Delete);
+            let found = chain.entries.iter().position(|e| e.key == key && e.rule.op != RuleOp::Delete);
             match found {
                 Some(index) => {
                     chain.entries.remove(index);
                 }
-                None => chain.entries.push(Entry {
-                    key: key.deletion(),
-                    rule: rule.clone(),
-                }),
+                None => chain.entries.push(Entry { key: key.deletion(), rule: rule.clone() }),
             }
         }
     }

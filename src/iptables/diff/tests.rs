@@ -32,40 +32,17 @@ fn saved_dumps_equal_the_restore_input_they_came_from() {
         ("nft", dump!("kube-proxy-v4-nft.save"), RESTORE),
         ("legacy", dump!("kube-proxy-v4-legacy.save"), RESTORE),
         ("save -c", dump!("kube-proxy-v4-counters.save"), RESTORE),
-        (
-            "legacy save -c",
-            dump!("kube-proxy-v4-counters-legacy.save"),
-            RESTORE,
-        ),
-        (
-            "extras nft",
-            dump!("extras-v4-nft.save"),
-            dump!("extras-v4.restore"),
-        ),
-        (
-            "extras legacy",
-            dump!("extras-v4-legacy.save"),
-            dump!("extras-v4.restore"),
-        ),
-        (
-            "v6 nft",
-            dump!("kube-proxy-v6-nft.save"),
-            dump!("kube-proxy-v6.restore"),
-        ),
-        (
-            "v6 legacy",
-            dump!("kube-proxy-v6-legacy.save"),
-            dump!("kube-proxy-v6.restore"),
-        ),
+        ("legacy save -c", dump!("kube-proxy-v4-counters-legacy.save"), RESTORE),
+        ("extras nft", dump!("extras-v4-nft.save"), dump!("extras-v4.restore")),
+        ("extras legacy", dump!("extras-v4-legacy.save"), dump!("extras-v4.restore")),
+        ("v6 nft", dump!("kube-proxy-v6-nft.save"), dump!("kube-proxy-v6.restore")),
+        ("v6 legacy", dump!("kube-proxy-v6-legacy.save"), dump!("kube-proxy-v6.restore")),
     ];
     for (name, saved, restore) in cases {
         for opts in [ALL, KUBE] {
             let d = diff_text(restore, saved, &opts);
             assert!(d.is_empty(), "{name} {opts:?}:\n{d}");
-            assert!(
-                diff_text(saved, restore, &opts).is_empty(),
-                "{name} reversed"
-            );
+            assert!(diff_text(saved, restore, &opts).is_empty(), "{name} reversed");
         }
     }
     assert!(!diff_text(RESTORE, dump!("extras-v4.restore"), &ALL).is_empty());
@@ -77,7 +54,8 @@ fn differences_are_reported() {
     let stat1 = "-A KUBE-SVC-CDGGSHYLG3RE2FKL -m comment --comment \"default/web:http -> 10.244.1.5:8080\" -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-AFGSLHOD2HFNCBX4\n";
     let stat2 = "-A KUBE-SVC-CDGGSHYLG3RE2FKL -m comment --comment \"default/web:http -> 10.244.2.7:8080\" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-2RIJ5GIYXEFH6G4D\n";
     let last = "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n";
-    let sep = "-A KUBE-SEP-RBX5X5TOEG5GD3RO -s 10.244.3.9/32 -m comment --comment \"default/web:http\" -j KUBE-MARK-MASQ\n";
+    let sep =
+        "-A KUBE-SEP-RBX5X5TOEG5GD3RO -s 10.244.3.9/32 -m comment --comment \"default/web:http\" -j KUBE-MARK-MASQ\n";
     let cases: Vec<(&str, String, Vec<String>)> = vec![
         (
             "changed probability",
@@ -129,16 +107,9 @@ fn differences_are_reported() {
         let report = d.to_string();
         assert!(!d.is_empty(), "{name}");
         for want in wanted {
-            assert!(
-                report.contains(&want),
-                "{name}: missing {want:?} in\n{report}"
-            );
+            assert!(report.contains(&want), "{name}: missing {want:?} in\n{report}");
         }
-        assert_eq!(
-            diff_text(RESTORE, &b, &KUBE),
-            d,
-            "{name}: all differences are kube-owned"
-        );
+        assert_eq!(diff_text(RESTORE, &b, &KUBE), d, "{name}: all differences are kube-owned");
     }
 }
 
@@ -201,18 +172,10 @@ fn effective_state_is_compared() {
     let cases = [
         // -I puts a rule first, at a position, or at the end when the position is past it.
         ("-A X -j a\n-A X -j b\n", "-A X -j b\n-I X -j a\n", true),
-        (
-            "-A X -j a\n-A X -j b\n-A X -j c\n",
-            "-A X -j a\n-A X -j c\n-I X 2 -j b\n",
-            true,
-        ),
+        ("-A X -j a\n-A X -j b\n-A X -j c\n", "-A X -j a\n-A X -j c\n-I X 2 -j b\n", true),
         ("-A X -j a\n-A X -j b\n", "-A X -j a\n-I X 9 -j b\n", true),
         // -D removes the matching rule in any spelling; an unmatched -D stays a difference.
-        (
-            "-A X -j a\n",
-            "-A X -j a\n-A X -s 1.2.3.4 -j b\n-D X --source 1.2.3.4/32 --jump b\n",
-            true,
-        ),
+        ("-A X -j a\n", "-A X -j a\n-A X -s 1.2.3.4 -j b\n-D X --source 1.2.3.4/32 --jump b\n", true),
         ("-A X -j a\n", "-A X -j a\n-D X -j b\n", false),
         // A chain declared and deleted is gone.
         ("", ":GONE - [0:0]\n-X GONE\n", true),
@@ -243,10 +206,7 @@ fn effective_state_is_compared() {
 #[test]
 fn long_chains_fall_back_to_multisets() {
     let chain = |rules: Vec<String>| {
-        let body: String = rules
-            .iter()
-            .map(|r| format!("-A KUBE-SVC-X -j {r}\n"))
-            .collect();
+        let body: String = rules.iter().map(|r| format!("-A KUBE-SVC-X -j {r}\n")).collect();
         format!("*nat\n:KUBE-SVC-X - [0:0]\n{body}COMMIT\n")
     };
     let forward: Vec<String> = (0..2100).map(|i| format!("T{i}")).collect();
@@ -263,14 +223,7 @@ fn long_chains_fall_back_to_multisets() {
         chain(rules)
     };
     let d = diff_text(&ends("A0", "A9"), &ends("B0", "B9"), &ALL);
-    assert_eq!(
-        (
-            d.problems(),
-            d.rules_only_in(Side::A),
-            d.rules_only_in(Side::B)
-        ),
-        (0, 2, 2)
-    );
+    assert_eq!((d.problems(), d.rules_only_in(Side::A), d.rules_only_in(Side::B)), (0, 2, 2));
 }
 
 proptest! {

@@ -49,11 +49,8 @@ pub fn detect_backend() -> Backend {
 
 /// Detects the backend of network namespace `netns` (the current one when `None`).
 pub fn detect_backend_in(netns: Option<&str>) -> Backend {
-    let probe = |backend: Backend| ExecIptables {
-        backend,
-        netns: netns.map(str::to_string),
-        timeout: Duration::from_secs(5),
-    };
+    let probe =
+        |backend: Backend| ExecIptables { backend, netns: netns.map(str::to_string), timeout: Duration::from_secs(5) };
     let (nft, legacy) = (probe(Backend::Nft), probe(Backend::Legacy));
     // Never `-t mangle` with legacy: naming a table makes the legacy kernel module create it.
     let (nft_available, nft_mangle) = dumps(&nft, Some(TableName::Mangle));
@@ -62,12 +59,8 @@ pub fn detect_backend_in(netns: Option<&str>) -> Backend {
     let evidence = Evidence {
         nft_available,
         legacy_available,
-        nft_kubelet_chains: count(&nft_mangle, |l| {
-            KUBELET_CHAINS.iter().any(|c| l.starts_with(c))
-        }),
-        legacy_kubelet_chains: count(&legacy_all, |l| {
-            KUBELET_CHAINS.iter().any(|c| l.starts_with(c))
-        }),
+        nft_kubelet_chains: count(&nft_mangle, |l| KUBELET_CHAINS.iter().any(|c| l.starts_with(c))),
+        legacy_kubelet_chains: count(&legacy_all, |l| KUBELET_CHAINS.iter().any(|c| l.starts_with(c))),
         nft_rules: count(&nft_all, |l| l.starts_with('-')),
         legacy_rules: count(&legacy_all, |l| l.starts_with('-')),
     };
@@ -106,65 +99,30 @@ mod tests {
     use super::*;
 
     fn both() -> Evidence {
-        Evidence {
-            nft_available: true,
-            legacy_available: true,
-            ..Evidence::default()
-        }
+        Evidence { nft_available: true, legacy_available: true, ..Evidence::default() }
     }
 
     #[test]
     fn availability_decides_first() {
         assert_eq!(choose(&Evidence::default()), Backend::Default);
-        let only_legacy = Evidence {
-            legacy_available: true,
-            nft_rules: 9,
-            ..Evidence::default()
-        };
+        let only_legacy = Evidence { legacy_available: true, nft_rules: 9, ..Evidence::default() };
         assert_eq!(choose(&only_legacy), Backend::Legacy);
-        let only_nft = Evidence {
-            nft_available: true,
-            legacy_rules: 9,
-            ..Evidence::default()
-        };
+        let only_nft = Evidence { nft_available: true, legacy_rules: 9, ..Evidence::default() };
         assert_eq!(choose(&only_nft), Backend::Nft);
     }
 
     #[test]
     fn kubelet_chains_beat_rule_counts() {
-        let e = Evidence {
-            legacy_kubelet_chains: 1,
-            nft_rules: 100,
-            ..both()
-        };
+        let e = Evidence { legacy_kubelet_chains: 1, nft_rules: 100, ..both() };
         assert_eq!(choose(&e), Backend::Legacy);
-        let e = Evidence {
-            nft_kubelet_chains: 1,
-            legacy_kubelet_chains: 2,
-            legacy_rules: 100,
-            ..both()
-        };
+        let e = Evidence { nft_kubelet_chains: 1, legacy_kubelet_chains: 2, legacy_rules: 100, ..both() };
         assert_eq!(choose(&e), Backend::Nft);
     }
 
     #[test]
     fn more_rules_wins_and_ties_go_to_nft() {
-        assert_eq!(
-            choose(&Evidence {
-                legacy_rules: 3,
-                nft_rules: 2,
-                ..both()
-            }),
-            Backend::Legacy
-        );
-        assert_eq!(
-            choose(&Evidence {
-                legacy_rules: 2,
-                nft_rules: 2,
-                ..both()
-            }),
-            Backend::Nft
-        );
+        assert_eq!(choose(&Evidence { legacy_rules: 3, nft_rules: 2, ..both() }), Backend::Legacy);
+        assert_eq!(choose(&Evidence { legacy_rules: 2, nft_rules: 2, ..both() }), Backend::Nft);
         assert_eq!(choose(&both()), Backend::Nft);
     }
 }

@@ -76,10 +76,7 @@ pub enum Error {
 impl Error {
     /// Whether trying the same call again later may succeed (lock contention, a slow kernel).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Io { .. } | Error::Timeout { .. } | Error::LockHeld { .. }
-        )
+        matches!(self, Error::Io { .. } | Error::Timeout { .. } | Error::LockHeld { .. })
     }
 
     /// The failing line reported by `iptables-restore`, if this is a restore failure.
@@ -149,11 +146,7 @@ impl fmt::Display for RestoreFailure {
         }
         write!(f, ": {}", self.message)?;
         for l in &self.context {
-            let mark = if Some(l.number) == self.line {
-                '>'
-            } else {
-                ' '
-            };
+            let mark = if Some(l.number) == self.line { '>' } else { ' ' };
             write!(f, "\n {mark} {:>5} | {}", l.number, l.text)?;
         }
         if let Some(c) = &self.culprit {
@@ -167,18 +160,13 @@ impl std::error::Error for RestoreFailure {}
 
 /// The line number in `Error occurred at line: N`, `line N failed` or `COMMIT expected at line N`.
 pub(crate) fn reported_line(stderr: &str) -> Option<usize> {
-    const MARKERS: [(&str, &str); 3] = [
-        ("Error occurred at line: ", ""),
-        ("line ", " failed"),
-        ("COMMIT expected at line ", ""),
-    ];
+    const MARKERS: [(&str, &str); 3] =
+        [("Error occurred at line: ", ""), ("line ", " failed"), ("COMMIT expected at line ", "")];
     stderr.lines().find_map(|text| {
         MARKERS.iter().find_map(|(before, after)| {
             let start = text.find(before)? + before.len();
             let rest = &text[start..];
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 || !rest[digits..].starts_with(after) {
                 return None;
             }
@@ -193,10 +181,7 @@ pub(crate) fn lines_around(input: &str, line: usize) -> Vec<InputLine> {
     input
         .lines()
         .enumerate()
-        .map(|(i, text)| InputLine {
-            number: i + 1,
-            text: text.to_string(),
-        })
+        .map(|(i, text)| InputLine { number: i + 1, text: text.to_string() })
         .skip(first - 1)
         .take(line + 2 - first)
         .collect()
@@ -207,9 +192,7 @@ fn message(stderr: &str) -> String {
     let parts: Vec<&str> = stderr
         .lines()
         .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !l.starts_with("Try `") && !l.starts_with("Ignoring deprecated")
-        })
+        .filter(|l| !l.is_empty() && !l.starts_with("Try `") && !l.starts_with("Ignoring deprecated"))
         .filter(|l| !l.starts_with("Error occurred at line"))
         .map(|l| match (l.find(" v1."), l.find("): ")) {
             // `iptables-restore v1.8.9 (nf_tables): msg` -> `msg`
@@ -242,13 +225,8 @@ fn missing_chain(stderr: &str) -> Option<String> {
 fn first_jump_to(input: &str, chain: &str) -> Option<InputLine> {
     input.lines().enumerate().find_map(|(i, text)| {
         let words: Vec<&str> = text.split_whitespace().collect();
-        let jumps = words
-            .windows(2)
-            .any(|w| matches!(w[0], "-j" | "--jump" | "-g" | "--goto") && w[1] == chain);
-        jumps.then(|| InputLine {
-            number: i + 1,
-            text: text.to_string(),
-        })
+        let jumps = words.windows(2).any(|w| matches!(w[0], "-j" | "--jump" | "-g" | "--goto") && w[1] == chain);
+        jumps.then(|| InputLine { number: i + 1, text: text.to_string() })
     })
 }
 
@@ -261,38 +239,24 @@ pub(crate) fn is_lock_held(stderr: &str) -> bool {
 mod tests {
     use super::*;
 
-    const INPUT: &str =
-        "*filter\n:KUBE-A - [0:0]\n-A KUBE-A -j ACCEPT\n-A KUBE-A -j KUBE-NOPE\nCOMMIT\n";
+    const INPUT: &str = "*filter\n:KUBE-A - [0:0]\n-A KUBE-A -j ACCEPT\n-A KUBE-A -j KUBE-NOPE\nCOMMIT\n";
 
     #[test]
     fn reads_every_line_report_format() {
+        assert_eq!(reported_line("iptables-restore v1.8.9 (legacy): x\n\nError occurred at line: 4\n"), Some(4));
         assert_eq!(
-            reported_line("iptables-restore v1.8.9 (legacy): x\n\nError occurred at line: 4\n"),
-            Some(4)
-        );
-        assert_eq!(
-            reported_line(
-                "iptables-nft-restore: line 12 failed: No chain/target/match by that name.\n"
-            ),
+            reported_line("iptables-nft-restore: line 12 failed: No chain/target/match by that name.\n"),
             Some(12)
         );
         assert_eq!(reported_line("iptables-restore: line 3 failed\n"), Some(3));
-        assert_eq!(
-            reported_line("iptables-restore: COMMIT expected at line 7\n"),
-            Some(7)
-        );
+        assert_eq!(reported_line("iptables-restore: COMMIT expected at line 7\n"), Some(7));
         assert_eq!(reported_line("unknown option \"--bogus\"\n"), None);
         assert_eq!(reported_line("the line is fine\n"), None);
     }
 
     #[test]
     fn context_is_clamped_to_the_input() {
-        let numbers = |l| {
-            lines_around(INPUT, l)
-                .iter()
-                .map(|l| l.number)
-                .collect::<Vec<_>>()
-        };
+        let numbers = |l| lines_around(INPUT, l).iter().map(|l| l.number).collect::<Vec<_>>();
         assert_eq!(numbers(3), [2, 3, 4]);
         assert_eq!(numbers(1), [1, 2]);
         assert_eq!(numbers(5), [4, 5]);
@@ -303,22 +267,14 @@ mod tests {
     fn nft_missing_chain_points_at_the_jump() {
         let stderr = "iptables-nft-restore v1.8.9 (nf_tables): Chain 'KUBE-NOPE' does not exist\n\
                       Error occurred at line: 5\nTry `iptables-nft-restore -h' for more information.\n";
-        let failure = RestoreFailure::new(
-            "iptables-nft-restore",
-            "exit status: 2".into(),
-            stderr,
-            INPUT,
-        );
+        let failure = RestoreFailure::new("iptables-nft-restore", "exit status: 2".into(), stderr, INPUT);
         assert_eq!(failure.line, Some(5));
         assert_eq!(failure.message, "Chain 'KUBE-NOPE' does not exist");
         assert_eq!(failure.culprit.as_ref().map(|c| c.number), Some(4));
         let shown = failure.to_string();
         assert!(shown.contains("at line 5"), "{shown}");
         assert!(shown.contains(">     5 | COMMIT"), "{shown}");
-        assert!(
-            shown.contains("      4 | -A KUBE-A -j KUBE-NOPE"),
-            "{shown}"
-        );
+        assert!(shown.contains("      4 | -A KUBE-A -j KUBE-NOPE"), "{shown}");
         assert!(shown.contains("probably caused by line 4"), "{shown}");
         assert!(!shown.contains("Try `"), "{shown}");
     }
@@ -328,37 +284,19 @@ mod tests {
         let stderr = "Ignoring deprecated --wait-interval option.\n\
                       iptables-restore v1.8.9 (legacy): Couldn't load target `KUBE-NOPE':No such file or directory\n\n\
                       Error occurred at line: 4\n";
-        let failure = RestoreFailure::new(
-            "iptables-legacy-restore",
-            "exit status: 2".into(),
-            stderr,
-            INPUT,
-        );
+        let failure = RestoreFailure::new("iptables-legacy-restore", "exit status: 2".into(), stderr, INPUT);
         assert_eq!(failure.line, Some(4));
         assert_eq!(failure.culprit, None);
-        assert_eq!(
-            failure.message,
-            "Couldn't load target `KUBE-NOPE':No such file or directory"
-        );
+        assert_eq!(failure.message, "Couldn't load target `KUBE-NOPE':No such file or directory");
     }
 
     #[test]
     fn retryable_errors() {
-        let lock = Error::LockHeld {
-            binary: "x".into(),
-            stderr: String::new(),
-        };
+        let lock = Error::LockHeld { binary: "x".into(), stderr: String::new() };
         assert!(lock.is_retryable());
-        assert!(is_lock_held(
-            "Another app is currently holding the xtables lock. Stopped waiting after 5s."
-        ));
+        assert!(is_lock_held("Another app is currently holding the xtables lock. Stopped waiting after 5s."));
         assert!(!Error::BinaryNotFound { binary: "x".into() }.is_retryable());
-        let restore = Error::Restore(Box::new(RestoreFailure::new(
-            "r",
-            "1".into(),
-            "line 1 failed",
-            "x\n",
-        )));
+        let restore = Error::Restore(Box::new(RestoreFailure::new("r", "1".into(), "line 1 failed", "x\n")));
         assert!(!restore.is_retryable());
         assert_eq!(restore.failing_line(), Some(1));
     }

@@ -29,24 +29,13 @@ pub(crate) enum RunError {
 }
 
 /// Runs `argv` (program first, no shell), feeding `stdin` and waiting at most `timeout`.
-pub(crate) fn run(
-    argv: &[String],
-    stdin: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<Finished, RunError> {
+pub(crate) fn run(argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Result<Finished, RunError> {
     let Some((program, args)) = argv.split_first() else {
-        return Err(RunError::Spawn(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "empty command",
-        )));
+        return Err(RunError::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "empty command")));
     };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -72,11 +61,7 @@ pub(crate) fn run(
     }
     let stdout = stdout.map(collect).unwrap_or_default();
     let stderr = String::from_utf8_lossy(&stderr.map(collect).unwrap_or_default()).into_owned();
-    Ok(Finished {
-        status: status?,
-        stdout,
-        stderr,
-    })
+    Ok(Finished { status: status?, stdout, stderr })
 }
 
 fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
@@ -120,23 +105,14 @@ mod tests {
     #[test]
     fn feeds_stdin_and_collects_output() {
         let input = "line\n".repeat(100_000);
-        let done = run(
-            &argv(&["cat"]),
-            Some(input.as_bytes()),
-            Duration::from_secs(10),
-        )
-        .unwrap();
+        let done = run(&argv(&["cat"]), Some(input.as_bytes()), Duration::from_secs(10)).unwrap();
         assert!(done.status.success());
         assert_eq!(done.stdout.len(), input.len());
     }
 
     #[test]
     fn missing_program_is_not_found() {
-        match run(
-            &argv(&["kubenat-no-such-binary"]),
-            None,
-            Duration::from_secs(1),
-        ) {
+        match run(&argv(&["kubenat-no-such-binary"]), None, Duration::from_secs(1)) {
             Err(RunError::Spawn(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
             other => panic!("unexpected {other:?}"),
         }

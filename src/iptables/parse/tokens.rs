@@ -57,13 +57,7 @@ pub(super) fn tokenize(line: &str) -> Result<Vec<Token>, UnterminatedQuote> {
         } else if is_space(c) {
             tokens.extend(current.take());
         } else {
-            current
-                .get_or_insert_with(|| Token {
-                    text: String::new(),
-                    quoted: false,
-                })
-                .text
-                .push(c);
+            current.get_or_insert_with(|| Token { text: String::new(), quoted: false }).text.push(c);
         }
     }
     if in_quote {
@@ -74,10 +68,7 @@ pub(super) fn tokenize(line: &str) -> Result<Vec<Token>, UnterminatedQuote> {
 }
 
 fn empty_quoted() -> Token {
-    Token {
-        text: String::new(),
-        quoted: true,
-    }
+    Token { text: String::new(), quoted: true }
 }
 
 /// Why a rule's words do not form argument groups.
@@ -116,7 +107,7 @@ pub(super) fn group(tokens: &[Token]) -> Result<Vec<Arg>, GroupError> {
         } else if token.is_flag() {
             args.push(Arg {
                 negated: std::mem::take(&mut negate_next),
-                flag: token.text.clone(),
+                flag: token.text.clone().into(),
                 values: Vec::new(),
             });
         } else {
@@ -134,20 +125,13 @@ mod tests {
     use super::*;
 
     fn words(line: &str) -> Vec<(String, bool)> {
-        tokenize(line)
-            .unwrap()
-            .into_iter()
-            .map(|t| (t.text, t.quoted))
-            .collect()
+        tokenize(line).unwrap().into_iter().map(|t| (t.text, t.quoted)).collect()
     }
 
     #[test]
     fn tokenizes_quotes_and_escapes() {
         let cases: &[(&str, &[(&str, bool)])] = &[
-            (
-                "-A X  -j\tY",
-                &[("-A", false), ("X", false), ("-j", false), ("Y", false)],
-            ),
+            ("-A X  -j\tY", &[("-A", false), ("X", false), ("-j", false), ("Y", false)]),
             (r#"--comment "a b""#, &[("--comment", false), ("a b", true)]),
             (r#""say \"hi\" \\o/""#, &[(r#"say "hi" \o/"#, true)]),
             (r#""""#, &[("", true)]),
@@ -171,20 +155,11 @@ mod tests {
     #[test]
     fn groups_flags_values_and_negation() {
         let ok: &[(&str, &[&str])] = &[
-            (
-                "-m mark ! --mark 0x4000/0x4000 -j RETURN",
-                &["-m mark", "! --mark 0x4000/0x4000", "-j RETURN"],
-            ),
+            ("-m mark ! --mark 0x4000/0x4000 -j RETURN", &["-m mark", "! --mark 0x4000/0x4000", "-j RETURN"]),
             ("-s ! 10.0.0.0/8", &["! -s 10.0.0.0/8"]),
             ("--ctstate ! NEW,RELATED", &["! --ctstate NEW,RELATED"]),
-            (
-                "-m recent --set --name X",
-                &["-m recent", "--set", "--name X"],
-            ),
-            (
-                r#"--comment "-j ACCEPT" -j X"#,
-                &["--comment \"-j ACCEPT\"", "-j X"],
-            ),
+            ("-m recent --set --name X", &["-m recent", "--set", "--name X"]),
+            (r#"--comment "-j ACCEPT" -j X"#, &["--comment \"-j ACCEPT\"", "-j X"]),
             (r#"--comment "!""#, &["--comment \"!\""]),
             ("--to-ports - x", &["--to-ports \"-\" x"]),
         ];

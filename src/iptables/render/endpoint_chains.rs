@@ -3,7 +3,7 @@
 
 use super::service::ServiceCtx;
 use super::Output;
-use crate::iptables::chain_names::{self as names, endpoint_chain};
+use crate::iptables::chain_names as names;
 use crate::iptables::ruleset::{Arg, ChainName, Rule, RuleBuilder};
 use crate::model::Endpoint;
 
@@ -25,20 +25,19 @@ fn with_comment(out: &Output, rule: RuleBuilder, comment: impl Into<String>) -> 
 /// Writes the SVC (Cluster) and SVL (Local) dispatch chains that are in use.
 pub(super) fn policy_chains(out: &mut Output, ctx: &ServiceCtx) {
     if ctx.uses_cluster_chain {
-        out.nat.declare(&ctx.chains.cluster);
+        out.nat.push_chain(&ctx.chains.cluster);
         dispatch(out, ctx, &ctx.chains.cluster, &ctx.eps.cluster);
     }
     if ctx.uses_local_chain {
-        out.nat.declare(&ctx.chains.local);
+        out.nat.push_chain(&ctx.chains.local);
         dispatch(out, ctx, &ctx.chains.local, &ctx.eps.local);
     }
 }
 
 fn dispatch(out: &mut Output, ctx: &ServiceCtx, chain: &ChainName, endpoints: &[&Endpoint]) {
-    let svc = &ctx.svc.name;
     if let Some(timeout) = ctx.svc.affinity_timeout {
         for ep in endpoints {
-            let sep = endpoint_chain(svc, &ep.addr);
+            let sep = ctx.sep(ep);
             let rule = with_comment(out, Rule::append(chain), format!("{} -> {}", ctx.name, ep.key()))
                 .module("recent")
                 .arg(Arg::new("--name", sep.as_str()))
@@ -50,7 +49,7 @@ fn dispatch(out: &mut Output, ctx: &ServiceCtx, chain: &ChainName, endpoints: &[
     }
     let n = endpoints.len();
     for (i, ep) in endpoints.iter().enumerate() {
-        let sep = endpoint_chain(svc, &ep.addr);
+        let sep = ctx.sep(ep);
         let mut rule = with_comment(out, Rule::append(chain), format!("{} -> {}", ctx.name, ep.key()));
         if i + 1 < n {
             rule = rule
@@ -67,8 +66,8 @@ pub(super) fn endpoint_chains(out: &mut Output, ctx: &ServiceCtx) {
     let svc = &ctx.svc.name;
     let proto = svc.protocol;
     for ep in &ctx.eps.reachable {
-        let sep = endpoint_chain(svc, &ep.addr);
-        out.nat.declare(&sep);
+        let sep = ctx.sep(ep);
+        out.nat.push_chain(&sep);
         // A pod reaching itself through the service must be masqueraded (hairpin).
         let hairpin = with_comment(out, Rule::append(&sep), ctx.name.clone()).src(ep.addr.ip());
         out.nat_rule(hairpin.jump(names::KUBE_MARK_MASQ));

@@ -48,11 +48,7 @@ fn serving_terminating(ep: &Endpoint) -> bool {
 }
 
 /// Splits `endpoints` (already of the rendered family, sorted) by traffic policy.
-pub(super) fn categorize<'a>(
-    endpoints: &[&'a Endpoint],
-    svc: &ServicePort,
-    node: &NodeConfig,
-) -> Categorized<'a> {
+pub(super) fn categorize<'a>(endpoints: &[&'a Endpoint], svc: &ServicePort, node: &NodeConfig) -> Categorized<'a> {
     let mut out = Categorized::default();
     let mut use_topology = false;
     if uses_cluster_endpoints(svc, node.family) {
@@ -127,7 +123,12 @@ mod tests {
 
     fn svc(internal: TrafficPolicy, external: TrafficPolicy, node_port: Option<u16>) -> ServicePort {
         ServicePort {
-            name: ServicePortName { namespace: "ns".into(), name: "s".into(), port: "p".into(), protocol: Protocol::Tcp },
+            name: ServicePortName {
+                namespace: "ns".into(),
+                name: "s".into(),
+                port: "p".into(),
+                protocol: Protocol::Tcp,
+            },
             cluster_ips: vec!["10.96.0.1".parse().unwrap()],
             port: 80,
             node_port,

@@ -33,7 +33,7 @@ pub(super) fn external_chain(out: &mut Output, ctx: &ServiceCtx) {
         return;
     }
     let ext = &ctx.chains.external;
-    out.nat.declare(ext);
+    out.nat.push_chain(ext);
     if !ctx.svc.external_policy_local(out.node.family) {
         out.nat_rule(
             Rule::append(ext)
@@ -76,7 +76,7 @@ pub(super) fn firewall_chain(out: &mut Output, ctx: &ServiceCtx) {
         return;
     }
     let fw = &ctx.chains.firewall;
-    out.nat.declare(fw);
+    out.nat.push_chain(fw);
     let comment = format!("{} loadbalancer IP", ctx.name);
     let ext = ctx.chains.external.as_str();
     let family = out.node.family;

@@ -1,13 +1,14 @@
 //! One service port: decide which chains it needs (from its endpoints and traffic policies),
 //! then write its rules in kube-proxy's order.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
 use super::endpoints::{self, Categorized};
 use super::{capture, endpoint_chains, policy_chains, Output};
-use crate::iptables::chain_names::ServiceChains;
+use crate::iptables::chain_names::{endpoint_chain, ServiceChains};
 use crate::iptables::ruleset::ChainName;
 use crate::model::{Endpoint, NodeConfig, ServicePort};
 
@@ -31,6 +32,8 @@ pub(super) struct ServiceCtx<'a> {
     pub lb_ips: Vec<IpAddr>,
     pub source_ranges: Vec<IpNet>,
     pub eps: Categorized<'a>,
+    /// KUBE-SEP-* name of every reachable endpoint (hashed once per sync).
+    pub endpoint_chains: HashMap<SocketAddr, ChainName>,
     pub has_endpoints: bool,
     pub has_internal_endpoints: bool,
     pub has_external_endpoints: bool,
@@ -49,6 +52,14 @@ pub(super) struct ServiceCtx<'a> {
 }
 
 impl<'a> ServiceCtx<'a> {
+    /// The KUBE-SEP-* chain of a reachable endpoint.
+    pub fn sep(&self, ep: &Endpoint) -> ChainName {
+        match self.endpoint_chains.get(&ep.addr) {
+            Some(name) => name.clone(),
+            None => endpoint_chain(&self.svc.name, &ep.addr),
+        }
+    }
+
     /// Decides the chains of `svc` for `node`'s family, or `None` if the service has no
     /// cluster IP of that family.
     pub fn new(svc: &'a ServicePort, node: &NodeConfig) -> Option<Self> {
@@ -57,6 +68,7 @@ impl<'a> ServiceCtx<'a> {
         let in_family = |ip: &&IpAddr| family.contains(ip);
         let endpoints: Vec<&Endpoint> = svc.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).collect();
         let eps = endpoints::categorize(&endpoints, svc, node);
+        let endpoint_chains = eps.reachable.iter().map(|e| (e.addr, endpoint_chain(&svc.name, &e.addr))).collect();
         let chains = ServiceChains::for_service(&svc.name);
         let name = svc.name.to_string();
 
@@ -89,10 +101,7 @@ impl<'a> ServiceCtx<'a> {
             (Some(refusal.clone()), Some(refusal))
         } else {
             let drop = || Refusal { target: "DROP", comment: format!("{name} has no local endpoints") };
-            (
-                (!has_internal_endpoints).then(drop),
-                (!has_external_endpoints).then(drop),
-            )
+            ((!has_internal_endpoints).then(drop), (!has_external_endpoints).then(drop))
         };
 
         Some(ServiceCtx {
@@ -104,6 +113,7 @@ impl<'a> ServiceCtx<'a> {
             lb_ips,
             source_ranges,
             eps,
+            endpoint_chains,
             has_endpoints,
             has_internal_endpoints,
             has_external_endpoints,

@@ -20,10 +20,10 @@ pub(super) fn preamble(out: &mut Output) {
         names::KUBE_NODEPORTS,
         names::KUBE_PROXY_FIREWALL,
     ] {
-        out.filter.declare(&fixed(chain));
+        out.filter.push_chain(&fixed(chain));
     }
     for chain in super::top_level_nat_chains() {
-        out.nat.declare(&chain);
+        out.nat.push_chain(&chain);
     }
 
     let mark = mark(out.node);
@@ -42,15 +42,13 @@ pub(super) fn preamble(out: &mut Output) {
             .comment("kubernetes service traffic requiring SNAT")
             .jump_with("MASQUERADE", random_fully),
     );
-    out.nat_rule(
-        Rule::append(&fixed(names::KUBE_MARK_MASQ)).jump_with("MARK", [Arg::new("--or-mark", mark)]),
-    );
+    out.nat_rule(Rule::append(&fixed(names::KUBE_MARK_MASQ)).jump_with("MARK", [Arg::new("--or-mark", mark)]));
 
     if out.node.localhost_nodeports_active() {
         // route_localnet opens localhost NodePorts to the network (CVE-2020-8558): block
         // anything to 127/8 that did not come from 127/8 and was not DNATed.
         let firewall = fixed(names::KUBE_FIREWALL);
-        out.filter.declare(&firewall);
+        out.filter.push_chain(&firewall);
         out.filter_rule(
             Rule::append(&firewall)
                 .comment("block incoming localnet connections")

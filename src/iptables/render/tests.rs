@@ -162,9 +162,8 @@ fn nodeport_addresses_and_localhost_variants() {
 #[test]
 fn large_cluster_mode_drops_endpoint_comments() {
     let mut big = svc(spn("ns", "big", ""), "10.96.0.50", 80);
-    big.endpoints = (0..1001u32)
-        .map(|i| ep(&format!("10.{}.{}.{}:80", 1 + i / 65536, (i / 256) % 256, i % 256), "n"))
-        .collect();
+    big.endpoints =
+        (0..1001u32).map(|i| ep(&format!("10.{}.{}.{}:80", 1 + i / 65536, (i / 256) % 256, i % 256), "n")).collect();
     big.endpoints.sort_by_key(|e| e.key());
     let text = render(&state(vec![big]), &node()).to_string();
     assert!(!text.contains(" -> "), "per-endpoint comments must be gone");

@@ -25,15 +25,8 @@ impl fmt::Display for Outcome {
     /// `10.244.2.7:8080 p=0.333 masquerade=no via nat/PREROUTING > nat/KUBE-SERVICES > …`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} p={:.3}", self.verdict, self.probability)?;
-        if matches!(
-            self.verdict,
-            Verdict::Dnat(_) | Verdict::Redirect(_) | Verdict::Accept
-        ) {
-            write!(
-                f,
-                " masquerade={}",
-                if self.masquerade { "yes" } else { "no" }
-            )?;
+        if matches!(self.verdict, Verdict::Dnat(_) | Verdict::Redirect(_) | Verdict::Accept) {
+            write!(f, " masquerade={}", if self.masquerade { "yes" } else { "no" })?;
         }
         if !self.chains.is_empty() {
             write!(f, " via {}", self.chains.join(" > "))?;
@@ -48,11 +41,7 @@ impl fmt::Display for Trace {
             if outcome.verdict == Verdict::Accept {
                 let rest = outcome.to_string();
                 let rest = rest.strip_prefix("no service matched").unwrap_or(&rest);
-                writeln!(
-                    f,
-                    "no service matched (packet continues to {}){rest}",
-                    self.destination
-                )?;
+                writeln!(f, "no service matched (packet continues to {}){rest}", self.destination)?;
             } else {
                 writeln!(f, "{outcome}")?;
             }

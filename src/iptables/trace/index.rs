@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::iptables::chain_names::{
-    fixed, KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING,
-    KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+    fixed, KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_FIREWALL,
+    KUBE_SERVICES,
 };
 use crate::iptables::ruleset::{Arg, Rule, RuleOp, Ruleset, TableName};
 
@@ -51,8 +51,7 @@ impl<'a> ChainIndex<'a> {
                 continue;
             };
             let chain = rule.chain.as_str();
-            let has_own =
-                t.rules.get(chain).is_some_and(|r| !r.is_empty()) && !t.implicit.contains(chain);
+            let has_own = t.rules.get(chain).is_some_and(|r| !r.is_empty()) && !t.implicit.contains(chain);
             let target_exists = rule.target().is_some_and(|c| t.rules.contains_key(c));
             if !has_own && target_exists {
                 t.implicit.insert(chain);
@@ -64,31 +63,22 @@ impl<'a> ChainIndex<'a> {
 
     /// The rules of `chain` in `table`, in evaluation order.
     pub fn rules(&self, table: TableName, chain: &str) -> &[&'a Rule] {
-        self.tables
-            .get(&table)
-            .and_then(|t| t.rules.get(chain))
-            .map_or(&[], Vec::as_slice)
+        self.tables.get(&table).and_then(|t| t.rules.get(chain)).map_or(&[], Vec::as_slice)
     }
 
     /// Whether `chain` exists in `table` (declared, or given rules).
     pub fn exists(&self, table: TableName, chain: &str) -> bool {
-        self.tables
-            .get(&table)
-            .is_some_and(|t| t.rules.contains_key(chain))
+        self.tables.get(&table).is_some_and(|t| t.rules.contains_key(chain))
     }
 
     /// The declared policy of a built-in chain.
     pub fn policy(&self, table: TableName, chain: &str) -> Option<&'a str> {
-        self.tables
-            .get(&table)
-            .and_then(|t| t.policies.get(chain).copied())
+        self.tables.get(&table).and_then(|t| t.policies.get(chain).copied())
     }
 
     /// Whether `chain`'s rules are kube-proxy's assumed entry jumps rather than the input's.
     pub fn is_implicit(&self, table: TableName, chain: &str) -> bool {
-        self.tables
-            .get(&table)
-            .is_some_and(|t| t.implicit.contains(chain))
+        self.tables.get(&table).is_some_and(|t| t.implicit.contains(chain))
     }
 }
 
@@ -97,9 +87,7 @@ fn apply<'a>(rules: &mut Vec<&'a Rule>, rule: &'a Rule) {
     match rule.op {
         RuleOp::Append => rules.push(rule),
         RuleOp::Insert(pos) => {
-            let at = pos
-                .map_or(0, |p| (p as usize).saturating_sub(1))
-                .min(rules.len());
+            let at = pos.map_or(0, |p| (p as usize).saturating_sub(1)).min(rules.len());
             rules.insert(at, rule);
         }
         RuleOp::Delete => {
@@ -128,60 +116,18 @@ pub(super) fn kube_proxy_entry_rules() -> Vec<(TableName, Rule)> {
     let external = "kubernetes externally-visible service portals";
     vec![
         (Filter, jump("INPUT", &[], None, KUBE_FIREWALL)),
-        (
-            Filter,
-            jump("INPUT", &new(), Some(firewall), KUBE_PROXY_FIREWALL),
-        ),
-        (
-            Filter,
-            jump(
-                "INPUT",
-                &[],
-                Some("kubernetes health check service ports"),
-                KUBE_NODEPORTS,
-            ),
-        ),
-        (
-            Filter,
-            jump("INPUT", &new(), Some(external), KUBE_EXTERNAL_SERVICES),
-        ),
-        (
-            Filter,
-            jump("FORWARD", &new(), Some(firewall), KUBE_PROXY_FIREWALL),
-        ),
-        (
-            Filter,
-            jump(
-                "FORWARD",
-                &[],
-                Some("kubernetes forwarding rules"),
-                KUBE_FORWARD,
-            ),
-        ),
-        (
-            Filter,
-            jump("FORWARD", &new(), Some(portals), KUBE_SERVICES),
-        ),
-        (
-            Filter,
-            jump("FORWARD", &new(), Some(external), KUBE_EXTERNAL_SERVICES),
-        ),
+        (Filter, jump("INPUT", &new(), Some(firewall), KUBE_PROXY_FIREWALL)),
+        (Filter, jump("INPUT", &[], Some("kubernetes health check service ports"), KUBE_NODEPORTS)),
+        (Filter, jump("INPUT", &new(), Some(external), KUBE_EXTERNAL_SERVICES)),
+        (Filter, jump("FORWARD", &new(), Some(firewall), KUBE_PROXY_FIREWALL)),
+        (Filter, jump("FORWARD", &[], Some("kubernetes forwarding rules"), KUBE_FORWARD)),
+        (Filter, jump("FORWARD", &new(), Some(portals), KUBE_SERVICES)),
+        (Filter, jump("FORWARD", &new(), Some(external), KUBE_EXTERNAL_SERVICES)),
         (Filter, jump("OUTPUT", &[], None, KUBE_FIREWALL)),
-        (
-            Filter,
-            jump("OUTPUT", &new(), Some(firewall), KUBE_PROXY_FIREWALL),
-        ),
+        (Filter, jump("OUTPUT", &new(), Some(firewall), KUBE_PROXY_FIREWALL)),
         (Filter, jump("OUTPUT", &new(), Some(portals), KUBE_SERVICES)),
         (Nat, jump("PREROUTING", &[], Some(portals), KUBE_SERVICES)),
         (Nat, jump("OUTPUT", &[], Some(portals), KUBE_SERVICES)),
-        (
-            Nat,
-            jump(
-                "POSTROUTING",
-                &[],
-                Some("kubernetes postrouting rules"),
-                KUBE_POSTROUTING,
-            ),
-        ),
+        (Nat, jump("POSTROUTING", &[], Some("kubernetes postrouting rules"), KUBE_POSTROUTING)),
     ]
 }

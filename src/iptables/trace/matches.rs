@@ -102,33 +102,22 @@ pub(super) fn evaluate(rule: &Rule, ctx: &Context<'_>) -> Evaluation {
     } else {
         Matched::Yes
     };
-    Evaluation {
-        matched,
-        affinity: history && !failed,
-        notes,
-    }
+    Evaluation { matched, affinity: history && !failed, notes }
 }
 
 /// Evaluates one group in the context of the last `-m` module.
 fn check(module: &str, arg: &Arg, ctx: &Context<'_>) -> Check {
     let value = arg.value().unwrap_or("");
-    match arg.flag.as_str() {
+    match arg.flag.as_ref() {
         "-s" | "--source" => address(value, &ctx.src, &arg.flag),
         "-d" | "--destination" => address(value, &ctx.dst, &arg.flag),
         "-p" | "--protocol" => Check::Bool(values::protocol_matches(value, ctx.protocol.as_str())),
-        "-i" | "--in-interface" => Check::Bool(
-            ctx.in_interface
-                .is_some_and(|i| interface_matches(value, i)),
-        ),
+        "-i" | "--in-interface" => Check::Bool(ctx.in_interface.is_some_and(|i| interface_matches(value, i))),
         "-f" | "--fragment" => Check::Bool(false),
         "--comment" | "--nfacct-name" => Check::Ignore,
         "--dport" | "--destination-port" | "--dports" | "--destination-ports" | "--ports" => {
             match values::ports(value) {
-                Some(ranges) => Check::Bool(
-                    ranges
-                        .iter()
-                        .any(|&(lo, hi)| (lo..=hi).contains(&ctx.dport)),
-                ),
+                Some(ranges) => Check::Bool(ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&ctx.dport))),
                 None => Check::Unknown(format!("unparseable port {value:?}")),
             }
         }
@@ -196,7 +185,7 @@ fn ct_state(state: &str, ctx: &Context<'_>) -> bool {
 
 fn statistic(arg: &Arg) -> Check {
     let value = arg.value().unwrap_or("");
-    match arg.flag.as_str() {
+    match arg.flag.as_ref() {
         "--mode" if value == "random" => Check::Ignore,
         "--probability" => match value.parse::<f64>() {
             Ok(p) if (0.0..=1.0).contains(&p) => Check::Probability(p),
@@ -207,12 +196,13 @@ fn statistic(arg: &Arg) -> Check {
 }
 
 fn recent(arg: &Arg) -> Check {
-    match arg.flag.as_str() {
+    match arg.flag.as_ref() {
         "--rcheck" | "--update" => Check::History,
         "--set" => Check::Bool(true),
         "--remove" => Check::Bool(false),
-        "--name" | "--seconds" | "--reap" | "--hitcount" | "--rttl" | "--mask" | "--rsource"
-        | "--rdest" => Check::Ignore,
+        "--name" | "--seconds" | "--reap" | "--hitcount" | "--rttl" | "--mask" | "--rsource" | "--rdest" => {
+            Check::Ignore
+        }
         other => Check::Unknown(format!("unsupported recent option {other}")),
     }
 }

@@ -46,11 +46,7 @@ fn args(words: &[String]) -> Vec<Arg> {
         if w == "!" {
             negate = true;
         } else if w.starts_with('-') && w.len() > 1 {
-            out.push(Arg {
-                negated: negate,
-                flag: w.clone(),
-                values: Vec::new(),
-            });
+            out.push(Arg { negated: negate, flag: w.clone().into(), values: Vec::new() });
             negate = false;
         } else if let Some(last) = out.last_mut() {
             last.values.push(w.clone());
@@ -64,11 +60,7 @@ fn args(words: &[String]) -> Vec<Arg> {
 pub(crate) fn rules(text: &str) -> Ruleset {
     let mut ruleset = Ruleset::default();
     let mut table: Option<TableName> = None;
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         if let Some(name) = line.strip_prefix('*') {
             let name = TableName::parse(name).unwrap();
             ruleset.table_mut(name);
@@ -90,22 +82,10 @@ pub(crate) fn rules(text: &str) -> Ruleset {
         let chain = ChainName::new(w[1].as_str()).unwrap();
         match w[0].as_str() {
             "-X" => t.deletes.push(chain),
-            "-A" => t.rules.push(Rule {
-                op: RuleOp::Append,
-                chain,
-                args: args(&w[2..]),
-            }),
+            "-A" => t.rules.push(Rule { op: RuleOp::Append, chain, args: args(&w[2..]) }),
             "-I" => match w.get(2).and_then(|p| p.parse().ok()) {
-                Some(pos) => t.rules.push(Rule {
-                    op: RuleOp::Insert(Some(pos)),
-                    chain,
-                    args: args(&w[3..]),
-                }),
-                None => t.rules.push(Rule {
-                    op: RuleOp::Insert(None),
-                    chain,
-                    args: args(&w[2..]),
-                }),
+                Some(pos) => t.rules.push(Rule { op: RuleOp::Insert(Some(pos)), chain, args: args(&w[3..]) }),
+                None => t.rules.push(Rule { op: RuleOp::Insert(None), chain, args: args(&w[2..]) }),
             },
             other => panic!("unsupported line {other}: {line}"),
         }

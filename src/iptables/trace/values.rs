@@ -34,11 +34,7 @@ fn port_range(text: &str) -> Option<(u16, u16)> {
         }
         Some((lo, hi)) => {
             let lo = if lo.is_empty() { 0 } else { lo.parse().ok()? };
-            let hi = if hi.is_empty() {
-                u16::MAX
-            } else {
-                hi.parse().ok()?
-            };
+            let hi = if hi.is_empty() { u16::MAX } else { hi.parse().ok()? };
             Some((lo, hi))
         }
     }
@@ -143,10 +139,7 @@ mod tests {
     #[test]
     fn ports_marks_and_protocols() {
         assert_eq!(ports("80"), Some(vec![(80, 80)]));
-        assert_eq!(
-            ports("80:90,:10,65000:"),
-            Some(vec![(80, 90), (0, 10), (65000, 65535)])
-        );
+        assert_eq!(ports("80:90,:10,65000:"), Some(vec![(80, 90), (0, 10), (65000, 65535)]));
         assert_eq!(ports("http"), None);
         assert_eq!(mark("0x4000/0x4000"), Some((0x4000, 0x4000)));
         assert_eq!(mark("0x4000"), Some((0x4000, u32::MAX)));
@@ -161,17 +154,11 @@ mod tests {
     #[test]
     fn nat_destinations() {
         let d = |s: &str| dnat_target(s, 80).map(|(a, r)| (a.to_string(), r));
-        assert_eq!(
-            d("10.244.2.7:8080"),
-            Some(("10.244.2.7:8080".into(), false))
-        );
+        assert_eq!(d("10.244.2.7:8080"), Some(("10.244.2.7:8080".into(), false)));
         assert_eq!(d("10.244.2.7"), Some(("10.244.2.7:80".into(), false)));
         assert_eq!(d("[fd00::7]:8080"), Some(("[fd00::7]:8080".into(), false)));
         assert_eq!(d("fd00::7"), Some(("[fd00::7]:80".into(), false)));
-        assert_eq!(
-            d("10.0.0.1-10.0.0.9:80-90"),
-            Some(("10.0.0.1:80".into(), true))
-        );
+        assert_eq!(d("10.0.0.1-10.0.0.9:80-90"), Some(("10.0.0.1:80".into(), true)));
         assert_eq!(d("10.0.0.300:80"), None);
         assert_eq!(d("[fd00::7]x"), None);
         assert_eq!(redirect_port("15001"), Some(15001));

@@ -53,15 +53,9 @@ pub(super) enum End {
     /// `MASQUERADE` or `SNAT`.
     SourceNat,
     /// `DROP`, or a DROP policy.
-    Drop {
-        chain: String,
-        comment: Option<String>,
-    },
+    Drop { chain: String, comment: Option<String> },
     /// `REJECT`.
-    Reject {
-        chain: String,
-        comment: Option<String>,
-    },
+    Reject { chain: String, comment: Option<String> },
     /// A loop, too deep a nesting or too many branches.
     Aborted { chain: String, reason: String },
 }
@@ -93,13 +87,7 @@ pub(super) struct Walker<'i, 'a> {
 
 impl<'i, 'a> Walker<'i, 'a> {
     pub fn new(index: &'i ChainIndex<'a>, packet: &'i Packet, env: &'i TraceEnv) -> Self {
-        Walker {
-            index,
-            packet,
-            env,
-            branches: 0,
-            notes: Vec::new(),
-        }
+        Walker { index, packet, env, branches: 0, notes: Vec::new() }
     }
 
     /// Records a note once.
@@ -130,20 +118,13 @@ impl<'i, 'a> Walker<'i, 'a> {
             return loopback;
         }
         let same_family = |ip: &&IpAddr| ip.is_ipv4() == dst.is_ipv4();
-        self.env
-            .local_ips
-            .iter()
-            .find(same_family)
-            .copied()
-            .unwrap_or(loopback)
+        self.env.local_ips.iter().find(same_family).copied().unwrap_or(loopback)
     }
 
     /// Walks `table` from the built-in `chain`; a path that falls off gets the chain's policy.
     pub fn walk_table(&mut self, table: TableName, chain: &str, path: Path) -> Vec<(Path, End)> {
         if self.index.is_implicit(table, chain) {
-            self.note(format!(
-                "{table}/{chain} has no rules in the input: assuming kube-proxy's jump rules"
-            ));
+            self.note(format!("{table}/{chain} has no rules in the input: assuming kube-proxy's jump rules"));
         }
         if !self.index.exists(table, chain) {
             // The input has no such table or chain: nothing to walk, nothing to record.
@@ -156,10 +137,7 @@ impl<'i, 'a> Walker<'i, 'a> {
             .map(|(path, flow)| match flow {
                 Flow::End(end) => (path, end),
                 Flow::Return if policy == Some("DROP") => {
-                    let end = End::Drop {
-                        chain: format!("{table}/{chain}"),
-                        comment: Some("chain policy".into()),
-                    };
+                    let end = End::Drop { chain: format!("{table}/{chain}"), comment: Some("chain policy".into()) };
                     (path, end)
                 }
                 Flow::Return => (path, End::Accept),
@@ -175,19 +153,13 @@ impl<'i, 'a> Walker<'i, 'a> {
         stack: &mut Vec<String>,
     ) -> Vec<(Path, Flow)> {
         let qualified = format!("{table}/{chain}");
-        let abort = |reason: String| End::Aborted {
-            chain: qualified.clone(),
-            reason,
-        };
+        let abort = |reason: String| End::Aborted { chain: qualified.clone(), reason };
         if stack.iter().any(|c| c == chain) {
             let end = abort(format!("jump loop: {} > {chain}", stack.join(" > ")));
             return vec![(path, Flow::End(end))];
         }
         if stack.len() >= MAX_DEPTH {
-            return vec![(
-                path,
-                Flow::End(abort(format!("chains nested deeper than {MAX_DEPTH}"))),
-            )];
+            return vec![(path, Flow::End(abort(format!("chains nested deeper than {MAX_DEPTH}"))))];
         }
         path.chains.push(qualified.clone());
         stack.push(chain.to_string());
@@ -261,10 +233,7 @@ impl<'i, 'a> Walker<'i, 'a> {
         mut path: Path,
         stack: &mut Vec<String>,
     ) -> Vec<(Path, Step)> {
-        let is_goto = rule
-            .args
-            .iter()
-            .any(|a| a.flag == "-g" || a.flag == "--goto");
+        let is_goto = rule.args.iter().any(|a| a.flag == "-g" || a.flag == "--goto");
         let Some(target) = rule.target() else {
             return vec![(path, Step::Next)];
         };
@@ -285,27 +254,13 @@ impl<'i, 'a> Walker<'i, 'a> {
         match target {
             "ACCEPT" => leave(path, End::Accept),
             "RETURN" => vec![(path, Step::Leave(Flow::Return))],
-            "DROP" => leave(
-                path,
-                End::Drop {
-                    chain: qualified.to_string(),
-                    comment: comment(),
-                },
-            ),
-            "REJECT" => leave(
-                path,
-                End::Reject {
-                    chain: qualified.to_string(),
-                    comment: comment(),
-                },
-            ),
+            "DROP" => leave(path, End::Drop { chain: qualified.to_string(), comment: comment() }),
+            "REJECT" => leave(path, End::Reject { chain: qualified.to_string(), comment: comment() }),
             "MASQUERADE" | "SNAT" => leave(path, End::SourceNat),
             "DNAT" => match values::dnat_target(option("--to-destination"), path.dport) {
                 Some((to, ranged)) => {
                     if ranged {
-                        self.note(format!(
-                            "{qualified}: DNAT to a range: only its first address is traced"
-                        ));
+                        self.note(format!("{qualified}: DNAT to a range: only its first address is traced"));
                     }
                     path.dst = to.ip();
                     path.dport = to.port();
@@ -313,37 +268,28 @@ impl<'i, 'a> Walker<'i, 'a> {
                     leave(path, End::Dnat(to))
                 }
                 None => {
-                    self.note(format!(
-                        "{qualified}: unparseable DNAT target: rule skipped in `{rule}`"
-                    ));
+                    self.note(format!("{qualified}: unparseable DNAT target: rule skipped in `{rule}`"));
                     vec![(path, Step::Next)]
                 }
             },
             "REDIRECT" => match values::redirect_port(option("--to-ports")) {
                 Some(port) => leave(path, End::Redirect(port)),
                 None => {
-                    self.note(format!(
-                        "{qualified}: unparseable REDIRECT port: rule skipped in `{rule}`"
-                    ));
+                    self.note(format!("{qualified}: unparseable REDIRECT port: rule skipped in `{rule}`"));
                     vec![(path, Step::Next)]
                 }
             },
             "MARK" => {
                 match apply_mark(rule, path.mark) {
                     Some(mark) => path.mark = mark,
-                    None => self.note(format!(
-                        "{qualified}: unsupported MARK options: mark unchanged by `{rule}`"
-                    )),
+                    None => self.note(format!("{qualified}: unsupported MARK options: mark unchanged by `{rule}`")),
                 }
                 vec![(path, Step::Next)]
             }
-            "LOG" | "NFLOG" | "ULOG" | "TRACE" | "AUDIT" | "CONNMARK" | "CT" | "NOTRACK"
-            | "CLASSIFY" | "DSCP" | "TOS" | "TCPMSS" | "TTL" | "HL" | "CHECKSUM" | "NFQUEUE"
-            | "SET" => vec![(path, Step::Next)],
+            "LOG" | "NFLOG" | "ULOG" | "TRACE" | "AUDIT" | "CONNMARK" | "CT" | "NOTRACK" | "CLASSIFY" | "DSCP"
+            | "TOS" | "TCPMSS" | "TTL" | "HL" | "CHECKSUM" | "NFQUEUE" | "SET" => vec![(path, Step::Next)],
             other => {
-                self.note(format!(
-                    "{qualified}: unknown target {other}: treated as continuing"
-                ));
+                self.note(format!("{qualified}: unknown target {other}: treated as continuing"));
                 vec![(path, Step::Next)]
             }
         }
@@ -351,21 +297,14 @@ impl<'i, 'a> Walker<'i, 'a> {
 }
 
 fn is_builtin_chain(name: &str) -> bool {
-    matches!(
-        name,
-        "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING"
-    )
+    matches!(name, "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING")
 }
 
 /// The packet mark after a `MARK` target, or `None` for options it does not know.
 fn apply_mark(rule: &Rule, mark: u32) -> Option<u32> {
-    let arg = rule
-        .args
-        .iter()
-        .skip_while(|a| a.flag != "-j" && a.flag != "--jump")
-        .nth(1)?;
+    let arg = rule.args.iter().skip_while(|a| a.flag != "-j" && a.flag != "--jump").nth(1)?;
     let value = arg.value()?;
-    Some(match arg.flag.as_str() {
+    Some(match arg.flag.as_ref() {
         "--set-xmark" => {
             let (v, m) = values::mark(value)?;
             (mark & !m) ^ v

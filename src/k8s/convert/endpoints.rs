@@ -57,16 +57,9 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Partial<Option<EndpointGroup>> 
 
 fn convert_slice(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<EndpointGroup> {
     let meta = &slice.metadata;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or("default");
+    let namespace = meta.namespace.as_deref().filter(|ns| !ns.is_empty()).unwrap_or("default");
     let name = meta.name.as_deref().unwrap_or_default();
-    let mut report = Reporter::new(
-        object_label("EndpointSlice", Some(namespace), name),
-        problems,
-    );
+    let mut report = Reporter::new(object_label("EndpointSlice", Some(namespace), name), problems);
     if let Err(why) = validate::dns_label(namespace) {
         report.report(format!("invalid namespace {}: {why}", quoted(namespace)));
         return None;
@@ -76,10 +69,7 @@ fn convert_slice(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<E
         return None;
     }
     if let Some(label) = validate::ignored_by_label(meta.labels.as_ref()) {
-        debug!(
-            slice = report.label(),
-            label, "EndpointSlice has a label kube-proxy ignores, skipping"
-        );
+        debug!(slice = report.label(), label, "EndpointSlice has a label kube-proxy ignores, skipping");
         return None;
     }
     let Some(service) = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
@@ -87,10 +77,7 @@ fn convert_slice(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<E
         return None;
     };
     if let Err(why) = validate::dns_label(service) {
-        report.report(format!(
-            "label {SERVICE_NAME_LABEL}: invalid Service name {}: {why}",
-            quoted(service)
-        ));
+        report.report(format!("label {SERVICE_NAME_LABEL}: invalid Service name {}: {why}", quoted(service)));
         return None;
     }
     let family = match slice.address_type.as_str() {
@@ -106,42 +93,16 @@ fn convert_slice(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<E
         }
     };
     let ports = slice_ports(slice.ports.as_deref().unwrap_or_default(), &mut report);
-    let backends: Vec<Endpoint> = slice
-        .endpoints
-        .iter()
-        .filter_map(|ep| backend(ep, family, &mut report))
-        .collect();
-    let ports = ports
-        .into_iter()
-        .map(|(name, protocol, port)| with_port(name, protocol, port, &backends))
-        .collect();
-    Some(EndpointGroup {
-        namespace: namespace.to_string(),
-        service: service.clone(),
-        name: name.to_string(),
-        ports,
-    })
+    let backends: Vec<Endpoint> = slice.endpoints.iter().filter_map(|ep| backend(ep, family, &mut report)).collect();
+    let ports = ports.into_iter().map(|(name, protocol, port)| with_port(name, protocol, port, &backends)).collect();
+    Some(EndpointGroup { namespace: namespace.to_string(), service: service.clone(), name: name.to_string(), ports })
 }
 
 /// Copies `backends` (whose port is 0) with `port` set.
-pub(super) fn with_port(
-    name: String,
-    protocol: Protocol,
-    port: u16,
-    backends: &[Endpoint],
-) -> PortEndpoints {
-    let endpoints = backends
-        .iter()
-        .map(|ep| Endpoint {
-            addr: SocketAddr::new(ep.addr.ip(), port),
-            ..ep.clone()
-        })
-        .collect();
-    PortEndpoints {
-        name,
-        protocol,
-        endpoints,
-    }
+pub(super) fn with_port(name: String, protocol: Protocol, port: u16, backends: &[Endpoint]) -> PortEndpoints {
+    let endpoints =
+        backends.iter().map(|ep| Endpoint { addr: SocketAddr::new(ep.addr.ip(), port), ..ep.clone() }).collect();
+    PortEndpoints { name, protocol, endpoints }
 }
 
 /// The slice's valid ports as (name, protocol, number), first of each (name, protocol).
@@ -151,37 +112,22 @@ fn slice_ports(ports: &[EndpointPort], report: &mut Reporter<'_>) -> Vec<(String
     for port in ports {
         let name = port.name.as_deref().unwrap_or_default();
         let Some(number) = port.port else {
-            debug!(
-                slice = report.label(),
-                port = name,
-                "EndpointSlice port without a number, skipping"
-            );
+            debug!(slice = report.label(), port = name, "EndpointSlice port without a number, skipping");
             continue;
         };
         let protocol = match validate::protocol(port.protocol.as_deref()) {
             Ok(protocol) => protocol,
             Err(raw) => {
-                report.report(format!(
-                    "port {}: unknown protocol {}",
-                    quoted(name),
-                    quoted(&raw)
-                ));
+                report.report(format!("port {}: unknown protocol {}", quoted(name), quoted(&raw)));
                 continue;
             }
         };
         let Some(number) = port_number(number) else {
-            report.report(format!(
-                "port {}: port {number} out of range 1-65535",
-                quoted(name)
-            ));
+            report.report(format!("port {}: port {number} out of range 1-65535", quoted(name)));
             continue;
         };
         if !seen.insert((name, protocol)) {
-            report.report(format!(
-                "port {}: duplicate port {}",
-                quoted(name),
-                protocol_name(protocol)
-            ));
+            report.report(format!("port {}: duplicate port {}", quoted(name), protocol_name(protocol)));
             continue;
         }
         out.push((name.to_string(), protocol, number));
@@ -196,10 +142,7 @@ fn backend(ep: &ApiEndpoint, family: IpFamily, report: &mut Reporter<'_>) -> Opt
         return None;
     };
     let Some(ip) = parse_ip(raw) else {
-        report.report(format!(
-            "endpoint address {} is not a valid IP, skipped",
-            quoted(raw)
-        ));
+        report.report(format!("endpoint address {} is not a valid IP, skipped", quoted(raw)));
         return None;
     };
     if !family.contains(&ip) {
@@ -211,22 +154,14 @@ fn backend(ep: &ApiEndpoint, family: IpFamily, report: &mut Reporter<'_>) -> Opt
         return None;
     }
     let conditions = ep.conditions.as_ref();
-    let zone_hints = ep
-        .hints
-        .as_ref()
-        .and_then(|h| h.for_zones.as_deref())
-        .unwrap_or_default();
+    let zone_hints = ep.hints.as_ref().and_then(|h| h.for_zones.as_deref()).unwrap_or_default();
     Some(Endpoint {
         addr: SocketAddr::new(ip, 0),
         ready: conditions.and_then(|c| c.ready).unwrap_or(true),
         serving: conditions.and_then(|c| c.serving).unwrap_or(true),
         terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
         node_name: node_name(ep.node_name.as_deref(), report),
-        zone_hints: zone_hints
-            .iter()
-            .filter(|z| !z.name.is_empty())
-            .map(|z| z.name.clone())
-            .collect(),
+        zone_hints: zone_hints.iter().filter(|z| !z.name.is_empty()).map(|z| z.name.clone()).collect(),
     })
 }
 
@@ -236,10 +171,7 @@ pub(super) fn node_name(raw: Option<&str>, report: &mut Reporter<'_>) -> Option<
     match validate::dns_subdomain(raw) {
         Ok(()) => Some(raw.to_string()),
         Err(why) => {
-            report.report(format!(
-                "endpoint nodeName {}: {why}; treated as not on this node",
-                quoted(raw)
-            ));
+            report.report(format!("endpoint nodeName {}: {why}; treated as not on this node", quoted(raw)));
             None
         }
     }
@@ -252,9 +184,7 @@ pub fn merge_endpoints<'a>(groups: impl IntoIterator<Item = &'a EndpointGroup>) 
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     let mut merged: BTreeMap<(String, Protocol), BTreeMap<String, Endpoint>> = BTreeMap::new();
     for port in groups.iter().flat_map(|group| &group.ports) {
-        let by_key = merged
-            .entry((port.name.clone(), port.protocol))
-            .or_default();
+        let by_key = merged.entry((port.name.clone(), port.protocol)).or_default();
         for endpoint in &port.endpoints {
             match by_key.entry(endpoint.key()) {
                 Entry::Vacant(slot) => {
@@ -268,8 +198,5 @@ pub fn merge_endpoints<'a>(groups: impl IntoIterator<Item = &'a EndpointGroup>) 
             }
         }
     }
-    merged
-        .into_iter()
-        .map(|(key, by_key)| (key, by_key.into_values().collect()))
-        .collect()
+    merged.into_iter().map(|(key, by_key)| (key, by_key.into_values().collect())).collect()
 }

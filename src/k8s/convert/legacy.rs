@@ -19,16 +19,9 @@ use crate::model::Endpoint;
 pub fn core_endpoints(endpoints: &Endpoints) -> Partial<Option<EndpointGroup>> {
     let mut problems = Vec::new();
     let meta = &endpoints.metadata;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or("default");
+    let namespace = meta.namespace.as_deref().filter(|ns| !ns.is_empty()).unwrap_or("default");
     let name = meta.name.as_deref().unwrap_or_default();
-    let mut report = Reporter::new(
-        object_label("Endpoints", Some(namespace), name),
-        &mut problems,
-    );
+    let mut report = Reporter::new(object_label("Endpoints", Some(namespace), name), &mut problems);
     let value = if let Err(why) = validate::dns_label(namespace) {
         report.report(format!("invalid namespace {}: {why}", quoted(namespace)));
         None
@@ -36,17 +29,11 @@ pub fn core_endpoints(endpoints: &Endpoints) -> Partial<Option<EndpointGroup>> {
         report.report(format!("invalid name {}: {why}", quoted(name)));
         None
     } else if let Some(label) = validate::ignored_by_label(meta.labels.as_ref()) {
-        debug!(
-            endpoints = report.label(),
-            label, "Endpoints has a label kube-proxy ignores, skipping"
-        );
+        debug!(endpoints = report.label(), label, "Endpoints has a label kube-proxy ignores, skipping");
         None
     } else {
         let subsets = endpoints.subsets.as_deref().unwrap_or_default();
-        let ports = subsets
-            .iter()
-            .flat_map(|subset| subset_ports(subset, &mut report))
-            .collect();
+        let ports = subsets.iter().flat_map(|subset| subset_ports(subset, &mut report)).collect();
         Some(EndpointGroup {
             namespace: namespace.to_string(),
             service: name.to_string(),
@@ -61,10 +48,7 @@ pub fn core_endpoints(endpoints: &Endpoints) -> Partial<Option<EndpointGroup>> {
 fn subset_ports(subset: &EndpointSubset, report: &mut Reporter<'_>) -> Vec<super::PortEndpoints> {
     let ready = subset.addresses.as_deref().unwrap_or_default();
     let not_ready = subset.not_ready_addresses.as_deref().unwrap_or_default();
-    let mut backends: Vec<Endpoint> = ready
-        .iter()
-        .filter_map(|a| backend(a, true, report))
-        .collect();
+    let mut backends: Vec<Endpoint> = ready.iter().filter_map(|a| backend(a, true, report)).collect();
     backends.extend(not_ready.iter().filter_map(|a| backend(a, false, report)));
     let mut ports = Vec::new();
     for port in subset.ports.as_deref().unwrap_or_default() {
@@ -72,20 +56,12 @@ fn subset_ports(subset: &EndpointSubset, report: &mut Reporter<'_>) -> Vec<super
         let protocol = match validate::protocol(port.protocol.as_deref()) {
             Ok(protocol) => protocol,
             Err(raw) => {
-                report.report(format!(
-                    "port {}: unknown protocol {}",
-                    quoted(name),
-                    quoted(&raw)
-                ));
+                report.report(format!("port {}: unknown protocol {}", quoted(name), quoted(&raw)));
                 continue;
             }
         };
         let Some(number) = port_number(port.port) else {
-            report.report(format!(
-                "port {}: port {} out of range 1-65535",
-                quoted(name),
-                port.port
-            ));
+            report.report(format!("port {}: port {} out of range 1-65535", quoted(name), port.port));
             continue;
         };
         ports.push(with_port(name.to_string(), protocol, number, &backends));
@@ -95,10 +71,7 @@ fn subset_ports(subset: &EndpointSubset, report: &mut Reporter<'_>) -> Vec<super
 
 fn backend(address: &EndpointAddress, ready: bool, report: &mut Reporter<'_>) -> Option<Endpoint> {
     let Some(ip) = parse_ip(&address.ip) else {
-        report.report(format!(
-            "endpoint address {} is not a valid IP, skipped",
-            quoted(&address.ip)
-        ));
+        report.report(format!("endpoint address {} is not a valid IP, skipped", quoted(&address.ip)));
         return None;
     };
     Some(Endpoint {

@@ -26,17 +26,9 @@ pub struct NodeFacts {
 /// Reads a Node's zone, pod CIDRs and addresses; invalid values are logged and left out.
 pub fn node_facts(node: &Node) -> NodeFacts {
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    let zone = node
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(ZONE_LABEL))
-        .filter(|z| !z.is_empty())
-        .cloned();
+    let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).filter(|z| !z.is_empty()).cloned();
     let spec = node.spec.as_ref();
-    let listed = spec
-        .and_then(|s| s.pod_cidrs.clone())
-        .filter(|cidrs| !cidrs.is_empty());
+    let listed = spec.and_then(|s| s.pod_cidrs.clone()).filter(|cidrs| !cidrs.is_empty());
     let raw_cidrs = listed.or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|cidr| vec![cidr]));
     let mut pod_cidrs: Vec<IpNet> = Vec::new();
     for raw in raw_cidrs.unwrap_or_default() {
@@ -48,11 +40,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             }
         }
     }
-    let addresses = node
-        .status
-        .as_ref()
-        .and_then(|s| s.addresses.as_deref())
-        .unwrap_or_default();
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_deref()).unwrap_or_default();
     let mut internal_ips: Vec<IpAddr> = Vec::new();
     for wanted in ["InternalIP", "ExternalIP"] {
         for address in addresses.iter().filter(|a| a.type_ == wanted) {
@@ -65,9 +53,5 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             }
         }
     }
-    NodeFacts {
-        zone,
-        pod_cidrs,
-        internal_ips,
-    }
+    NodeFacts { zone, pod_cidrs, internal_ips }
 }

@@ -17,12 +17,7 @@ pub(super) struct Reporter<'a> {
 impl<'a> Reporter<'a> {
     /// Reports about the object `label` (e.g. `Service default/web`).
     pub(super) fn new(label: String, problems: &'a mut Vec<Problem>) -> Self {
-        Reporter {
-            label,
-            problems,
-            shown: 0,
-            hidden: 0,
-        }
+        Reporter { label, problems, shown: 0, hidden: 0 }
     }
 
     /// The object's label.
@@ -35,11 +30,7 @@ impl<'a> Reporter<'a> {
         if self.shown < MAX_PER_OBJECT {
             self.shown += 1;
             let object = Some(self.label.clone());
-            self.problems.push(Problem {
-                source: None,
-                object,
-                reason: reason.into(),
-            });
+            self.problems.push(Problem { source: None, object, reason: reason.into() });
         } else {
             self.hidden += 1;
         }
@@ -51,11 +42,7 @@ impl Drop for Reporter<'_> {
         if self.hidden > 0 {
             let reason = format!("{} more problems not shown", self.hidden);
             let object = Some(std::mem::take(&mut self.label));
-            self.problems.push(Problem {
-                source: None,
-                object,
-                reason,
-            });
+            self.problems.push(Problem { source: None, object, reason });
         }
     }
 }

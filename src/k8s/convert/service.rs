@@ -38,11 +38,7 @@ pub fn service_ports(svc: &Service) -> Partial<Vec<ServicePort>> {
 
 fn convert(svc: &Service, problems: &mut Vec<Problem>) -> Option<Vec<ServicePort>> {
     let meta = &svc.metadata;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or("default");
+    let namespace = meta.namespace.as_deref().filter(|ns| !ns.is_empty()).unwrap_or("default");
     let name = meta.name.as_deref().unwrap_or_default();
     let mut report = Reporter::new(object_label("Service", Some(namespace), name), problems);
     if let Err(why) = validate::dns_label(namespace) {
@@ -55,10 +51,7 @@ fn convert(svc: &Service, problems: &mut Vec<Problem>) -> Option<Vec<ServicePort
     }
     if let Some(label) = validate::ignored_by_label(meta.labels.as_ref()) {
         let service = report.label();
-        debug!(
-            service,
-            label, "Service has a label kube-proxy ignores, skipping"
-        );
+        debug!(service, label, "Service has a label kube-proxy ignores, skipping");
         return None;
     }
     let Some(spec) = &svc.spec else {
@@ -116,10 +109,7 @@ fn service_type(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Option<Service
             None
         }
         Some(other) => {
-            report.report(format!(
-                "unknown type {}, treated as ClusterIP",
-                quoted(other)
-            ));
+            report.report(format!("unknown type {}, treated as ClusterIP", quoted(other)));
             Some(ServiceType::ClusterIp)
         }
     }
@@ -139,20 +129,12 @@ fn cluster_ips(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Option<Vec<IpAd
     let mut ips: Vec<IpAddr> = Vec::new();
     for raw in listed {
         let Some(ip) = parse_ip(raw) else {
-            report.report(format!(
-                "invalid clusterIP {}, Service skipped",
-                quoted(raw)
-            ));
+            report.report(format!("invalid clusterIP {}, Service skipped", quoted(raw)));
             return None;
         };
-        if ips
-            .iter()
-            .any(|seen| IpFamily::of(seen) == IpFamily::of(&ip))
-        {
+        if ips.iter().any(|seen| IpFamily::of(seen) == IpFamily::of(&ip)) {
             let family = validate::family_name(IpFamily::of(&ip));
-            report.report(format!(
-                "clusterIP {ip} ignored: the Service already has an {family} clusterIP"
-            ));
+            report.report(format!("clusterIP {ip} ignored: the Service already has an {family} clusterIP"));
             continue;
         }
         ips.push(ip);
@@ -189,18 +171,11 @@ fn load_balancer_ips(svc: &Service, report: &mut Reporter<'_>) -> Vec<IpAddr> {
 /// `spec.loadBalancerSourceRanges`, trimmed, host bits cleared.
 fn source_ranges(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Vec<IpNet> {
     let mut ranges: Vec<IpNet> = Vec::new();
-    for raw in spec
-        .load_balancer_source_ranges
-        .as_deref()
-        .unwrap_or_default()
-    {
+    for raw in spec.load_balancer_source_ranges.as_deref().unwrap_or_default() {
         match parse_cidr(raw.trim()) {
             Some(net) if !ranges.contains(&net) => ranges.push(net),
             Some(_) => {}
-            None => report.report(format!(
-                "loadBalancerSourceRanges: invalid CIDR {}",
-                quoted(raw)
-            )),
+            None => report.report(format!("loadBalancerSourceRanges: invalid CIDR {}", quoted(raw))),
         }
     }
     ranges
@@ -210,15 +185,10 @@ fn affinity_timeout(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Option<u32
     match spec.session_affinity.as_deref() {
         None | Some("" | "None") => None,
         Some("ClientIP") => {
-            let config = spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref());
+            let config = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref());
             match config.and_then(|c| c.timeout_seconds) {
                 None => Some(DEFAULT_AFFINITY_TIMEOUT),
-                Some(secs) if (1..=MAX_AFFINITY_TIMEOUT).contains(&secs) => {
-                    u32::try_from(secs).ok()
-                }
+                Some(secs) if (1..=MAX_AFFINITY_TIMEOUT).contains(&secs) => u32::try_from(secs).ok(),
                 Some(secs) => {
                     report.report(format!(
                         "sessionAffinityConfig.clientIP.timeoutSeconds {secs} out of range \
@@ -229,10 +199,7 @@ fn affinity_timeout(spec: &ServiceSpec, report: &mut Reporter<'_>) -> Option<u32
             }
         }
         Some(other) => {
-            report.report(format!(
-                "unknown sessionAffinity {}, treated as None",
-                quoted(other)
-            ));
+            report.report(format!("unknown sessionAffinity {}, treated as None", quoted(other)));
             None
         }
     }
@@ -243,10 +210,7 @@ fn external_policy(spec: &ServiceSpec, report: &mut Reporter<'_>) -> TrafficPoli
         None | Some("" | "Cluster") => TrafficPolicy::Cluster,
         Some("Local" | "OnlyLocal") => TrafficPolicy::Local,
         Some(other) => {
-            report.report(format!(
-                "unknown externalTrafficPolicy {}, treated as Cluster",
-                quoted(other)
-            ));
+            report.report(format!("unknown externalTrafficPolicy {}, treated as Cluster", quoted(other)));
             TrafficPolicy::Cluster
         }
     }
@@ -257,10 +221,7 @@ fn internal_policy(spec: &ServiceSpec, report: &mut Reporter<'_>) -> TrafficPoli
         None | Some("" | "Cluster") => TrafficPolicy::Cluster,
         Some("Local") => TrafficPolicy::Local,
         Some(other) => {
-            report.report(format!(
-                "unknown internalTrafficPolicy {}, treated as Cluster",
-                quoted(other)
-            ));
+            report.report(format!("unknown internalTrafficPolicy {}, treated as Cluster", quoted(other)));
             TrafficPolicy::Cluster
         }
     }
@@ -293,17 +254,7 @@ fn ports(
     specs
         .iter()
         .enumerate()
-        .filter_map(|(index, port)| {
-            one_port(
-                port,
-                index,
-                specs.len(),
-                service_type,
-                base,
-                &mut seen,
-                report,
-            )
-        })
+        .filter_map(|(index, port)| one_port(port, index, specs.len(), service_type, base, &mut seen, report))
         .collect()
 }
 

@@ -9,11 +9,7 @@ use crate::model::{Endpoint, ServicePortName, TrafficPolicy};
 
 fn convert_with(yaml: &str, source: EndpointsSource) -> Converted {
     let loaded = load_str(yaml, Path::new("t.yaml"));
-    assert!(
-        loaded.problems.is_empty(),
-        "load problems: {:?}",
-        loaded.problems
-    );
+    assert!(loaded.problems.is_empty(), "load problems: {:?}", loaded.problems);
     cluster_state(&loaded.objects, source)
 }
 
@@ -26,20 +22,12 @@ fn messages(converted: &Converted) -> Vec<String> {
 }
 
 fn key(ns: &str, name: &str, port: &str, protocol: Protocol) -> ServicePortName {
-    ServicePortName {
-        namespace: ns.into(),
-        name: name.into(),
-        port: port.into(),
-        protocol,
-    }
+    ServicePortName { namespace: ns.into(), name: name.into(), port: port.into(), protocol }
 }
 
 fn port<'a>(c: &'a Converted, name: &str, port_name: &str) -> &'a ServicePort {
     let k = key("default", name, port_name, Protocol::Tcp);
-    c.state
-        .services
-        .get(&k)
-        .unwrap_or_else(|| panic!("no {k} in {:?}", c.state.services.keys()))
+    c.state.services.get(&k).unwrap_or_else(|| panic!("no {k} in {:?}", c.state.services.keys()))
 }
 
 fn keys(endpoints: &[Endpoint]) -> Vec<String> {

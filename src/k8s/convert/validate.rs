@@ -15,9 +15,7 @@ pub(super) const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// The label (if any) that makes kube-proxy ignore an object, whatever its value.
 pub(super) fn ignored_by_label(labels: Option<&BTreeMap<String, String>>) -> Option<&'static str> {
     let labels = labels?;
-    [SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL]
-        .into_iter()
-        .find(|label| labels.contains_key(*label))
+    [SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL].into_iter().find(|label| labels.contains_key(*label))
 }
 
 /// A DNS-1123 label: 1–63 lowercase letters, digits and `-`, starting and ending alphanumeric.
@@ -58,10 +56,7 @@ fn label_chars(part: &str) -> Result<(), ()> {
 pub(super) fn port_name(value: &str) -> Result<(), &'static str> {
     if value.len() > 15 {
         Err("must be at most 15 characters")
-    } else if !value
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
+    } else if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         Err("must be lowercase letters, digits and '-'")
     } else if !value.bytes().any(|b| b.is_ascii_lowercase()) {
         Err("must contain at least one letter")
@@ -80,10 +75,7 @@ pub(super) fn port_number(value: i32) -> Option<u16> {
 /// Parses an IP the way kube-proxy does (Go's sloppy parser: IPv4 octets may carry leading
 /// zeros and are read as decimal); IPv4-mapped IPv6 addresses become IPv4.
 pub(super) fn parse_ip(value: &str) -> Option<IpAddr> {
-    let ip = value
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| ipv4_leading_zeros(value).map(IpAddr::V4))?;
+    let ip = value.parse::<IpAddr>().ok().or_else(|| ipv4_leading_zeros(value).map(IpAddr::V4))?;
     Some(ip.to_canonical())
 }
 
@@ -106,13 +98,8 @@ pub(super) fn parse_cidr(value: &str) -> Option<IpNet> {
     if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let ip = addr
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| ipv4_leading_zeros(addr).map(IpAddr::V4))?;
-    IpNet::new(ip, prefix.parse().ok()?)
-        .ok()
-        .map(|net| net.trunc())
+    let ip = addr.parse::<IpAddr>().ok().or_else(|| ipv4_leading_zeros(addr).map(IpAddr::V4))?;
+    IpNet::new(ip, prefix.parse().ok()?).ok().map(|net| net.trunc())
 }
 
 /// `TCP`, `UDP`, `SCTP` as Kubernetes spells them.
@@ -149,17 +136,7 @@ mod tests {
         for good in ["a", "web", "kube-system", "0abc", &"a".repeat(63)] {
             assert_eq!(dns_label(good), Ok(()), "{good}");
         }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "Web",
-            "a.b",
-            "a b",
-            "we\"b",
-            "a\nb",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "-a", "a-", "Web", "a.b", "a b", "we\"b", "a\nb", &"a".repeat(64)] {
             assert!(dns_label(bad).is_err(), "{bad:?}");
         }
     }
@@ -179,16 +156,7 @@ mod tests {
         for good in ["http", "dns-tcp", "h2c", "a", "metrics-port123"] {
             assert_eq!(port_name(good), Ok(()), "{good}");
         }
-        for bad in [
-            "",
-            "80",
-            "HTTP",
-            "-http",
-            "http-",
-            "a--b",
-            "sixteen-chars-ab",
-            "-j ACCEPT",
-        ] {
+        for bad in ["", "80", "HTTP", "-http", "http-", "a--b", "sixteen-chars-ab", "-j ACCEPT"] {
             assert!(port_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -209,15 +177,7 @@ mod tests {
         assert_eq!(ip("010.000.0.01").as_deref(), Some("10.0.0.1"));
         assert_eq!(ip("::ffff:10.0.0.1").as_deref(), Some("10.0.0.1"));
         assert_eq!(ip("FD00::0005").as_deref(), Some("fd00::5"));
-        for bad in [
-            "",
-            "10.0.0.256",
-            "10.0.0",
-            "10.0.0.1.2",
-            " 10.0.0.1",
-            "1e1.0.0.1",
-            "fe80::1%eth0",
-        ] {
+        for bad in ["", "10.0.0.256", "10.0.0", "10.0.0.1.2", " 10.0.0.1", "1e1.0.0.1", "fe80::1%eth0"] {
             assert_eq!(parse_ip(bad), None, "{bad:?}");
         }
     }
@@ -228,14 +188,7 @@ mod tests {
         assert_eq!(net("10.244.1.1/24").as_deref(), Some("10.244.1.0/24"));
         assert_eq!(net("fd00::5/64").as_deref(), Some("fd00::/64"));
         assert_eq!(net("010.0.0.0/8").as_deref(), Some("10.0.0.0/8"));
-        for bad in [
-            "10.0.0.0",
-            "10.0.0.0/33",
-            "10.0.0.0/",
-            "10.0.0.0/+8",
-            "x/8",
-            "::/129",
-        ] {
+        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "x/8", "::/129"] {
             assert_eq!(parse_cidr(bad), None, "{bad:?}");
         }
     }

@@ -24,9 +24,7 @@ pub(super) struct Chunk<'a> {
 /// Reads every document of `text` into `loaded`.
 pub(super) fn load_text(text: &str, file: &Path, loaded: &mut Loaded) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let is_json_file = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let is_json_file = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let starts_like_json = matches!(text.trim_start().chars().next(), Some('{' | '['));
     if is_json_file || starts_like_json {
         let (values, error) = json_stream(text);
@@ -36,9 +34,7 @@ pub(super) fn load_text(text: &str, file: &Path, loaded: &mut Loaded) {
             }
             if let Some((number, err)) = error {
                 let problem = Problem::new(format!("invalid JSON: {err}"));
-                loaded
-                    .problems
-                    .push(problem.at(Some(&source(file, number))));
+                loaded.problems.push(problem.at(Some(&source(file, number))));
             }
             return;
         }
@@ -49,10 +45,7 @@ pub(super) fn load_text(text: &str, file: &Path, loaded: &mut Loaded) {
 }
 
 fn source(file: &Path, document: usize) -> Source {
-    Source {
-        file: file.to_path_buf(),
-        document,
-    }
+    Source { file: file.to_path_buf(), document }
 }
 
 /// Parses a stream of JSON values; on error returns the values before it and the error with
@@ -96,8 +89,7 @@ pub(super) fn split_yaml(text: &str) -> Vec<Chunk<'_>> {
 }
 
 fn is_marker(line: &str, marker: &str) -> bool {
-    line.strip_prefix(marker)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+    line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
 
 fn push_chunk<'a>(chunks: &mut Vec<Chunk<'a>>, text: &'a str, first_line: usize, explicit: bool) {
@@ -106,11 +98,7 @@ fn push_chunk<'a>(chunks: &mut Vec<Chunk<'a>>, text: &'a str, first_line: usize,
         line.is_empty() || line.starts_with('#') || line.starts_with('%')
     });
     if explicit || !blank {
-        chunks.push(Chunk {
-            number: chunks.len() + 1,
-            first_line,
-            text,
-        });
+        chunks.push(Chunk { number: chunks.len() + 1, first_line, text });
     }
 }
 
@@ -120,10 +108,7 @@ fn load_yaml_document(chunk: &Chunk<'_>, source: &Source, loaded: &mut Loaded) {
     };
     if super::guard::too_deep(chunk.text) {
         let depth = super::guard::MAX_FLOW_DEPTH;
-        return fail(
-            loaded,
-            format!("invalid YAML: flow collections nested more than {depth} deep"),
-        );
+        return fail(loaded, format!("invalid YAML: flow collections nested more than {depth} deep"));
     }
     let mut value: serde_yaml::Value = match serde_yaml::from_str(chunk.text) {
         Ok(value) => value,
@@ -133,12 +118,7 @@ fn load_yaml_document(chunk: &Chunk<'_>, source: &Source, loaded: &mut Loaded) {
         }
     };
     let api_version = value.get("apiVersion").and_then(serde_yaml::Value::as_str);
-    if api_version.is_none()
-        || value
-            .get("kind")
-            .and_then(serde_yaml::Value::as_str)
-            .is_none()
-    {
+    if api_version.is_none() || value.get("kind").and_then(serde_yaml::Value::as_str).is_none() {
         debug!(%source, "document is not a Kubernetes object, skipping");
         return;
     }
@@ -147,10 +127,7 @@ fn load_yaml_document(chunk: &Chunk<'_>, source: &Source, loaded: &mut Loaded) {
     }
     match serde_json::to_value(&value) {
         Ok(json) => classify(json, source, "", 0, loaded),
-        Err(err) => fail(
-            loaded,
-            format!("document cannot be read as a Kubernetes object: {err}"),
-        ),
+        Err(err) => fail(loaded, format!("document cannot be read as a Kubernetes object: {err}")),
     }
 }
 
@@ -179,14 +156,8 @@ fn classify(mut value: Value, source: &Source, path: &str, depth: usize, loaded:
         debug!(%source, path, "document is not a mapping, skipping");
         return;
     };
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let api_version = object.get("apiVersion").and_then(Value::as_str).map(str::to_owned);
+    let kind = object.get("kind").and_then(Value::as_str).map(str::to_owned);
     let (Some(api_version), Some(kind)) = (api_version, kind) else {
         debug!(%source, path, "document has no apiVersion or kind, skipping");
         return;
@@ -199,33 +170,9 @@ fn classify(mut value: Value, source: &Source, path: &str, depth: usize, loaded:
     let objects = &mut loaded.objects;
     let problems = &mut loaded.problems;
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => read(
-            value,
-            &kind,
-            true,
-            source,
-            path,
-            problems,
-            &mut objects.services,
-        ),
-        ("v1", "Endpoints") => read(
-            value,
-            &kind,
-            true,
-            source,
-            path,
-            problems,
-            &mut objects.endpoints,
-        ),
-        ("v1", "Node") => read(
-            value,
-            &kind,
-            false,
-            source,
-            path,
-            problems,
-            &mut objects.nodes,
-        ),
+        ("v1", "Service") => read(value, &kind, true, source, path, problems, &mut objects.services),
+        ("v1", "Endpoints") => read(value, &kind, true, source, path, problems, &mut objects.endpoints),
+        ("v1", "Node") => read(value, &kind, false, source, path, problems, &mut objects.nodes),
         ("discovery.k8s.io/v1" | "discovery.k8s.io/v1beta1", "EndpointSlice") => {
             object.insert("apiVersion".into(), Value::from("discovery.k8s.io/v1"));
             let slices = &mut objects.endpoint_slices;
@@ -248,10 +195,7 @@ fn unpack_list(
         Value::Array(items) => items,
         Value::Null => return,
         other => {
-            let reason = format!(
-                "{path}{kind}: items is not a list but {}",
-                json_type(&other)
-            );
+            let reason = format!("{path}{kind}: items is not a list but {}", json_type(&other));
             return loaded.problems.push(Problem::new(reason).at(Some(source)));
         }
     };
@@ -262,12 +206,8 @@ fn unpack_list(
     let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
     for (index, mut item) in items.into_iter().enumerate() {
         if let (Some(item_kind), Some(object)) = (item_kind, item.as_object_mut()) {
-            object
-                .entry("apiVersion")
-                .or_insert_with(|| Value::from(api_version));
-            object
-                .entry("kind")
-                .or_insert_with(|| Value::from(item_kind));
+            object.entry("apiVersion").or_insert_with(|| Value::from(api_version));
+            object.entry("kind").or_insert_with(|| Value::from(item_kind));
         }
         let item_path = format!("{path}items[{index}]: ");
         classify(item, source, &item_path, depth + 1, loaded);
@@ -299,41 +239,21 @@ fn read<T>(
     T: DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
 {
     let meta = value.get("metadata");
-    let field = |key: &str| {
-        meta.and_then(|m| m.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let (name, namespace) = (
-        field("name"),
-        field("namespace").filter(|ns| !ns.is_empty()),
-    );
+    let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_owned);
+    let (name, namespace) = (field("name"), field("namespace").filter(|ns| !ns.is_empty()));
     match serde_json::from_value::<T>(value) {
         Ok(mut object) => {
-            if namespaced
-                && object
-                    .metadata()
-                    .namespace
-                    .as_deref()
-                    .is_none_or(str::is_empty)
-            {
+            if namespaced && object.metadata().namespace.as_deref().is_none_or(str::is_empty) {
                 object.metadata_mut().namespace = Some("default".to_string());
             }
-            out.push(Sourced {
-                source: source.clone(),
-                object,
-            });
+            out.push(Sourced { source: source.clone(), object });
         }
         Err(err) => {
             let problem = match name {
                 Some(name) => {
                     let ns = namespaced.then(|| namespace.unwrap_or_else(|| "default".into()));
                     let label = object_label(kind, ns.as_deref(), &name);
-                    Problem {
-                        source: None,
-                        object: Some(label),
-                        reason: err.to_string(),
-                    }
+                    Problem { source: None, object: Some(label), reason: err.to_string() }
                 }
                 None => Problem::new(format!("{path}{kind} without a readable name: {err}")),
             };

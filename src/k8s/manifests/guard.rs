@@ -11,10 +11,7 @@ pub(super) fn too_deep(text: &str) -> bool {
     let bytes = text.as_bytes();
     let (mut depth, mut index, mut previous) = (0usize, 0usize, b'\n');
     while let Some(&byte) = bytes.get(index) {
-        let starts_token = matches!(
-            previous,
-            b' ' | b'\t' | b'\r' | b'\n' | b'[' | b'{' | b',' | b':' | b'-' | b'?'
-        );
+        let starts_token = matches!(previous, b' ' | b'\t' | b'\r' | b'\n' | b'[' | b'{' | b',' | b':' | b'-' | b'?');
         match byte {
             b'[' | b'{' => {
                 depth += 1;
@@ -51,11 +48,7 @@ fn skip_quoted(bytes: &[u8], start: usize) -> usize {
 
 /// Index of the newline ending the line at `start` (or the last byte).
 fn skip_line(bytes: &[u8], start: usize) -> usize {
-    bytes
-        .iter()
-        .skip(start)
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len().saturating_sub(1), |n| start + n)
+    bytes.iter().skip(start).position(|&b| b == b'\n').map_or(bytes.len().saturating_sub(1), |n| start + n)
 }
 
 #[cfg(test)]
@@ -64,9 +57,7 @@ mod tests {
 
     #[test]
     fn ordinary_documents_pass() {
-        assert!(!too_deep(
-            "a: [1, {b: [2]}]\nc: \"[[[[\"\nd: '{{'' [[['\n# [[[[[[\n"
-        ));
+        assert!(!too_deep("a: [1, {b: [2]}]\nc: \"[[[[\"\nd: '{{'' [[['\n# [[[[[[\n"));
         assert!(!too_deep(&"- [x]\n".repeat(100_000)));
         assert!(!too_deep(&format!("a: \"{}\"\n", "[".repeat(5000))));
         assert!(!too_deep(&format!("a: '{}'\n", "[".repeat(5000))));
@@ -87,10 +78,7 @@ mod tests {
         assert!(too_deep(&"['a'']', ".repeat(MAX_FLOW_DEPTH + 1)));
         assert!(too_deep(&"[\"\\\"]\", ".repeat(MAX_FLOW_DEPTH + 1)));
         // A quote inside a plain scalar does not start a quoted scalar.
-        assert!(too_deep(&format!(
-            "a: it's {}",
-            "[".repeat(MAX_FLOW_DEPTH + 1)
-        )));
+        assert!(too_deep(&format!("a: it's {}", "[".repeat(MAX_FLOW_DEPTH + 1))));
         assert!(too_deep(&"[a#b, ".repeat(MAX_FLOW_DEPTH + 1)));
     }
 }

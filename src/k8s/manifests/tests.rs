@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use super::documents::{shift_lines, split_yaml, Chunk};
 use super::*;
 
-const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  clusterIP: 10.96.0.10\n  ports:\n  - port: 80\n";
+const SERVICE: &str =
+    "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  clusterIP: 10.96.0.10\n  ports:\n  - port: 80\n";
 
 fn load(text: &str) -> Loaded {
     load_str(text, Path::new("m.yaml"))
@@ -14,21 +15,14 @@ fn messages(loaded: &Loaded) -> Vec<String> {
     loaded.problems.iter().map(ToString::to_string).collect()
 }
 
-fn names<
-    T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
->(
+fn names<T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(
     list: &[Sourced<T>],
 ) -> Vec<String> {
     list.iter()
         .map(|s| {
             let meta = s.object.metadata();
             let ns = meta.namespace.clone().unwrap_or_default();
-            format!(
-                "{}#{} {ns}/{}",
-                s.source.file.display(),
-                s.source.document,
-                meta.name.clone().unwrap_or_default()
-            )
+            format!("{}#{} {ns}/{}", s.source.file.display(), s.source.document, meta.name.clone().unwrap_or_default())
         })
         .collect()
 }
@@ -42,14 +36,7 @@ fn splits_documents_and_numbers_them() {
     assert_eq!(chunks[0].text, "\na: 1\n");
     assert_eq!(chunks[1].text, " # second\nb: 2\n");
     assert_eq!(chunks[2].text, "\n");
-    assert_eq!(
-        split_yaml("a: 1\n"),
-        vec![Chunk {
-            number: 1,
-            first_line: 0,
-            text: "a: 1\n"
-        }]
-    );
+    assert_eq!(split_yaml("a: 1\n"), vec![Chunk { number: 1, first_line: 0, text: "a: 1\n" }]);
     assert!(split_yaml("").is_empty());
     assert_eq!(split_yaml("a: '---'\nb: ---x\n").len(), 1);
 }
@@ -74,37 +61,26 @@ fn skips_other_kinds_and_non_objects_quietly() {
     );
     let loaded = load(&text);
     assert_eq!(messages(&loaded), Vec::<String>::new());
-    assert_eq!(
-        names(&loaded.objects.services),
-        vec!["m.yaml#1 default/web"]
-    );
+    assert_eq!(names(&loaded.objects.services), vec!["m.yaml#1 default/web"]);
     assert_eq!(loaded.objects.len(), 1);
 }
 
 #[test]
 fn bad_yaml_in_one_document_keeps_the_others() {
-    let text = format!(
-        "{SERVICE}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: [broken\n---\n{SERVICE}"
-    );
+    let text = format!("{SERVICE}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: [broken\n---\n{SERVICE}");
     let loaded = load(&text);
     assert_eq!(loaded.objects.services.len(), 2);
     assert_eq!(loaded.problems.len(), 1, "{:?}", messages(&loaded));
     let message = loaded.problems[0].to_string();
     assert!(message.starts_with("m.yaml#2: invalid YAML: "), "{message}");
-    assert!(
-        message.contains("line 14"),
-        "line numbers count from the file start: {message}"
-    );
+    assert!(message.contains("line 14"), "line numbers count from the file start: {message}");
 }
 
 #[test]
 fn wrong_shape_names_the_object_and_the_serde_error() {
     let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  ports: \"80\"\n";
     let loaded = load(text);
-    assert_eq!(
-        messages(&loaded),
-        vec!["m.yaml#1: Service shop/web: invalid type: string \"80\", expected a sequence"]
-    );
+    assert_eq!(messages(&loaded), vec!["m.yaml#1: Service shop/web: invalid type: string \"80\", expected a sequence"]);
     let loaded = load("apiVersion: v1\nkind: Service\nmetadata: 7\n");
     assert_eq!(
         messages(&loaded),
@@ -115,14 +91,7 @@ fn wrong_shape_names_the_object_and_the_serde_error() {
 #[test]
 fn namespace_defaults_to_default() {
     let loaded = load(SERVICE);
-    assert_eq!(
-        loaded.objects.services[0]
-            .object
-            .metadata
-            .namespace
-            .as_deref(),
-        Some("default")
-    );
+    assert_eq!(loaded.objects.services[0].object.metadata.namespace.as_deref(), Some("default"));
     let node = load("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n");
     assert_eq!(node.objects.nodes[0].object.metadata.namespace, None);
 }
@@ -135,10 +104,7 @@ fn unpacks_lists_as_kubectl_prints_them() {
     let loaded = load(text);
     assert_eq!(messages(&loaded), Vec::<String>::new());
     assert_eq!(names(&loaded.objects.services), vec!["m.yaml#1 default/a"]);
-    assert_eq!(
-        names(&loaded.objects.endpoint_slices),
-        vec!["m.yaml#1 default/a-1"]
-    );
+    assert_eq!(names(&loaded.objects.endpoint_slices), vec!["m.yaml#1 default/a-1"]);
     assert_eq!(names(&loaded.objects.endpoints), vec!["m.yaml#1 default/a"]);
 }
 
@@ -148,21 +114,14 @@ fn typed_lists_lend_their_kind_to_items() {
                    "items": [{"metadata": {"name": "a", "namespace": "x"}}, {"metadata": {"name": "b", "namespace": "x"}, "spec": {"ports": 5}}]}"#;
     let loaded = load_str(text, Path::new("list.json"));
     assert_eq!(names(&loaded.objects.services), vec!["list.json#1 x/a"]);
-    assert_eq!(
-        messages(&loaded),
-        vec!["list.json#1: Service x/b: invalid type: integer `5`, expected a sequence"]
-    );
+    assert_eq!(messages(&loaded), vec!["list.json#1: Service x/b: invalid type: integer `5`, expected a sequence"]);
     let loaded = load("apiVersion: v1\nkind: ServiceList\nitems: 5\n");
-    assert_eq!(
-        messages(&loaded),
-        vec!["m.yaml#1: ServiceList: items is not a list but a number"]
-    );
+    assert_eq!(messages(&loaded), vec!["m.yaml#1: ServiceList: items is not a list but a number"]);
 }
 
 #[test]
 fn unnamed_list_items_are_located() {
-    let loaded =
-        load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  spec: 1\n");
+    let loaded = load("apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  spec: 1\n");
     assert_eq!(
         messages(&loaded),
         vec!["m.yaml#1: items[0]: Service without a readable name: invalid type: integer `1`, expected ServiceSpec"]
@@ -173,22 +132,13 @@ fn unnamed_list_items_are_located() {
 fn reads_json_and_json_streams() {
     let one = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}"#;
     let loaded = load_str(&format!("{one}\n{one}"), Path::new("s.json"));
-    assert_eq!(
-        names(&loaded.objects.services),
-        vec!["s.json#1 default/a", "s.json#2 default/a"]
-    );
+    assert_eq!(names(&loaded.objects.services), vec!["s.json#1 default/a", "s.json#2 default/a"]);
     let loaded = load_str(&format!("{one}\n{{\"apiVersion\": "), Path::new("s.json"));
     assert_eq!(loaded.objects.services.len(), 1);
-    assert_eq!(
-        messages(&loaded),
-        vec!["s.json#2: invalid JSON: EOF while parsing a value at line 2 column 15"]
-    );
+    assert_eq!(messages(&loaded), vec!["s.json#2: invalid JSON: EOF while parsing a value at line 2 column 15"]);
     // A YAML file that merely starts with `{` falls back to YAML.
     let loaded = load("{apiVersion: v1, kind: Service, metadata: {name: flow}}\n");
-    assert_eq!(
-        names(&loaded.objects.services),
-        vec!["m.yaml#1 default/flow"]
-    );
+    assert_eq!(names(&loaded.objects.services), vec!["m.yaml#1 default/flow"]);
 }
 
 #[test]
@@ -204,11 +154,7 @@ fn yaml_merge_keys_and_byte_order_mark() {
     let text = "\u{feff}apiVersion: v1\nkind: Service\nmetadata:\n  name: m\nspec:\n  <<: {clusterIP: 10.96.0.1}\n  type: ClusterIP\n";
     let loaded = load(text);
     assert_eq!(messages(&loaded), Vec::<String>::new());
-    let spec = loaded.objects.services[0]
-        .object
-        .spec
-        .clone()
-        .unwrap_or_default();
+    let spec = loaded.objects.services[0].object.spec.clone().unwrap_or_default();
     assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.1"));
 }
 
@@ -226,22 +172,15 @@ fn walks_directories_sorted_and_filtered() {
     let svc = |name: &str| SERVICE.replace("name: web", &format!("name: {name}"));
     write(&root.join("b.yaml"), &svc("b"));
     write(&root.join("a/z.yml"), &svc("az"));
-    write(
-        &root.join("a/c.json"),
-        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ac"}}"#,
-    );
+    write(&root.join("a/c.json"), r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ac"}}"#);
     write(&root.join("README.md"), "# not yaml: [\n");
     write(&root.join("notes.txt"), &svc("txt"));
     write(&root.join(".git/x.yaml"), &svc("hidden"));
     write(&root.join("..data/x.yaml"), &svc("configmap-data"));
     let loaded = load_paths(&[root.to_path_buf(), root.join("notes.txt")]);
     assert_eq!(messages(&loaded), Vec::<String>::new());
-    let got: Vec<String> = loaded
-        .objects
-        .services
-        .iter()
-        .map(|s| s.object.metadata.name.clone().unwrap_or_default())
-        .collect();
+    let got: Vec<String> =
+        loaded.objects.services.iter().map(|s| s.object.metadata.name.clone().unwrap_or_default()).collect();
     assert_eq!(got, vec!["ac", "az", "b", "txt"]);
 }
 
@@ -254,91 +193,45 @@ fn unreadable_paths_are_problems() {
     let loaded = load_paths(&[missing.clone(), binary.clone()]);
     let got = messages(&loaded);
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(
-        got[0].starts_with(&format!("{}: cannot read: ", missing.display())),
-        "{}",
-        got[0]
-    );
-    assert_eq!(
-        got[1],
-        format!(
-            "{}: not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 0",
-            binary.display()
-        )
-    );
+    assert!(got[0].starts_with(&format!("{}: cannot read: ", missing.display())), "{}", got[0]);
+    assert_eq!(got[1], format!("{}: not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 0", binary.display()));
 }
 
 #[test]
 fn source_and_problem_display() {
-    let source = Source {
-        file: PathBuf::from("f.yaml"),
-        document: 3,
-    };
+    let source = Source { file: PathBuf::from("f.yaml"), document: 3 };
     assert_eq!(source.to_string(), "f.yaml#3");
-    assert_eq!(
-        Source {
-            file: PathBuf::from("f.yaml"),
-            document: 0
-        }
-        .to_string(),
-        "f.yaml"
-    );
-    let problem =
-        Problem::about("Service", Some("default"), "web", "port \"http\": bad").at(Some(&source));
-    assert_eq!(
-        problem.to_string(),
-        "f.yaml#3: Service default/web: port \"http\": bad"
-    );
+    assert_eq!(Source { file: PathBuf::from("f.yaml"), document: 0 }.to_string(), "f.yaml");
+    let problem = Problem::about("Service", Some("default"), "web", "port \"http\": bad").at(Some(&source));
+    assert_eq!(problem.to_string(), "f.yaml#3: Service default/web: port \"http\": bad");
     assert_eq!(Problem::new("x").to_string(), "x");
     assert_eq!(object_label("Node", None, "we\"b"), "Node \"we\\\"b\"");
 }
 
 #[test]
 fn hostile_documents_fail_cleanly() {
-    let deep_yaml = format!(
-        "apiVersion: v1\nkind: Service\nspec: {}",
-        "[".repeat(100_000)
-    );
+    let deep_yaml = format!("apiVersion: v1\nkind: Service\nspec: {}", "[".repeat(100_000));
     let started = std::time::Instant::now();
     let loaded = load(&deep_yaml);
-    assert_eq!(
-        messages(&loaded),
-        vec!["m.yaml#1: invalid YAML: flow collections nested more than 1000 deep"]
-    );
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(1),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_eq!(messages(&loaded), vec!["m.yaml#1: invalid YAML: flow collections nested more than 1000 deep"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
     let deep_ok = format!("apiVersion: v1\nkind: Service\nspec: {}", "[".repeat(900));
     assert_eq!(
         messages(&load(&deep_ok)),
         vec!["m.yaml#1: invalid YAML: recursion limit exceeded at line 3 column 134"]
     );
-    let deep_json = format!(
-        "{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"spec\": {}",
-        "[".repeat(100_000)
-    );
+    let deep_json = format!("{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"spec\": {}", "[".repeat(100_000));
     let loaded = load_str(&deep_json, Path::new("deep.json"));
-    assert_eq!(
-        messages(&loaded),
-        vec!["deep.json#1: invalid JSON: recursion limit exceeded at line 1 column 175"]
-    );
+    assert_eq!(messages(&loaded), vec!["deep.json#1: invalid JSON: recursion limit exceeded at line 1 column 175"]);
     let laughs = "apiVersion: v1\nkind: Service\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
                   c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
                   e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
                   g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
     let loaded = load(laughs);
-    assert_eq!(
-        messages(&loaded),
-        vec!["m.yaml#1: invalid YAML: repetition limit exceeded"]
-    );
+    assert_eq!(messages(&loaded), vec!["m.yaml#1: invalid YAML: repetition limit exceeded"]);
     let mut nested = String::from("apiVersion: v1\nkind: Service\nmetadata: {name: deep}\n");
     for _ in 0..10 {
-        nested = format!(
-            "apiVersion: v1\nkind: List\nitems:\n- {}",
-            nested.replace('\n', "\n  ")
-        );
+        nested = format!("apiVersion: v1\nkind: List\nitems:\n- {}", nested.replace('\n', "\n  "));
     }
     let loaded = load(&nested);
     assert_eq!(

@@ -19,9 +19,7 @@ pub(crate) fn quoted(value: &str) -> String {
 pub(crate) fn shown(value: &str) -> String {
     let plain = !value.is_empty()
         && value.len() <= SHOWN_CHARS
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
     if plain {
         value.to_string()
     } else {
@@ -50,10 +48,7 @@ mod tests {
     #[test]
     fn long_values_are_cut() {
         let long = "a".repeat(300);
-        assert_eq!(
-            quoted(&long),
-            format!("\"{}…\" (300 chars)", "a".repeat(64))
-        );
+        assert_eq!(quoted(&long), format!("\"{}…\" (300 chars)", "a".repeat(64)));
         assert_eq!(shown(&long), quoted(&long));
     }
 }

@@ -23,14 +23,9 @@ fn jump_loops_are_detected() {
                 -A PREROUTING -j KUBE-A\n-A KUBE-A -j KUBE-B\n-A KUBE-B -j KUBE-A\n";
     let t = run(text, &packet("10.0.0.1", "10.96.0.1:80"));
     assert_eq!(t.outcomes.len(), 1, "{t}");
-    let Verdict::Aborted { chain, reason } = &t.outcomes[0].verdict else {
-        panic!("{t}")
-    };
+    let Verdict::Aborted { chain, reason } = &t.outcomes[0].verdict else { panic!("{t}") };
     assert_eq!(chain, "nat/KUBE-A");
-    assert!(
-        reason.contains("loop") && reason.contains("KUBE-B"),
-        "{reason}"
-    );
+    assert!(reason.contains("loop") && reason.contains("KUBE-B"), "{reason}");
     assert!(t.to_string().starts_with("ABORTED (jump loop"), "{t}");
 }
 
@@ -41,10 +36,7 @@ fn deep_nesting_is_cut_off() {
         text.push_str(&format!(":C{i} - [0:0]\n-A C{i} -j C{}\n", i + 1));
     }
     let t = run(&text, &packet("10.0.0.1", "10.96.0.1:80"));
-    assert!(
-        matches!(&t.outcomes[0].verdict, Verdict::Aborted { reason, .. } if reason.contains("deeper")),
-        "{t}"
-    );
+    assert!(matches!(&t.outcomes[0].verdict, Verdict::Aborted { reason, .. } if reason.contains("deeper")), "{t}");
 }
 
 #[test]
@@ -59,10 +51,7 @@ fn branch_explosion_is_bounded_and_keeps_total_probability() {
     let t = run(&text, &packet("10.0.0.1", "10.96.0.1:80"));
     let total: f64 = t.outcomes.iter().map(|o| o.probability).sum();
     assert!((total - 1.0).abs() < 1e-9, "{total}");
-    assert!(t
-        .outcomes
-        .iter()
-        .any(|o| matches!(o.verdict, Verdict::Aborted { .. })));
+    assert!(t.outcomes.iter().any(|o| matches!(o.verdict, Verdict::Aborted { .. })));
 }
 
 #[test]
@@ -107,10 +96,7 @@ fn odd_rules_never_panic_and_are_noted() {
         "DNAT",
         "REDIRECT",
     ] {
-        assert!(
-            t.notes.iter().any(|n| n.contains(needle)),
-            "no note about {needle}:\n{t}"
-        );
+        assert!(t.notes.iter().any(|n| n.contains(needle)), "no note about {needle}:\n{t}");
     }
 }
 
@@ -164,25 +150,15 @@ fn marks_set_and_tested_in_every_spelling() {
                 -A PREROUTING -m mark --mark 0xb001/0xffff -j DROP\n\
                 -A PREROUTING -m mark --mark 0xf001 -m connmark --mark 0x1 -j DROP\n\
                 -A PREROUTING -m mark --mark 0xf001 -m connmark --mark 0x0 -j DNAT --to-destination 10.0.0.1:1\n";
-    assert_eq!(
-        single_verdict(text, &packet("10.9.9.9", "10.96.0.1:80")),
-        dnat("10.0.0.1:1")
-    );
+    assert_eq!(single_verdict(text, &packet("10.9.9.9", "10.96.0.1:80")), dnat("10.0.0.1:1"));
 }
 
 #[test]
 fn chain_policy_drop_applies_when_nothing_accepts() {
-    let text =
-        "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DNAT --to-destination 10.244.0.9:80\n\
+    let text = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DNAT --to-destination 10.244.0.9:80\n\
                 COMMIT\n*filter\n:FORWARD DROP [0:0]\nCOMMIT\n";
     let v = single_verdict(text, &packet("10.9.9.9", "10.96.0.1:80"));
-    assert_eq!(
-        v,
-        Verdict::Drop {
-            chain: "filter/FORWARD".into(),
-            comment: Some("chain policy".into())
-        }
-    );
+    assert_eq!(v, Verdict::Drop { chain: "filter/FORWARD".into(), comment: Some("chain policy".into()) });
 }
 
 #[test]
@@ -206,11 +182,7 @@ fn redirect_and_multiport() {
     p.protocol = Protocol::Udp;
     let t = run(text, &p);
     assert_eq!(t.outcomes[0].verdict, Verdict::Redirect(15053));
-    assert!(
-        t.to_string()
-            .starts_with("REDIRECT to local port 15053 p=1.000 masquerade=no"),
-        "{t}"
-    );
+    assert!(t.to_string().starts_with("REDIRECT to local port 15053 p=1.000 masquerade=no"), "{t}");
     p.dport = 80;
     assert!(run(text, &p).is_accept());
 }
@@ -241,9 +213,7 @@ fn ipv6_service_and_node_port() {
 -A KUBE-SVC-V6 -j KUBE-SEP-V6
 -A KUBE-SEP-V6 -p udp -m udp -j DNAT --to-destination [fd00:10:244:1::7]:5353
 "#;
-    let env = TraceEnv {
-        local_ips: vec!["fd00::10".parse().unwrap()],
-    };
+    let env = TraceEnv { local_ips: vec!["fd00::10".parse().unwrap()] };
     let dns = |src: &str, dst: &str| {
         let mut p = packet(src, dst);
         p.protocol = Protocol::Udp;
@@ -259,8 +229,7 @@ fn ipv6_service_and_node_port() {
 
 #[test]
 fn missing_tables_are_not_listed_as_visited() {
-    let text =
-        "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DNAT --to-destination 10.0.0.1:1\n";
+    let text = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DNAT --to-destination 10.0.0.1:1\n";
     let t = run(text, &packet("10.9.9.9", "10.96.0.1:80"));
     assert_eq!(t.outcomes[0].chains, ["nat/PREROUTING"]);
     assert!(t.notes.is_empty(), "{t}");

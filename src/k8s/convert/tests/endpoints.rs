@@ -17,65 +17,38 @@ fn cluster_ip_service_with_sorted_deduplicated_endpoints() {
     ));
     assert_eq!(messages(&c), Vec::<String>::new());
     let web = port(&c, "web", "http");
-    assert_eq!(
-        web.cluster_ips,
-        vec!["10.96.0.10".parse::<IpAddr>().expect("ip")]
-    );
+    assert_eq!(web.cluster_ips, vec!["10.96.0.10".parse::<IpAddr>().expect("ip")]);
     assert_eq!(web.port, 80);
-    assert_eq!(
-        keys(&web.endpoints),
-        vec!["10.0.0.10:8080", "10.0.0.2:8080"]
-    );
+    assert_eq!(keys(&web.endpoints), vec!["10.0.0.10:8080", "10.0.0.2:8080"]);
     // web-a is merged first: its non-terminating 10.0.0.10 stays; its terminating 10.0.0.2
     // is replaced by web-b's non-terminating copy.
     let ten = &web.endpoints[0];
     assert!(ten.ready && ten.serving && !ten.terminating);
     assert_eq!(ten.zone_hints, vec!["zone-a"]);
     let two = &web.endpoints[1];
-    assert_eq!(
-        (two.ready, two.serving, two.terminating),
-        (true, true, false)
-    );
+    assert_eq!((two.ready, two.serving, two.terminating), (true, true, false));
     assert_eq!(two.node_name.as_deref(), Some("node-a"));
-    assert_eq!(
-        c.state.services.len(),
-        1,
-        "unmatched slice ports are ignored"
-    );
+    assert_eq!(c.state.services.len(), 1, "unmatched slice ports are ignored");
 }
 
 #[test]
 fn terminating_endpoints_keep_their_conditions() {
     let body = "ports:\n- name: http\n  port: 8080\nendpoints:\n- addresses: [10.0.0.10, 10.9.9.9]\n  conditions: {ready: false, serving: true, terminating: true}\n";
-    let c = convert(&format!(
-        "{}{}",
-        svc("web", WEB),
-        slice("web-1", "web", "IPv4", body)
-    ));
+    let c = convert(&format!("{}{}", svc("web", WEB), slice("web-1", "web", "IPv4", body)));
     let ep = &port(&c, "web", "http").endpoints;
     assert_eq!(keys(ep), vec!["10.0.0.10:8080"], "addresses[0] only");
-    assert_eq!(
-        (ep[0].ready, ep[0].serving, ep[0].terminating),
-        (false, true, true)
-    );
+    assert_eq!((ep[0].ready, ep[0].serving, ep[0].terminating), (false, true, true));
 }
 
 #[test]
 fn dual_stack_service_with_ipv6_slice() {
     let spec = "  clusterIP: 10.96.0.20\n  clusterIPs: [10.96.0.20, fd00::20, 10.96.0.21]\n  ports:\n  - port: 53\n    protocol: UDP\n";
     let v6 = "ports:\n- port: 5353\n  protocol: UDP\nendpoints:\n- addresses: [\"fd00::5\"]\n- addresses: [\"fd00::10\"]\n- addresses: [10.0.0.1]\n- {addresses: []}\n";
-    let c = convert(&format!(
-        "{}{}",
-        svc("dns", spec),
-        slice("dns-v6", "dns", "IPv6", v6)
-    ));
+    let c = convert(&format!("{}{}", svc("dns", spec), slice("dns-v6", "dns", "IPv6", v6)));
     let dns = &c.state.services[&key("default", "dns", "", Protocol::Udp)];
     let ips: Vec<String> = dns.cluster_ips.iter().map(ToString::to_string).collect();
     assert_eq!(ips, vec!["10.96.0.20", "fd00::20"]);
-    assert_eq!(
-        keys(&dns.endpoints),
-        vec!["[fd00::10]:5353", "[fd00::5]:5353"]
-    );
+    assert_eq!(keys(&dns.endpoints), vec!["[fd00::10]:5353", "[fd00::5]:5353"]);
     assert_eq!(
         messages(&c),
         vec![
@@ -101,39 +74,20 @@ fn core_endpoints_when_there_are_no_slices() {
     );
     let ep = &port(&c, "web", "http").endpoints;
     assert_eq!(keys(ep), vec!["10.0.1.1:8080", "10.0.1.2:8080"]);
-    assert_eq!(
-        (ep[0].ready, ep[0].serving, ep[0].terminating),
-        (false, false, false)
-    );
-    assert_eq!(
-        (ep[1].ready, ep[1].node_name.as_deref()),
-        (true, Some("node-b"))
-    );
+    assert_eq!((ep[0].ready, ep[0].serving, ep[0].terminating), (false, false, false));
+    assert_eq!((ep[1].ready, ep[1].node_name.as_deref()), (true, Some("node-b")));
 }
 
 #[test]
 fn endpoints_source_selects_the_api() {
-    let one_slice = slice(
-        "web-1",
-        "web",
-        "IPv4",
-        "ports:\n- {name: http, port: 9090}\nendpoints:\n- addresses: [10.0.2.1]\n",
-    );
+    let one_slice =
+        slice("web-1", "web", "IPv4", "ports:\n- {name: http, port: 9090}\nendpoints:\n- addresses: [10.0.2.1]\n");
     let yaml = format!("{}{CORE_ENDPOINTS}{one_slice}", svc("web", WEB));
     let auto = convert(&yaml);
-    assert_eq!(
-        keys(&port(&auto, "web", "http").endpoints),
-        vec!["10.0.2.1:9090"]
-    );
+    assert_eq!(keys(&port(&auto, "web", "http").endpoints), vec!["10.0.2.1:9090"]);
     let core = convert_with(&yaml, EndpointsSource::Endpoints);
-    assert_eq!(
-        keys(&port(&core, "web", "http").endpoints),
-        vec!["10.0.1.1:8080", "10.0.1.2:8080"]
-    );
-    let slices = convert_with(
-        &format!("{}{CORE_ENDPOINTS}", svc("web", WEB)),
-        EndpointsSource::EndpointSlices,
-    );
+    assert_eq!(keys(&port(&core, "web", "http").endpoints), vec!["10.0.1.1:8080", "10.0.1.2:8080"]);
+    let slices = convert_with(&format!("{}{CORE_ENDPOINTS}", svc("web", WEB)), EndpointsSource::EndpointSlices);
     assert!(port(&slices, "web", "http").endpoints.is_empty());
 }
 
@@ -142,11 +96,7 @@ fn slice_problems() {
     let no_label = "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: loose\naddressType: IPv4\nendpoints: []\n";
     let body = "ports:\n- {name: http, port: 8080, protocol: ICMP}\n- {name: http}\n- {name: http, port: 8080}\n- {name: http, port: 8081}\n\
                 endpoints:\n- addresses: [10.0.0.300]\n- {addresses: [10.0.0.1], nodeName: \"Node A\"}\n";
-    let c = convert(&format!(
-        "{}{no_label}{}",
-        svc("web", WEB),
-        slice("web-1", "web", "IPv4", body)
-    ));
+    let c = convert(&format!("{}{no_label}{}", svc("web", WEB), slice("web-1", "web", "IPv4", body)));
     assert_eq!(
         messages(&c),
         vec![
@@ -168,16 +118,9 @@ fn many_bad_endpoints_are_summarised() {
     for i in 0..100 {
         body.push_str(&format!("- addresses: [bad-{i}]\n"));
     }
-    let c = convert(&format!(
-        "{}{}",
-        svc("web", WEB),
-        slice("web-1", "web", "IPv4", &body)
-    ));
+    let c = convert(&format!("{}{}", svc("web", WEB), slice("web-1", "web", "IPv4", &body)));
     assert_eq!(c.problems.len(), 21);
-    assert_eq!(
-        c.problems[20].to_string(),
-        "t.yaml#2: EndpointSlice default/web-1: 80 more problems not shown"
-    );
+    assert_eq!(c.problems[20].to_string(), "t.yaml#2: EndpointSlice default/web-1: 80 more problems not shown");
 }
 
 #[test]
@@ -213,20 +156,12 @@ fn ten_thousand_endpoints_in_memory_are_fast_and_sorted() {
         .iter()
         .cloned()
         .map(|mut e| {
-            e.conditions = Some(discovery::EndpointConditions {
-                terminating: Some(true),
-                ..Default::default()
-            });
+            e.conditions = Some(discovery::EndpointConditions { terminating: Some(true), ..Default::default() });
             e
         })
         .collect();
-    let loaded = load_str(
-        &svc(
-            "big",
-            "  clusterIP: 10.96.0.9\n  ports:\n  - {name: http, port: 80}\n",
-        ),
-        Path::new("t.yaml"),
-    );
+    let loaded =
+        load_str(&svc("big", "  clusterIP: 10.96.0.9\n  ports:\n  - {name: http, port: 80}\n"), Path::new("t.yaml"));
     let started = std::time::Instant::now();
     let mut builder = StateBuilder::new();
     builder.add_service(&loaded.objects.services[0].object, None);
@@ -241,8 +176,5 @@ fn ten_thousand_endpoints_in_memory_are_fast_and_sorted() {
     assert_eq!(big.endpoints.len(), 10_000);
     assert!(big.endpoints.windows(2).all(|w| w[0].key() < w[1].key()));
     assert!(big.endpoints.iter().all(|e| !e.terminating));
-    assert!(
-        elapsed < std::time::Duration::from_secs(5),
-        "took {elapsed:?}"
-    );
+    assert!(elapsed < std::time::Duration::from_secs(5), "took {elapsed:?}");
 }

@@ -7,36 +7,15 @@ fn ignored_services_give_nothing_and_no_problems() {
     let yaml = [
         svc("headless", "  clusterIP: None\n  ports:\n  - port: 80\n"),
         svc("no-ip", "  ports:\n  - port: 80\n"),
-        svc(
-            "ext",
-            "  type: ExternalName\n  externalName: example.com\n  clusterIP: 10.96.0.30\n",
-        ),
+        svc("ext", "  type: ExternalName\n  externalName: example.com\n  clusterIP: 10.96.0.30\n"),
         svc("mesh", WEB).replace(
             "  name: mesh\n",
             "  name: mesh\n  labels:\n    service.kubernetes.io/service-proxy-name: other\n",
         ),
-        svc("hl", WEB).replace(
-            "  name: hl\n",
-            "  name: hl\n  labels:\n    service.kubernetes.io/headless: \"\"\n",
-        ),
-        slice(
-            "headless-1",
-            "headless",
-            "IPv4",
-            "ports:\n- port: 80\nendpoints:\n- addresses: [10.0.0.1]\n",
-        ),
-        slice(
-            "fqdn",
-            "web",
-            "FQDN",
-            "endpoints:\n- addresses: [example.com]\n",
-        ),
-        slice(
-            "orphan",
-            "nothing",
-            "IPv4",
-            "endpoints:\n- addresses: [10.0.0.1]\n",
-        ),
+        svc("hl", WEB).replace("  name: hl\n", "  name: hl\n  labels:\n    service.kubernetes.io/headless: \"\"\n"),
+        slice("headless-1", "headless", "IPv4", "ports:\n- port: 80\nendpoints:\n- addresses: [10.0.0.1]\n"),
+        slice("fqdn", "web", "FQDN", "endpoints:\n- addresses: [example.com]\n"),
+        slice("orphan", "nothing", "IPv4", "endpoints:\n- addresses: [10.0.0.1]\n"),
     ]
     .concat();
     let c = convert(&yaml);
@@ -56,17 +35,11 @@ fn node_port_load_balancer_and_policies() {
     assert_eq!(lb.node_port, Some(30080));
     let show = |v: &[IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     assert_eq!(show(&lb.external_ips), vec!["192.0.2.1"]);
-    assert_eq!(
-        show(&lb.load_balancer_ips),
-        vec!["198.18.0.1", "198.18.0.3"]
-    );
+    assert_eq!(show(&lb.load_balancer_ips), vec!["198.18.0.1", "198.18.0.3"]);
     let ranges: Vec<String> = lb.source_ranges.iter().map(ToString::to_string).collect();
     assert_eq!(ranges, vec!["203.0.113.0/24", "198.51.100.0/24"]);
     assert_eq!(lb.affinity_timeout, Some(10800));
-    assert_eq!(
-        (lb.external_policy, lb.internal_policy),
-        (TrafficPolicy::Local, TrafficPolicy::Local)
-    );
+    assert_eq!((lb.external_policy, lb.internal_policy), (TrafficPolicy::Local, TrafficPolicy::Local));
     assert_eq!(lb.health_check_node_port, Some(32000));
     assert_eq!(
         messages(&c),
@@ -87,10 +60,7 @@ fn node_ports_only_for_node_port_types_and_health_check_only_for_local_lb() {
     let a = port(&c, "a", "");
     assert_eq!((a.node_port, a.health_check_node_port), (None, None));
     let b = port(&c, "b", "");
-    assert_eq!(
-        (b.node_port, b.health_check_node_port, b.affinity_timeout),
-        (Some(30051), None, Some(60))
-    );
+    assert_eq!((b.node_port, b.health_check_node_port, b.affinity_timeout), (Some(30051), None, Some(60)));
 }
 
 #[test]
@@ -127,15 +97,9 @@ fn bad_values_are_reported_precisely() {
 fn invalid_cluster_ip_or_name_drops_the_service() {
     let c = convert(&format!(
         "{}{}{}",
-        svc(
-            "bad-ip",
-            "  clusterIP: 10.96.0.300\n  ports:\n  - port: 80\n"
-        ),
+        svc("bad-ip", "  clusterIP: 10.96.0.300\n  ports:\n  - port: 80\n"),
         svc("\"Bad_Name\"", WEB),
-        svc(
-            "good",
-            "  clusterIP: 010.096.000.070\n  ports:\n  - port: 80\n"
-        ),
+        svc("good", "  clusterIP: 010.096.000.070\n  ports:\n  - port: 80\n"),
     ));
     assert_eq!(
         messages(&c),
@@ -144,10 +108,7 @@ fn invalid_cluster_ip_or_name_drops_the_service() {
             "t.yaml#2: Service default/Bad_Name: invalid name \"Bad_Name\": must be lowercase letters, digits and '-', starting and ending with a letter or digit (a DNS-1123 label)",
         ]
     );
-    assert_eq!(
-        port(&c, "good", "").cluster_ips[0].to_string(),
-        "10.96.0.70"
-    );
+    assert_eq!(port(&c, "good", "").cluster_ips[0].to_string(), "10.96.0.70");
 }
 
 #[test]
@@ -155,12 +116,7 @@ fn cross_service_conflicts_keep_the_first_by_namespace_and_name() {
     let a = "  type: NodePort\n  clusterIP: 10.96.0.80\n  ports:\n  - {name: http, port: 80, nodePort: 30080}\n  - {name: dns, port: 53, protocol: UDP, nodePort: 30080}\n";
     let b = "  type: NodePort\n  clusterIP: 10.96.0.81\n  ports:\n  - {name: web, port: 80, nodePort: 30080}\n";
     let c_spec = "  clusterIP: 10.96.0.80\n  ports:\n  - {name: http, port: 80}\n  - {name: alt, port: 8080}\n";
-    let c = convert(&format!(
-        "{}{}{}",
-        svc("zz", b),
-        svc("aa", a),
-        svc("cc", c_spec)
-    ));
+    let c = convert(&format!("{}{}{}", svc("zz", b), svc("aa", a), svc("cc", c_spec)));
     assert_eq!(
         messages(&c),
         vec![
@@ -169,33 +125,20 @@ fn cross_service_conflicts_keep_the_first_by_namespace_and_name() {
         ]
     );
     assert_eq!(port(&c, "aa", "http").node_port, Some(30080));
-    assert_eq!(
-        c.state.services[&key("default", "aa", "dns", Protocol::Udp)].node_port,
-        Some(30080)
-    );
+    assert_eq!(c.state.services[&key("default", "aa", "dns", Protocol::Udp)].node_port, Some(30080));
     assert_eq!(port(&c, "zz", "web").node_port, None);
-    assert!(c
-        .state
-        .services
-        .contains_key(&key("default", "cc", "alt", Protocol::Tcp)));
-    assert!(!c
-        .state
-        .services
-        .contains_key(&key("default", "cc", "http", Protocol::Tcp)));
+    assert!(c.state.services.contains_key(&key("default", "cc", "alt", Protocol::Tcp)));
+    assert!(!c.state.services.contains_key(&key("default", "cc", "http", Protocol::Tcp)));
 }
 
 #[test]
 fn duplicate_objects_keep_the_first() {
-    let c = convert(&format!(
-        "{}{}",
-        svc("web", WEB),
-        svc("web", "  clusterIP: 10.96.0.99\n  ports:\n  - port: 1\n")
-    ));
-    assert_eq!(messages(&c), vec!["t.yaml#2: Service default/web: defined more than once; this copy is ignored (first read from t.yaml#1)"]);
+    let c = convert(&format!("{}{}", svc("web", WEB), svc("web", "  clusterIP: 10.96.0.99\n  ports:\n  - port: 1\n")));
     assert_eq!(
-        port(&c, "web", "http").cluster_ips[0].to_string(),
-        "10.96.0.10"
+        messages(&c),
+        vec!["t.yaml#2: Service default/web: defined more than once; this copy is ignored (first read from t.yaml#1)"]
     );
+    assert_eq!(port(&c, "web", "http").cluster_ips[0].to_string(), "10.96.0.10");
 }
 
 #[test]
@@ -221,17 +164,11 @@ fn builder_reports_without_source_for_live_objects() {
     svc_obj.metadata.namespace = Some("shop".into());
     svc_obj.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
         cluster_ip: Some("10.96.0.1".into()),
-        ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
-            port: 0,
-            ..Default::default()
-        }]),
+        ports: Some(vec![k8s_openapi::api::core::v1::ServicePort { port: 0, ..Default::default() }]),
         ..Default::default()
     });
     let mut builder = StateBuilder::new();
     builder.add_service(&svc_obj, None);
     let c = builder.finish();
-    assert_eq!(
-        messages(&c),
-        vec!["Service shop/web: port #1: port 0 out of range 1-65535"]
-    );
+    assert_eq!(messages(&c), vec!["Service shop/web: port #1: port 0 out of range 1-65535"]);
 }
