@@ -141,6 +141,9 @@ impl RenderInput {
         if self.objects.is_empty() {
             bail!("--objects PATH… is required: the manifests (files or directories) to render");
         }
+        if let Some(missing) = self.objects.iter().find(|p| !p.exists()) {
+            bail!("--objects {}: no such file or directory", missing.display());
+        }
         let loaded = manifests::load_paths(&self.objects);
         let source = match self.endpoints_source {
             EndpointsSourceArg::Auto => EndpointsSource::Auto,
@@ -151,7 +154,7 @@ impl RenderInput {
         let problems: Vec<String> =
             loaded.problems.iter().chain(converted.problems.iter()).map(ToString::to_string).collect();
         for problem in &problems {
-            eprintln!("kubenat: skipped: {problem}");
+            eprintln!("kubenat: warning: {problem}");
         }
         if self.strict && !problems.is_empty() {
             bail!("{} object(s) skipped and --strict is set", problems.len());
