@@ -80,7 +80,7 @@ fn bad_flags_fail_with_one_clear_line() {
     for (args, needle) in [
         (vec!["render", "--objects", "x", "--cluster-cidr", "10.0.0.0/33"], "--cluster-cidr"),
         (vec!["render", "--objects", "x", "--iptables-masquerade-bit", "32"], "--iptables-masquerade-bit"),
-        (vec!["render", "--objects", "x", "--nodeport-addresses", "nope"], "--nodeport-addresses"),
+        (vec!["render", "--objects", "examples/demo", "--nodeport-addresses", "nope"], "--nodeport-addresses"),
         (
             vec!["render", "--objects", "examples/demo", "--detect-local-mode", "BridgeInterface"],
             "--pod-bridge-interface",
