@@ -18,7 +18,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod conntrack;
+pub mod daemon;
 pub mod flannel;
+pub mod health;
+pub mod healthcheck;
 pub mod iptables;
 pub mod k8s;
+pub mod metrics;
 pub mod model;
+pub mod sync;
