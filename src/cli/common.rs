@@ -11,7 +11,8 @@ use kubenat::iptables::render::{self, JumpRule};
 use kubenat::iptables::ruleset::Ruleset;
 use kubenat::k8s::convert::{self, EndpointsSource};
 use kubenat::k8s::manifests;
-use kubenat::model::{ClusterState, IpFamily, LocalDetector, NodeConfig, NodePortAddresses};
+use kubenat::config::{self, NodeOptions};
+use kubenat::model::{ClusterState, IpFamily, NodeConfig};
 
 /// `--detect-local-mode` values (kube-proxy's names, plus an explicit `none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -170,6 +171,32 @@ impl RenderInput {
         }
     }
 
+    /// The shared node options these flags describe.
+    pub fn node_options(&self) -> NodeOptions {
+        NodeOptions {
+            node_name: self.node.clone(),
+            cluster_cidrs: self.cluster_cidr.clone(),
+            detect_local_mode: match self.detect_local_mode {
+                DetectLocalMode::ClusterCidr => config::DetectLocalMode::ClusterCidr,
+                DetectLocalMode::NodeCidr => config::DetectLocalMode::NodeCidr,
+                DetectLocalMode::BridgeInterface => config::DetectLocalMode::BridgeInterface,
+                DetectLocalMode::InterfaceNamePrefix => config::DetectLocalMode::InterfaceNamePrefix,
+                DetectLocalMode::None => config::DetectLocalMode::None,
+            },
+            pod_bridge_interface: self.pod_bridge_interface.clone(),
+            pod_interface_name_prefix: self.pod_interface_name_prefix.clone(),
+            node_ips: self.node_ip.clone(),
+            node_addresses: self.node_addresses.clone(),
+            nodeport_addresses: self.nodeport_addresses.clone(),
+            masquerade_all: self.masquerade_all,
+            masquerade_bit: self.iptables_masquerade_bit,
+            localhost_nodeports: self.iptables_localhost_nodeports,
+            random_fully: self.random_fully,
+            nfacct: self.nfacct,
+            conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
+        }
+    }
+
     /// Builds the node configuration from flags, the Node object and flannel's subnet.env.
     fn node_config(&self, objects: &manifests::Objects) -> anyhow::Result<NodeConfig> {
         let family = self.family();
@@ -184,95 +211,15 @@ impl RenderInput {
             }
             None => None,
         };
-
-        let in_family = |net: &&IpNet| family.contains(&net.addr());
-        let cluster_cidr = self
-            .cluster_cidr
-            .iter()
-            .find(in_family)
-            .or_else(|| flannel.as_ref().and_then(|f| f.networks.iter().find(in_family)))
-            .copied();
-        let node_cidr = flannel
-            .as_ref()
-            .and_then(|f| f.subnets.iter().find(in_family).copied())
-            .or_else(|| facts.as_ref().and_then(|f| f.pod_cidrs.iter().find(in_family).copied()));
-
-        let local_detector = match self.detect_local_mode {
-            DetectLocalMode::None => LocalDetector::None,
-            DetectLocalMode::ClusterCidr => cluster_cidr.map_or(LocalDetector::None, LocalDetector::Cidr),
-            DetectLocalMode::NodeCidr => match node_cidr {
-                Some(cidr) => LocalDetector::Cidr(cidr),
-                None => bail!(
-                    "--detect-local-mode NodeCIDR needs the node's pod CIDR: pass --flannel-subnet-file or a Node object named by --hostname-override"
-                ),
-            },
-            DetectLocalMode::BridgeInterface => match &self.pod_bridge_interface {
-                Some(name) if valid_interface(name) => LocalDetector::Bridge(name.clone()),
-                Some(name) => bail!("--pod-bridge-interface {name:?} is not a valid interface name"),
-                None => bail!("--detect-local-mode BridgeInterface needs --pod-bridge-interface"),
-            },
-            DetectLocalMode::InterfaceNamePrefix => match &self.pod_interface_name_prefix {
-                Some(prefix) if valid_interface(prefix) => LocalDetector::InterfacePrefix(prefix.clone()),
-                Some(prefix) => bail!("--pod-interface-name-prefix {prefix:?} is not a valid interface name prefix"),
-                None => bail!("--detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix"),
-            },
-        };
-        if self.detect_local_mode == DetectLocalMode::ClusterCidr && cluster_cidr.is_none() {
+        let opts = self.node_options();
+        if opts.detect_local_mode == config::DetectLocalMode::ClusterCidr
+            && opts.cluster_cidr(family, flannel.as_ref()).is_none()
+        {
             eprintln!(
                 "kubenat: note: no {family} cluster CIDR (--cluster-cidr or --flannel-subnet-file): ClusterIP traffic from outside the cluster will not be masqueraded"
             );
         }
-
-        let mut node_ips: Vec<IpAddr> = self.node_ip.clone();
-        if node_ips.is_empty() {
-            node_ips = facts.as_ref().map(|f| f.internal_ips.clone()).unwrap_or_default();
-        }
-        let mut local_addresses = self.node_addresses.clone();
-        if local_addresses.is_empty() {
-            local_addresses = node_ips.iter().map(|ip| IpNet::from(*ip)).collect();
-        }
-        let nodeport_addresses = self.nodeport_addresses(&node_ips)?;
-
-        Ok(NodeConfig {
-            family,
-            node_name: self.node.clone(),
-            zone: facts.and_then(|f| f.zone),
-            node_ips,
-            local_addresses,
-            local_detector,
-            masquerade_all: self.masquerade_all,
-            masquerade_bit: self.iptables_masquerade_bit,
-            nodeport_addresses,
-            localhost_nodeports: self.iptables_localhost_nodeports,
-            random_fully: self.random_fully,
-            nfacct: self.nfacct,
-            conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
-        })
-    }
-
-    fn nodeport_addresses(&self, node_ips: &[IpAddr]) -> anyhow::Result<NodePortAddresses> {
-        if self.nodeport_addresses.is_empty() {
-            return Ok(NodePortAddresses::All);
-        }
-        let mut cidrs = Vec::new();
-        for value in &self.nodeport_addresses {
-            if value == "primary" {
-                cidrs.extend(node_ips.iter().map(|ip| IpNet::from(*ip)));
-            } else {
-                let net: IpNet = value
-                    .trim()
-                    .parse()
-                    .with_context(|| format!("--nodeport-addresses: {value:?} is not a CIDR or \"primary\""))?;
-                cidrs.push(net);
-            }
-        }
-        Ok(NodePortAddresses::Cidrs(cidrs))
+        Ok(opts.node_config(family, facts.as_ref(), flannel.as_ref())?)
     }
 }
 
-/// Linux interface names: 1–15 characters, no `/`, whitespace, quotes or `+`.
-fn valid_interface(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 15
-        && name.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '"' | '\'' | '\\' | '+' | '!'))
-}
