@@ -1,4 +1,5 @@
-//! The `kubenat` command line: offline tools (`render`, `diff`, `trace`, `apply`).
+//! The `kubenat` command line: the node daemon (no subcommand) and the offline tools
+//! (`render`, `diff`, `trace`, `apply`).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -9,13 +10,15 @@ use clap::{Parser, Subcommand};
 
 /// kubenat: kube-proxy-compatible service NAT with iptables-restore.
 #[derive(Debug, Parser)]
-#[command(name = "kubenat", version, about, long_about = None)]
+#[command(name = "kubenat", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `kubenat=debug`.
     #[arg(long, env = "KUBENAT_LOG", default_value = "warn", global = true)]
     log: String,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    daemon: cli::daemon::DaemonArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,12 +37,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
-        Command::Render(args) => cli::render::run(args),
-        Command::Diff(args) => cli::diff::run(args),
-        Command::Trace(args) => cli::trace::run(args),
-        Command::Apply(args) => cli::apply::run(args),
+        Some(Command::Render(args)) => cli::render::run(args),
+        Some(Command::Diff(args)) => cli::diff::run(args),
+        Some(Command::Trace(args)) => cli::trace::run(args),
+        Some(Command::Apply(args)) => cli::apply::run(args),
+        None => cli::daemon::run(cli.daemon),
     };
     match result {
         Ok(code) => code,

@@ -1,1 +1,273 @@
-//! (placeholder, being written)
+//! The sync loop, level-triggered: snapshot the sources → `ClusterState` → render → plan →
+//! apply, rate-limited by the min sync period and forced (as a full sync) every sync period.
+//!
+//! A sync is *partial* when the kernel is known to hold what we last applied: only the chains
+//! whose rules changed are written. It is *full* at start, after any failure, periodically, and
+//! whenever the canary chains show that someone flushed the tables: the current rules are read
+//! back (`iptables-save`), missing jumps are inserted and stale chains removed. The last good
+//! rules always stay in place when a restore fails.
+
+mod run;
+
+pub use run::run;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::NodeOptions;
+use crate::conntrack::{self, Conntrack};
+use crate::flannel::subnet_env::SubnetEnv;
+use crate::health::HealthState;
+use crate::iptables::exec::{Iptables, RestoreOptions};
+use crate::iptables::plan::plan_partial;
+use crate::iptables::render::{jump_rules, render};
+use crate::iptables::ruleset::{Ruleset, TableName};
+use crate::iptables::{apply, parse};
+use crate::k8s::watch::{Changes, Snapshot};
+use crate::metrics::{Metrics, SyncKind};
+use crate::model::{ClusterState, IpFamily};
+
+/// Errors of one sync; the loop logs them, keeps the last good rules and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node configuration could not be built (e.g. NodeCIDR mode without a pod CIDR yet).
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// Reading the current rules failed (retryable).
+    #[error("reading the current {family} rules: {source}")]
+    Save {
+        /// Family.
+        family: IpFamily,
+        /// Cause.
+        #[source]
+        source: crate::iptables::exec::Error,
+    },
+    /// The current rules could not be parsed.
+    #[error("parsing the current {family} rules: {source}")]
+    Parse {
+        /// Family.
+        family: IpFamily,
+        /// Cause.
+        #[source]
+        source: crate::iptables::parse::Error,
+    },
+    /// `iptables-restore` rejected a full sync; the previous rules are still in place.
+    #[error("{family} restore failed: {source}")]
+    Restore {
+        /// Family.
+        family: IpFamily,
+        /// Cause (names the failing line of our input).
+        #[source]
+        source: crate::iptables::exec::Error,
+    },
+}
+
+/// Result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the loop is paced and what it programs.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// `--iptables-min-sync-period`.
+    pub min_sync_period: Duration,
+    /// `--iptables-sync-period`: forced full sync interval (also canary and health timeout base).
+    pub sync_period: Duration,
+    /// IP families to program.
+    pub families: Vec<IpFamily>,
+    /// The options that shape the rules.
+    pub node: NodeOptions,
+    /// flannel's subnet.env, when present.
+    pub flannel: Option<SubnetEnv>,
+}
+
+/// What one family's sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyReport {
+    /// Family.
+    pub family: IpFamily,
+    /// Full or partial (a failed partial that fell back to full reports full).
+    pub kind: SyncKind,
+    /// Bytes of restore input (0 when nothing changed and no restore ran).
+    pub bytes: usize,
+    /// Whether a partial restore failed first.
+    pub partial_failed: bool,
+}
+
+/// Keeps the kernel's rules equal to the rendered state; owns what was last applied.
+pub struct Syncer {
+    opts: SyncOptions,
+    ipt: Arc<dyn Iptables + Send + Sync>,
+    conntrack: Arc<dyn Conntrack + Send + Sync>,
+    metrics: Metrics,
+    health: HealthState,
+    /// What the kernel holds, as we rendered it, per family; absent = unknown (full sync next).
+    applied: BTreeMap<IpFamily, Ruleset>,
+    /// The state the applied rules were rendered from (for conntrack cleanup).
+    applied_state: Option<ClusterState>,
+    /// Problems already logged, so each bad object is reported once.
+    logged_problems: BTreeSet<String>,
+}
+
+const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: true };
+
+impl Syncer {
+    /// A syncer that has applied nothing yet (its first sync is full).
+    pub fn new(
+        opts: SyncOptions,
+        ipt: Arc<dyn Iptables + Send + Sync>,
+        conntrack: Arc<dyn Conntrack + Send + Sync>,
+        metrics: Metrics,
+        health: HealthState,
+    ) -> Self {
+        Syncer {
+            opts,
+            ipt,
+            conntrack,
+            metrics,
+            health,
+            applied: BTreeMap::new(),
+            applied_state: None,
+            logged_problems: BTreeSet::new(),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &SyncOptions {
+        &self.opts
+    }
+
+    /// Forgets what was applied, so the next sync is full.
+    pub fn invalidate(&mut self) {
+        self.applied.clear();
+    }
+
+    /// Whether the canary chain is missing from any programmed family's mangle table (someone
+    /// flushed the tables behind our back).
+    pub fn canary_missing(&self) -> bool {
+        self.opts.families.iter().any(|&family| match self.ipt.save(family, Some(TableName::Mangle)) {
+            Ok(text) => !text.lines().any(|l| l.starts_with(":KUBE-PROXY-CANARY ")),
+            Err(err) => {
+                tracing::warn!(%family, error = %err, "could not read the mangle table to check the canary");
+                false
+            }
+        })
+    }
+
+    /// One sync of every family. `full` forces reading back and repairing the kernel state.
+    pub fn sync(&mut self, snapshot: &Snapshot, changes: &Changes, full: bool) -> Result<Vec<FamilyReport>> {
+        let started = Instant::now();
+        self.log_new_problems(snapshot);
+        let mut reports = Vec::new();
+        for family in self.opts.families.clone() {
+            let result = self.sync_family(family, snapshot, full);
+            match result {
+                Ok(report) => reports.push(report),
+                Err(err) => {
+                    self.applied.remove(&family);
+                    self.metrics.inc_restore_failure(SyncKind::Full);
+                    return Err(err);
+                }
+            }
+        }
+        self.clean_conntrack(snapshot);
+        self.applied_state = Some(snapshot.state.clone());
+        let elapsed = started.elapsed().as_secs_f64();
+        let kind = if reports.iter().any(|r| r.kind == SyncKind::Full) { SyncKind::Full } else { SyncKind::Partial };
+        self.metrics.observe_sync(kind, elapsed);
+        self.metrics.set_last_sync(unix_now());
+        self.metrics.inc_service_changes(changes.services);
+        self.metrics.inc_endpoint_changes(changes.endpoints);
+        let now = SystemTime::now();
+        for trigger in &changes.trigger_times {
+            if let Ok(age) = now.duration_since(*trigger) {
+                self.metrics.observe_network_programming(age.as_secs_f64());
+            }
+        }
+        self.health.updated(now);
+        let bytes: usize = reports.iter().map(|r| r.bytes).sum();
+        tracing::info!(
+            services = snapshot.state.services.len(),
+            kind = ?kind,
+            bytes,
+            elapsed_ms = (elapsed * 1000.0) as u64,
+            "synced"
+        );
+        Ok(reports)
+    }
+
+    fn sync_family(&mut self, family: IpFamily, snapshot: &Snapshot, full: bool) -> Result<FamilyReport> {
+        let node = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())?;
+        let desired = render(&snapshot.state, &node);
+        for table in &desired.tables {
+            self.metrics.set_rules_total(table.name, table.rules.len());
+        }
+        let mut partial_failed = false;
+        if let (false, Some(last)) = (full, self.applied.get(&family)) {
+            let input = plan_partial(last, &desired);
+            if input.tables.is_empty() {
+                return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: 0, partial_failed });
+            }
+            let text = input.to_string();
+            tracing::trace!(%family, input = %text, "partial restore");
+            match self.ipt.restore(family, &text, NOFLUSH) {
+                Ok(()) => {
+                    self.metrics.observe_restore_bytes(SyncKind::Partial, text.len());
+                    self.applied.insert(family, desired);
+                    return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: text.len(), partial_failed });
+                }
+                Err(err) => {
+                    tracing::warn!(%family, error = %err, "partial restore failed; falling back to a full sync");
+                    self.metrics.inc_restore_failure(SyncKind::Partial);
+                    partial_failed = true;
+                }
+            }
+        }
+        let mut saved = String::new();
+        for table in [TableName::Filter, TableName::Nat] {
+            let text = self.ipt.save(family, Some(table)).map_err(|source| Error::Save { family, source })?;
+            saved.push_str(&text);
+        }
+        let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
+        let input = apply::plan(&desired, &jump_rules(&node), &current);
+        let text = input.to_string();
+        tracing::trace!(%family, input = %text, "full restore");
+        self.ipt.restore(family, &text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
+        self.metrics.observe_restore_bytes(SyncKind::Full, text.len());
+        self.applied.insert(family, desired);
+        Ok(FamilyReport { family, kind: SyncKind::Full, bytes: text.len(), partial_failed })
+    }
+
+    /// Deletes conntrack entries of UDP flows whose endpoint went away or that were
+    /// black-holed while the service had no endpoints.
+    fn clean_conntrack(&self, snapshot: &Snapshot) {
+        let Some(old) = &self.applied_state else {
+            return;
+        };
+        let new = &snapshot.state;
+        for &family in &self.opts.families {
+            let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref()) else {
+                continue;
+            };
+            for filter in conntrack::stale_udp_flows(old, new, &node) {
+                match self.conntrack.delete(family, &filter) {
+                    Ok(n) => tracing::debug!(%family, ?filter, deleted = n, "conntrack cleanup"),
+                    Err(err) => tracing::warn!(%family, ?filter, error = %err, "conntrack cleanup failed"),
+                }
+            }
+        }
+    }
+
+    fn log_new_problems(&mut self, snapshot: &Snapshot) {
+        let current: BTreeSet<String> = snapshot.problems.iter().map(ToString::to_string).collect();
+        for problem in current.difference(&self.logged_problems) {
+            tracing::warn!(problem = %problem, "object skipped");
+        }
+        self.logged_problems = current;
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod common;
+pub mod daemon;
 pub mod diff;
 pub mod render;
 pub mod trace;

@@ -1,1 +1,340 @@
-//! (placeholder, being written)
+//! Live sources of cluster state for the daemon: kube-rs reflectors on Services, EndpointSlices
+//! (or Endpoints) and this node's Node object, and a file source that serves the same role from
+//! manifests on disk. Both hand the syncer a `Snapshot` and bump a change counter on every event.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::convert::{self, EndpointsSource, NodeFacts, StateBuilder};
+use super::manifests::{self, Problem};
+use crate::model::ClusterState;
+
+/// The EndpointSlice annotation kube-proxy reads for `network_programming_duration_seconds`.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+/// Services kube-proxy does not handle (another proxy claims them, or they are headless).
+pub const SERVICE_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+/// Endpoint objects of Services another proxy claims.
+pub const ENDPOINTS_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name";
+
+/// What one sync works from.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every proxied service port with its endpoints.
+    pub state: ClusterState,
+    /// This node's labels, pod CIDRs and addresses, once its Node object is known.
+    pub node: Option<NodeFacts>,
+    /// Objects that could not be used, with the reason.
+    pub problems: Vec<Problem>,
+}
+
+/// Counts and timestamps of changes since the syncer last took them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Service events.
+    pub services: u64,
+    /// EndpointSlice / Endpoints events.
+    pub endpoints: u64,
+    /// `last-change-trigger-time` of changed EndpointSlices.
+    pub trigger_times: Vec<SystemTime>,
+}
+
+/// Shared between the watch tasks and the syncer: a change counter the syncer waits on, and
+/// what changed since it last looked.
+#[derive(Debug)]
+pub struct ChangeFeed {
+    counter: watch::Sender<u64>,
+    pending: Mutex<Changes>,
+}
+
+impl ChangeFeed {
+    /// A new feed and a receiver for the syncer.
+    pub fn new() -> (Arc<ChangeFeed>, watch::Receiver<u64>) {
+        let (counter, rx) = watch::channel(0);
+        (Arc::new(ChangeFeed { counter, pending: Mutex::new(Changes::default()) }), rx)
+    }
+
+    /// Records one event and wakes the syncer.
+    pub fn record(&self, kind: ChangeKind, trigger: Option<SystemTime>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            match kind {
+                ChangeKind::Service => pending.services += 1,
+                ChangeKind::Endpoints => pending.endpoints += 1,
+                ChangeKind::Other => {}
+            }
+            pending.trigger_times.extend(trigger);
+        }
+        self.counter.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Takes (and resets) what changed since the last call.
+    pub fn take(&self) -> Changes {
+        self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+}
+
+/// Which kind of object an event was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A Service.
+    Service,
+    /// An EndpointSlice or Endpoints object.
+    Endpoints,
+    /// The Node.
+    Other,
+}
+
+/// Where the daemon's cluster state comes from.
+pub trait StateSource: Send + Sync {
+    /// The current state, or `None` until Services and endpoints have both been listed once
+    /// (never program a partial view).
+    fn snapshot(&self) -> Option<Snapshot>;
+}
+
+/// A reflector store and whether its first list has completed.
+struct Reflected<K: Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    listed: Arc<AtomicBool>,
+}
+
+impl<K: Resource + Clone + 'static> Reflected<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn ready(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+}
+
+/// Reflector stores fed by kube-rs watchers.
+pub struct ApiSource {
+    services: Reflected<Service>,
+    slices: Option<Reflected<EndpointSlice>>,
+    endpoints: Option<Reflected<Endpoints>>,
+    nodes: Reflected<Node>,
+}
+
+fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+    let text = slice.metadata.annotations.as_ref()?.get(TRIGGER_TIME_ANNOTATION)?;
+    let time: Time = serde_json::from_value(serde_json::Value::String(text.clone())).ok()?;
+    Some(SystemTime::from(time.0))
+}
+
+/// Runs one reflector until shutdown, recording every event in the feed.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    feed: Arc<ChangeFeed>,
+    kind: ChangeKind,
+    trigger: fn(&K) -> Option<SystemTime>,
+    shutdown: CancellationToken,
+) -> Reflected<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let listed = Arc::new(AtomicBool::new(false));
+    let listed_flag = listed.clone();
+    let what = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => feed.record(kind, trigger(&obj)),
+                Some(Ok(watcher::Event::InitApply(obj))) => feed.record(kind, trigger(&obj)),
+                Some(Ok(watcher::Event::InitDone)) => {
+                    tracing::info!(resource = what, "listed");
+                    listed_flag.store(true, Ordering::Release);
+                    feed.record(kind, None)
+                }
+                Some(Ok(watcher::Event::Init)) => {}
+                Some(Err(err)) => tracing::warn!(resource = what, error = %err, "watch failed; retrying with backoff"),
+                None => break,
+            }
+        }
+    });
+    Reflected { store: reader, listed }
+}
+
+impl ApiSource {
+    /// Starts the watchers; they run until `shutdown`.
+    pub fn start(
+        client: Client,
+        node_name: &str,
+        source: EndpointsSource,
+        feed: Arc<ChangeFeed>,
+        shutdown: CancellationToken,
+    ) -> ApiSource {
+        let svc_cfg = watcher::Config::default().labels(SERVICE_SELECTOR);
+        let ep_cfg = watcher::Config::default().labels(ENDPOINTS_SELECTOR);
+        let no_trigger = |_: &_| None;
+        let services = spawn_reflector(
+            Api::<Service>::all(client.clone()),
+            svc_cfg,
+            feed.clone(),
+            ChangeKind::Service,
+            no_trigger,
+            shutdown.clone(),
+        );
+        let (slices, endpoints) = match source {
+            EndpointsSource::Endpoints => {
+                let store = spawn_reflector(
+                    Api::<Endpoints>::all(client.clone()),
+                    ep_cfg,
+                    feed.clone(),
+                    ChangeKind::Endpoints,
+                    |_: &Endpoints| None,
+                    shutdown.clone(),
+                );
+                (None, Some(store))
+            }
+            EndpointsSource::EndpointSlices | EndpointsSource::Auto => {
+                let store = spawn_reflector(
+                    Api::<EndpointSlice>::all(client.clone()),
+                    ep_cfg,
+                    feed.clone(),
+                    ChangeKind::Endpoints,
+                    trigger_time,
+                    shutdown.clone(),
+                );
+                (Some(store), None)
+            }
+        };
+        let node_cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+        let nodes =
+            spawn_reflector(Api::<Node>::all(client), node_cfg, feed, ChangeKind::Other, |_: &Node| None, shutdown);
+        ApiSource { services, slices, endpoints, nodes }
+    }
+}
+
+impl StateSource for ApiSource {
+    fn snapshot(&self) -> Option<Snapshot> {
+        let services_ready = self.services.ready();
+        let endpoints_ready = self.slices.as_ref().is_none_or(Reflected::ready)
+            && self.endpoints.as_ref().is_none_or(Reflected::ready);
+        if !services_ready || !endpoints_ready {
+            return None;
+        }
+        let mut builder = StateBuilder::new();
+        for svc in self.services.store.state() {
+            builder.add_service(&svc, None);
+        }
+        for slice in self.slices.iter().flat_map(|r| r.store.state()) {
+            builder.add_endpoint_slice(&slice, None);
+        }
+        for ep in self.endpoints.iter().flat_map(|r| r.store.state()) {
+            builder.add_endpoints(&ep, None);
+        }
+        let converted = builder.finish();
+        let node = self.nodes.store.state().first().map(|n| convert::node_facts(n));
+        Some(Snapshot { state: converted.state, node, problems: converted.problems })
+    }
+}
+
+/// Manifests on disk standing in for the API (`--objects`): re-read when any file changes.
+pub struct FileSource {
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
+}
+
+/// Modification time and size of every file under `paths`, to notice changes cheaply.
+fn fingerprint(paths: &[PathBuf]) -> BTreeMap<PathBuf, (Option<SystemTime>, u64)> {
+    let mut out = BTreeMap::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            out.insert(path, (None, 0));
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else {
+            out.insert(path, (meta.modified().ok(), meta.len()));
+        }
+        if out.len() > 100_000 {
+            break;
+        }
+    }
+    out
+}
+
+impl FileSource {
+    /// Loads `paths` now and re-loads them whenever they change (polled every `interval`).
+    pub fn start(
+        paths: Vec<PathBuf>,
+        node_name: String,
+        source: EndpointsSource,
+        interval: Duration,
+        feed: Arc<ChangeFeed>,
+        shutdown: CancellationToken,
+    ) -> FileSource {
+        let snapshot = Arc::new(Mutex::new(None));
+        let shared = snapshot.clone();
+        tokio::spawn(async move {
+            let mut seen = None;
+            loop {
+                let print = fingerprint(&paths);
+                if seen.as_ref() != Some(&print) {
+                    let loaded = manifests::load_paths(&paths);
+                    let mut converted = convert::cluster_state(&loaded.objects, source);
+                    let node = loaded
+                        .objects
+                        .nodes
+                        .iter()
+                        .find(|n| n.object.metadata.name.as_deref() == Some(node_name.as_str()))
+                        .map(|n| convert::node_facts(&n.object));
+                    let mut problems = loaded.problems;
+                    problems.append(&mut converted.problems);
+                    let services = converted.state.services.len();
+                    tracing::info!(files = print.len(), services, "loaded manifests");
+                    if let Ok(mut slot) = shared.lock() {
+                        *slot = Some(Snapshot { state: converted.state, node, problems });
+                    }
+                    feed.record(ChangeKind::Service, None);
+                    seen = Some(print);
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+        FileSource { snapshot }
+    }
+}
+
+impl StateSource for FileSource {
+    fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshot.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// Human name of an object for logs.
+pub fn describe<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}

@@ -1,0 +1,381 @@
+//! The node daemon (`kubenat` with no subcommand): kube-proxy's flags and `--config` file,
+//! merged flag > file > default, then the watchers, the sync loop and the HTTP servers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ipnet::IpNet;
+use kubenat::config::{self, DetectLocalMode, KubeProxyConfiguration, NodeOptions};
+use kubenat::conntrack::ExecConntrack;
+use kubenat::flannel::subnet_env;
+use kubenat::health::{self, HealthState};
+use kubenat::healthcheck::HealthCheckServers;
+use kubenat::iptables::cleanup;
+use kubenat::iptables::exec::{Backend, ExecIptables, Iptables};
+use kubenat::iptables::fake::FakeIptables;
+use kubenat::k8s::convert::EndpointsSource;
+use kubenat::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
+use kubenat::metrics::Metrics;
+use kubenat::model::IpFamily;
+use kubenat::sync::{self, SyncOptions, Syncer};
+use tokio_util::sync::CancellationToken;
+
+use super::apply::BackendArg;
+use super::common::EndpointsSourceArg;
+
+/// `--proxy-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// NAT rules in iptables (kube-proxy's default).
+    Iptables,
+    /// The legacy userspace proxy.
+    Userspace,
+}
+
+/// The daemon's flags (kube-proxy's names; each also from a `KUBENAT_*` environment variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Proxy mode.
+    #[arg(long = "proxy-mode", alias = "mode", value_enum, env = "KUBENAT_PROXY_MODE")]
+    proxy_mode: Option<ProxyMode>,
+    /// A `KubeProxyConfiguration` file; flags given on the command line override it.
+    #[arg(long, value_name = "FILE", env = "KUBENAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, value_name = "FILE", env = "KUBENAT_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// API server address (overrides the kubeconfig's).
+    #[arg(long, value_name = "URL", env = "KUBENAT_MASTER")]
+    master: Option<String>,
+    /// Node name (default: $NODE_NAME, else the hostname).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    hostname_override: Option<String>,
+    /// Pod network CIDR(s), comma-separated (default: flannel's FLANNEL_NETWORK).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', env = "KUBENAT_CLUSTER_CIDR")]
+    cluster_cidr: Option<Vec<IpNet>>,
+    /// ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix or none.
+    #[arg(long, value_name = "MODE", env = "KUBENAT_DETECT_LOCAL_MODE")]
+    detect_local_mode: Option<String>,
+    /// Bridge for `--detect-local-mode BridgeInterface`.
+    #[arg(long, value_name = "NAME", env = "KUBENAT_POD_BRIDGE_INTERFACE")]
+    pod_bridge_interface: Option<String>,
+    /// Interface prefix for `--detect-local-mode InterfaceNamePrefix`.
+    #[arg(long, value_name = "PREFIX", env = "KUBENAT_POD_INTERFACE_NAME_PREFIX")]
+    pod_interface_name_prefix: Option<String>,
+    /// Masquerade all ClusterIP traffic.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "KUBENAT_MASQUERADE_ALL")]
+    masquerade_all: Option<bool>,
+    /// Bit of the packet mark used for masquerading (0–31).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=31), env = "KUBENAT_IPTABLES_MASQUERADE_BIT")]
+    iptables_masquerade_bit: Option<u8>,
+    /// Forced full sync interval (default 30s).
+    #[arg(long, value_parser = humantime::parse_duration, env = "KUBENAT_IPTABLES_SYNC_PERIOD")]
+    iptables_sync_period: Option<Duration>,
+    /// Minimum gap between syncs (default 1s).
+    #[arg(long, value_parser = humantime::parse_duration, env = "KUBENAT_IPTABLES_MIN_SYNC_PERIOD")]
+    iptables_min_sync_period: Option<Duration>,
+    /// CIDRs (or `primary`) whose addresses accept NodePorts (default: all local addresses).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR", env = "KUBENAT_NODEPORT_ADDRESSES")]
+    nodeport_addresses: Option<Vec<String>>,
+    /// Allow NodePorts on 127.0.0.1.
+    #[arg(long, value_name = "BOOL", env = "KUBENAT_IPTABLES_LOCALHOST_NODEPORTS")]
+    iptables_localhost_nodeports: Option<bool>,
+    /// `/healthz` and `/livez` address; empty disables.
+    #[arg(long, value_name = "IP:PORT", env = "KUBENAT_HEALTHZ_BIND_ADDRESS")]
+    healthz_bind_address: Option<String>,
+    /// `/metrics` address; empty disables.
+    #[arg(long, value_name = "IP:PORT", env = "KUBENAT_METRICS_BIND_ADDRESS")]
+    metrics_bind_address: Option<String>,
+    /// Remove kube-proxy's and kubenat's rules and exit.
+    #[arg(long, env = "KUBENAT_CLEANUP")]
+    cleanup: bool,
+    /// iptables backend.
+    #[arg(long, value_enum, default_value = "auto", env = "KUBENAT_IPTABLES_BACKEND")]
+    iptables_backend: BackendArg,
+    /// Log the restore input instead of applying it (rules are kept in memory).
+    #[arg(long, env = "KUBENAT_DRY_RUN")]
+    dry_run: bool,
+    /// Serve the cluster state from these manifest files instead of the API (re-read on change).
+    #[arg(long = "objects", value_name = "PATH", num_args = 1.., env = "KUBENAT_OBJECTS", value_delimiter = ',')]
+    objects: Vec<PathBuf>,
+    /// Where endpoints come from.
+    #[arg(long, value_enum, default_value = "endpointslices", env = "KUBENAT_ENDPOINTS_SOURCE")]
+    endpoints_source: EndpointsSourceArg,
+    /// flannel's subnet.env (cluster CIDR and node pod CIDR when not given).
+    #[arg(long, value_name = "FILE", default_value = subnet_env::DEFAULT_PATH, env = "KUBENAT_FLANNEL_SUBNET_FILE")]
+    flannel_subnet_file: PathBuf,
+    /// Also program IPv6 (ip6tables); default: when an IPv6 cluster CIDR is configured.
+    #[arg(long, value_name = "BOOL", env = "KUBENAT_IPV6")]
+    ipv6: Option<bool>,
+}
+
+/// Everything resolved from flags, file and defaults.
+struct Resolved {
+    node: NodeOptions,
+    sync_period: Duration,
+    min_sync_period: Duration,
+    healthz: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    kubeconfig: Option<PathBuf>,
+}
+
+fn bind_address(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    // kube-proxy accepts a bare IP (port defaulted) or IP:port.
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    bail!("{flag} {value:?} is not IP:PORT (or empty to disable)")
+}
+
+fn go_duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(value).with_context(|| format!("{flag}: {value:?} is not a duration like 30s"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_default()
+}
+
+impl DaemonArgs {
+    fn resolve(&self) -> anyhow::Result<Resolved> {
+        let file = match &self.config {
+            Some(path) => config::load_file(path)?,
+            None => KubeProxyConfiguration::default(),
+        };
+        let mode = self.detect_local_mode.clone().or(file.detect_local_mode.clone()).unwrap_or_default();
+        let detect_local_mode = DetectLocalMode::parse(&mode).with_context(|| {
+            format!("--detect-local-mode {mode:?}: expected ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix or none")
+        })?;
+        let cluster_cidrs = match (&self.cluster_cidr, &file.cluster_cidr) {
+            (Some(flag), _) => flag.clone(),
+            (None, Some(text)) => text
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().with_context(|| format!("--config clusterCIDR: {s:?} is not a CIDR")))
+                .collect::<anyhow::Result<_>>()?,
+            (None, None) => Vec::new(),
+        };
+        let masquerade_bit = match (self.iptables_masquerade_bit, file.iptables.masquerade_bit) {
+            (Some(bit), _) => bit,
+            (None, Some(bit)) => u8::try_from(bit)
+                .ok()
+                .filter(|b| *b <= 31)
+                .with_context(|| format!("--config iptables.masqueradeBit {bit} is not in 0-31"))?,
+            (None, None) => 14,
+        };
+        let node_name = self
+            .hostname_override
+            .clone()
+            .or(file.hostname_override.clone())
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(hostname);
+        if node_name.is_empty() {
+            bail!("--hostname-override: no node name (set it, or NODE_NAME)");
+        }
+        let node = NodeOptions {
+            node_name,
+            cluster_cidrs,
+            detect_local_mode,
+            pod_bridge_interface: self.pod_bridge_interface.clone().or(file.detect_local.bridge_interface.clone()),
+            pod_interface_name_prefix: self
+                .pod_interface_name_prefix
+                .clone()
+                .or(file.detect_local.interface_name_prefix.clone()),
+            nodeport_addresses: self.nodeport_addresses.clone().or(file.node_port_addresses.clone()).unwrap_or_default(),
+            masquerade_all: self.masquerade_all.or(file.iptables.masquerade_all).unwrap_or(false),
+            masquerade_bit,
+            localhost_nodeports: self.iptables_localhost_nodeports.or(file.iptables.localhost_node_ports).unwrap_or(true),
+            ..NodeOptions::default()
+        };
+        node.validate()?;
+        let sync_period = match (self.iptables_sync_period, &file.iptables.sync_period) {
+            (Some(d), _) => d,
+            (None, Some(text)) => go_duration("--config iptables.syncPeriod", text)?,
+            (None, None) => Duration::from_secs(30),
+        };
+        let min_sync_period = match (self.iptables_min_sync_period, &file.iptables.min_sync_period) {
+            (Some(d), _) => d,
+            (None, Some(text)) => go_duration("--config iptables.minSyncPeriod", text)?,
+            (None, None) => Duration::from_secs(1),
+        };
+        if sync_period.is_zero() {
+            bail!("--iptables-sync-period must be greater than 0");
+        }
+        let healthz_text =
+            self.healthz_bind_address.clone().or(file.healthz_bind_address.clone()).unwrap_or("0.0.0.0:10256".into());
+        let metrics_text =
+            self.metrics_bind_address.clone().or(file.metrics_bind_address.clone()).unwrap_or("127.0.0.1:10249".into());
+        Ok(Resolved {
+            node,
+            sync_period,
+            min_sync_period,
+            healthz: bind_address("--healthz-bind-address", &healthz_text)?,
+            metrics: bind_address("--metrics-bind-address", &metrics_text)?,
+            kubeconfig: self.kubeconfig.clone().or(file.client_connection.kubeconfig.clone().map(PathBuf::from)),
+        })
+    }
+
+    fn iptables(&self) -> Arc<dyn Iptables + Send + Sync> {
+        if self.dry_run {
+            return Arc::new(DryRun(FakeIptables::new()));
+        }
+        Arc::new(match self.iptables_backend {
+            BackendArg::Auto => ExecIptables::detected(None),
+            BackendArg::Nft => ExecIptables::new(Backend::Nft),
+            BackendArg::Legacy => ExecIptables::new(Backend::Legacy),
+        })
+    }
+}
+
+/// `--dry-run`: logs every restore input and applies it to an in-memory model instead.
+struct DryRun(FakeIptables);
+
+impl Iptables for DryRun {
+    fn restore(
+        &self,
+        family: IpFamily,
+        input: &str,
+        opts: kubenat::iptables::exec::RestoreOptions,
+    ) -> kubenat::iptables::exec::Result<()> {
+        tracing::info!(%family, bytes = input.len(), "dry run: restore input follows\n{input}");
+        self.0.restore(family, input, opts)
+    }
+
+    fn save(
+        &self,
+        family: IpFamily,
+        table: Option<kubenat::iptables::ruleset::TableName>,
+    ) -> kubenat::iptables::exec::Result<String> {
+        self.0.save(family, table)
+    }
+}
+
+async fn client(resolved: &Resolved, master: &Option<String>) -> anyhow::Result<kube::Client> {
+    let mut config = match &resolved.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}: cannot read it", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}: not usable", path.display()))?
+        }
+        None => kube::Config::infer().await.context("no --kubeconfig and no in-cluster configuration")?,
+    };
+    if let Some(url) = master {
+        config.cluster_url = url.parse().with_context(|| format!("--master {url:?} is not a URL"))?;
+    }
+    kube::Client::try_from(config).context("building the API client")
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `--cleanup` and exit).
+pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    if args.proxy_mode == Some(ProxyMode::Userspace) {
+        bail!("--proxy-mode userspace is not available in this build yet; use iptables");
+    }
+    let resolved = args.resolve()?;
+    if args.cleanup {
+        let ipt = args.iptables();
+        let mut failed = false;
+        for family in [IpFamily::V4, IpFamily::V6] {
+            match cleanup::cleanup(ipt.as_ref(), family) {
+                Ok(report) => println!("{family}: removed {} jump rules and {} chains", report.jumps, report.chains),
+                Err(err) => {
+                    eprintln!("kubenat: cleanup: {err}");
+                    failed = true;
+                }
+            }
+        }
+        return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, resolved))
+}
+
+async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let flannel = match subnet_env::read(&args.flannel_subnet_file) {
+        Ok(env) => Some(env),
+        Err(err) => {
+            tracing::info!(file = %args.flannel_subnet_file.display(), reason = %err, "no flannel subnet.env");
+            None
+        }
+    };
+    let v6_cidr = resolved.node.cluster_cidr(IpFamily::V6, flannel.as_ref()).is_some();
+    let mut families = vec![IpFamily::V4];
+    if args.ipv6.unwrap_or(v6_cidr) {
+        families.push(IpFamily::V6);
+    }
+    let (metrics, registry) = Metrics::new();
+    let health = HealthState::new(resolved.sync_period * 2);
+    if let Some(addr) = resolved.healthz {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--healthz-bind-address {addr}"))?;
+        tokio::spawn(health::serve_healthz(listener, health.clone(), shutdown.clone()));
+    }
+    if let Some(addr) = resolved.metrics {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-bind-address {addr}"))?;
+        tokio::spawn(health::serve_metrics(listener, Arc::new(registry), "iptables", shutdown.clone()));
+    }
+    let (feed, changes) = ChangeFeed::new();
+    let endpoints_source = match args.endpoints_source {
+        EndpointsSourceArg::Endpoints => EndpointsSource::Endpoints,
+        EndpointsSourceArg::Endpointslices => EndpointsSource::EndpointSlices,
+        EndpointsSourceArg::Auto => EndpointsSource::Auto,
+    };
+    let source: Arc<dyn StateSource> = if args.objects.is_empty() {
+        let client = client(&resolved, &args.master).await?;
+        Arc::new(ApiSource::start(client, &resolved.node.node_name, endpoints_source, feed.clone(), shutdown.clone()))
+    } else {
+        Arc::new(FileSource::start(
+            args.objects.clone(),
+            resolved.node.node_name.clone(),
+            endpoints_source,
+            Duration::from_secs(1),
+            feed.clone(),
+            shutdown.clone(),
+        ))
+    };
+    let conntrack = Arc::new(ExecConntrack { netns: None });
+    let opts = SyncOptions {
+        min_sync_period: resolved.min_sync_period,
+        sync_period: resolved.sync_period,
+        families,
+        node: resolved.node.clone(),
+        flannel,
+    };
+    tracing::info!(node = %opts.node.node_name, families = ?opts.families, "starting kubenat in iptables mode");
+    let syncer = Syncer::new(opts, args.iptables(), conntrack, metrics, health);
+    let health_checks = Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()));
+    let loop_handle = tokio::spawn(sync::run(syncer, source, feed, changes, health_checks, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down; rules stay in place");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

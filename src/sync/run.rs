@@ -1,0 +1,106 @@
+//! The async driver around `Syncer`: waits for the first complete list, then syncs on change
+//! (no more often than the min sync period), fully every sync period, with backoff on failure.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::Syncer;
+use crate::healthcheck::HealthCheckServers;
+use crate::k8s::watch::{ChangeFeed, StateSource};
+
+/// Longest wait between retries after failed syncs.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs the sync loop until `shutdown`. Rules stay in place when it returns.
+pub async fn run(
+    mut syncer: Syncer,
+    source: Arc<dyn StateSource>,
+    feed: Arc<ChangeFeed>,
+    mut changes: watch::Receiver<u64>,
+    mut health_checks: Option<HealthCheckServers>,
+    shutdown: CancellationToken,
+) {
+    let opts = syncer.options().clone();
+    let health = syncer.health.clone();
+    // Never program a partial view: wait until Services and endpoints have been listed.
+    let mut logged_wait = false;
+    while source.snapshot().is_none() {
+        if !logged_wait {
+            tracing::info!("waiting for the first list of Services and endpoints");
+            logged_wait = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changes.changed() => {}
+        }
+    }
+    health.queued(SystemTime::now());
+
+    let mut dirty = true;
+    let mut force_full = true;
+    let mut last_sync: Option<Instant> = None;
+    let mut next_full = Instant::now() + opts.sync_period;
+    let mut backoff = Duration::ZERO;
+    loop {
+        if dirty {
+            let earliest = last_sync.map_or_else(Instant::now, |t| t + opts.min_sync_period.max(backoff));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(earliest) => {}
+            }
+            changes.borrow_and_update();
+            let Some(snapshot) = source.snapshot() else { continue };
+            let taken = feed.take();
+            let full = force_full || Instant::now() >= next_full;
+            last_sync = Some(Instant::now());
+            match syncer.sync(&snapshot, &taken, full) {
+                Ok(_) => {
+                    dirty = false;
+                    force_full = false;
+                    backoff = Duration::ZERO;
+                    if full {
+                        next_full = Instant::now() + opts.sync_period;
+                    }
+                    if let Some(servers) = health_checks.as_mut() {
+                        let node = opts.node.node_config(
+                            opts.families.first().copied().unwrap_or_default(),
+                            snapshot.node.as_ref(),
+                            opts.flannel.as_ref(),
+                        );
+                        if let Ok(node) = node {
+                            servers.sync(&crate::healthcheck::desired(&snapshot.state, &node)).await;
+                        }
+                    }
+                }
+                Err(err) => {
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF.min(opts.sync_period));
+                    force_full = true;
+                    tracing::error!(error = %err, retry_in_s = backoff.as_secs(), "sync failed; the previous rules stay in place");
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = changes.changed() => {
+                if changed.is_err() { break; }
+                dirty = true;
+                let now = SystemTime::now();
+                health.queued(now);
+                syncer.metrics.set_last_queued(super::unix_now());
+            }
+            _ = sleep_until(next_full) => {
+                dirty = true;
+                if syncer.canary_missing() {
+                    tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
+                }
+                health.queued(SystemTime::now());
+            }
+        }
+    }
+    tracing::info!("sync loop stopped; rules left in place");
+}
