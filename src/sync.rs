@@ -165,7 +165,9 @@ impl Syncer {
                 Ok(report) => reports.push(report),
                 Err(err) => {
                     self.applied.remove(&family);
-                    self.metrics.inc_restore_failure(SyncKind::Full);
+                    if matches!(err, Error::Restore { .. }) {
+                        self.metrics.inc_restore_failure(SyncKind::Full);
+                    }
                     return Err(err);
                 }
             }

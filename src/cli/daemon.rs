@@ -354,8 +354,9 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
         flannel,
     };
     tracing::info!(node = %opts.node.node_name, families = ?opts.families, "starting kubenat in iptables mode");
+    let health_checks =
+        Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
     let syncer = Syncer::new(opts, args.iptables(), conntrack, metrics, health);
-    let health_checks = Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()));
     let loop_handle = tokio::spawn(sync::run(syncer, source, feed, changes, health_checks, shutdown.clone()));
 
     wait_for_signal().await;
