@@ -248,7 +248,8 @@ impl Syncer {
         };
         let new = &snapshot.state;
         for &family in &self.opts.families {
-            let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref()) else {
+            let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())
+            else {
                 continue;
             };
             for filter in conntrack::stale_udp_flows(old, new, &node) {
@@ -273,3 +274,5 @@ fn unix_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! Syncer tests against the in-memory `FakeIptables` and `FakeConntrack`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::conntrack::FakeConntrack;
+use crate::iptables::fake::FakeIptables;
+use crate::model::{Endpoint, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+
+fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> ServicePort {
+    let mut eps: Vec<Endpoint> = endpoints
+        .iter()
+        .map(|e| Endpoint {
+            addr: e.parse::<SocketAddr>().expect("endpoint"),
+            ready: true,
+            serving: true,
+            terminating: false,
+            node_name: Some("node-1".into()),
+            zone_hints: vec![],
+        })
+        .collect();
+    eps.sort_by_key(|e| e.key());
+    ServicePort {
+        name: ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol },
+        cluster_ips: vec![ip.parse().expect("ip")],
+        port: 80,
+        node_port: None,
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity_timeout: None,
+        external_policy: TrafficPolicy::Cluster,
+        internal_policy: TrafficPolicy::Cluster,
+        health_check_node_port: None,
+        endpoints: eps,
+    }
+}
+
+fn snapshot(services: Vec<ServicePort>) -> Snapshot {
+    Snapshot {
+        state: ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s)).collect() },
+        node: None,
+        problems: vec![],
+    }
+}
+
+struct Rig {
+    ipt: Arc<FakeIptables>,
+    ct: Arc<FakeConntrack>,
+    syncer: Syncer,
+}
+
+fn rig() -> Rig {
+    let ipt = Arc::new(FakeIptables::new());
+    let ct = Arc::new(FakeConntrack::new());
+    let opts = SyncOptions {
+        min_sync_period: Duration::from_secs(1),
+        sync_period: Duration::from_secs(30),
+        families: vec![IpFamily::V4],
+        node: NodeOptions {
+            node_name: "node-1".into(),
+            cluster_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
+            ..NodeOptions::default()
+        },
+        flannel: None,
+    };
+    let (metrics, _registry) = Metrics::new();
+    let health = HealthState::new(Duration::from_secs(60));
+    let syncer = Syncer::new(opts, ipt.clone(), ct.clone(), metrics, health);
+    Rig { ipt, ct, syncer }
+}
+
+fn web(endpoints: &[&str]) -> ServicePort {
+    service("web", "10.96.0.10", Protocol::Tcp, endpoints)
+}
+
+#[test]
+fn first_sync_is_full_then_nothing_to_do() {
+    let mut r = rig();
+    let snap = snapshot(vec![web(&["10.244.1.2:8080", "10.244.2.2:8080"])]);
+    let reports = r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+    assert_eq!(reports[0].kind, SyncKind::Full);
+    let log = r.ipt.restore_log(IpFamily::V4);
+    assert_eq!(log.len(), 1);
+    assert!(log[0].contains("-I PREROUTING 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"));
+    assert!(log[0].contains(":KUBE-PROXY-CANARY - [0:0]"));
+    let reports = r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+    assert_eq!((reports[0].kind, reports[0].bytes), (SyncKind::Partial, 0));
+    assert_eq!(r.ipt.restore_log(IpFamily::V4).len(), 1, "no restore when nothing changed");
+}
+
+#[test]
+fn endpoint_change_writes_only_the_service_chains() {
+    let mut r = rig();
+    let other = service("other", "10.96.0.11", Protocol::Tcp, &["10.244.3.3:80"]);
+    r.syncer.sync(&snapshot(vec![web(&["10.244.1.2:8080"]), other.clone()]), &Changes::default(), false).expect("sync");
+    let snap = snapshot(vec![web(&["10.244.1.2:8080", "10.244.2.2:8080"]), other]);
+    let reports = r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+    assert_eq!(reports[0].kind, SyncKind::Partial);
+    let input = r.ipt.restore_log(IpFamily::V4).pop().expect("partial input");
+    assert!(input.contains(":KUBE-SVC-"), "{input}");
+    assert!(!input.contains(":KUBE-SERVICES"), "KUBE-SERVICES unchanged, must not be rewritten:\n{input}");
+    assert!(!input.contains("ns/other"), "unchanged services are not written:\n{input}");
+    assert!(!input.contains("-I "), "no jump rules on a partial sync:\n{input}");
+    assert!(reports[0].bytes < 1500, "{} bytes", reports[0].bytes);
+}
+
+#[test]
+fn failed_partial_falls_back_to_full_and_failed_full_keeps_rules() {
+    let mut r = rig();
+    r.syncer.sync(&snapshot(vec![web(&["10.244.1.2:8080"])]), &Changes::default(), false).expect("sync");
+    let good = r.ipt.state_text(IpFamily::V4);
+    r.ipt.fail_next(1);
+    let snap = snapshot(vec![web(&["10.244.2.2:8080"])]);
+    let reports = r.syncer.sync(&snap, &Changes::default(), false).expect("falls back");
+    assert!(reports[0].partial_failed && reports[0].kind == SyncKind::Full);
+    assert!(r.ipt.state_text(IpFamily::V4).contains("10.244.2.2:8080"));
+
+    r.ipt.fail_next(5);
+    let before = r.ipt.state_text(IpFamily::V4);
+    let err = r.syncer.sync(&snapshot(vec![web(&["10.244.9.9:8080"])]), &Changes::default(), false);
+    assert!(matches!(err, Err(Error::Restore { .. })), "{err:?}");
+    assert_eq!(r.ipt.state_text(IpFamily::V4), before, "last good rules stay");
+    assert_ne!(before, good);
+}
+
+#[test]
+fn first_full_sync_removes_stale_chains_and_keeps_other_owners() {
+    let mut r = rig();
+    r.ipt
+        .set_rules(
+            IpFamily::V4,
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n:KUBE-SVC-STALE0000000000 - [0:0]\n\
+             -A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n\
+             -A FLANNEL-POSTRTG -s 10.244.0.0/16 -j RETURN\nCOMMIT\n",
+        )
+        .expect("preload");
+    r.syncer.sync(&snapshot(vec![web(&["10.244.1.2:8080"])]), &Changes::default(), false).expect("sync");
+    let state = r.ipt.state_text(IpFamily::V4);
+    assert!(!state.contains("KUBE-SVC-STALE"), "{state}");
+    assert!(state.contains("-A FLANNEL-POSTRTG -s 10.244.0.0/16 -j RETURN"), "{state}");
+    assert!(state.contains("-j FLANNEL-POSTRTG"), "{state}");
+}
+
+#[test]
+fn removed_udp_endpoint_triggers_conntrack_cleanup() {
+    let mut r = rig();
+    let dns = |eps: &[&str]| service("dns", "10.96.0.53", Protocol::Udp, eps);
+    r.syncer.sync(&snapshot(vec![dns(&["10.244.1.2:53", "10.244.2.2:53"])]), &Changes::default(), false).expect("sync");
+    assert!(r.ct.calls().is_empty(), "no cleanup on the first sync");
+    r.syncer.sync(&snapshot(vec![dns(&["10.244.1.2:53"])]), &Changes::default(), false).expect("sync");
+    let calls = r.ct.calls();
+    assert!(
+        calls.iter().any(|(_, f)| f.to_string().contains("10.96.0.53") && f.to_string().contains("10.244.2.2")),
+        "{calls:?}"
+    );
+}
