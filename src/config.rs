@@ -262,8 +262,8 @@ mod tests {
         assert_eq!(v4.local_detector, LocalDetector::Cidr("10.244.0.0/16".parse().unwrap()));
         let v6 = opts.node_config(IpFamily::V6, None, None).unwrap();
         assert_eq!(v6.local_detector, LocalDetector::None);
-        let flannel = crate::flannel::subnet_env::parse("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n")
-            .unwrap();
+        let flannel =
+            crate::flannel::subnet_env::parse("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n").unwrap();
         let opts = NodeOptions { detect_local_mode: DetectLocalMode::NodeCidr, ..NodeOptions::default() };
         let n = opts.node_config(IpFamily::V4, None, Some(&flannel)).unwrap();
         assert_eq!(n.local_detector, LocalDetector::Cidr("10.42.3.0/24".parse().unwrap()));

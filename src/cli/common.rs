@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use ipnet::IpNet;
+use kubenat::config::{self, NodeOptions};
 use kubenat::flannel::subnet_env;
 use kubenat::iptables::render::{self, JumpRule};
 use kubenat::iptables::ruleset::Ruleset;
 use kubenat::k8s::convert::{self, EndpointsSource};
 use kubenat::k8s::manifests;
-use kubenat::config::{self, NodeOptions};
 use kubenat::model::{ClusterState, IpFamily, NodeConfig};
 
 /// `--detect-local-mode` values (kube-proxy's names, plus an explicit `none`).
@@ -222,4 +222,3 @@ impl RenderInput {
         Ok(opts.node_config(family, facts.as_ref(), flannel.as_ref())?)
     }
 }
-

@@ -188,10 +188,17 @@ impl DaemonArgs {
                 .pod_interface_name_prefix
                 .clone()
                 .or(file.detect_local.interface_name_prefix.clone()),
-            nodeport_addresses: self.nodeport_addresses.clone().or(file.node_port_addresses.clone()).unwrap_or_default(),
+            nodeport_addresses: self
+                .nodeport_addresses
+                .clone()
+                .or(file.node_port_addresses.clone())
+                .unwrap_or_default(),
             masquerade_all: self.masquerade_all.or(file.iptables.masquerade_all).unwrap_or(false),
             masquerade_bit,
-            localhost_nodeports: self.iptables_localhost_nodeports.or(file.iptables.localhost_node_ports).unwrap_or(true),
+            localhost_nodeports: self
+                .iptables_localhost_nodeports
+                .or(file.iptables.localhost_node_ports)
+                .unwrap_or(true),
             ..NodeOptions::default()
         };
         node.validate()?;
@@ -319,11 +326,13 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     let (metrics, registry) = Metrics::new();
     let health = HealthState::new(resolved.sync_period * 2);
     if let Some(addr) = resolved.healthz {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--healthz-bind-address {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--healthz-bind-address {addr}"))?;
         tokio::spawn(health::serve_healthz(listener, health.clone(), shutdown.clone()));
     }
     if let Some(addr) = resolved.metrics {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-bind-address {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-bind-address {addr}"))?;
         tokio::spawn(health::serve_metrics(listener, Arc::new(registry), "iptables", shutdown.clone()));
     }
     let (feed, changes) = ChangeFeed::new();

@@ -154,7 +154,9 @@ COMMIT
         let text = plan.to_string();
         assert!(text.contains("-D FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD"));
         assert!(text.contains("-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"));
-        assert!(text.contains("-D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"));
+        assert!(
+            text.contains("-D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING")
+        );
         for gone in ["-X KUBE-SERVICES", "-X KUBE-FORWARD", "-X KUBE-SVC-A", "-X KUBE-SEP-A", "-X KUBE-POSTROUTING"] {
             assert!(text.contains(gone), "{gone} missing:\n{text}");
         }

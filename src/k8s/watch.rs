@@ -234,8 +234,8 @@ impl ApiSource {
 impl StateSource for ApiSource {
     fn snapshot(&self) -> Option<Snapshot> {
         let services_ready = self.services.ready();
-        let endpoints_ready = self.slices.as_ref().is_none_or(Reflected::ready)
-            && self.endpoints.as_ref().is_none_or(Reflected::ready);
+        let endpoints_ready =
+            self.slices.as_ref().is_none_or(Reflected::ready) && self.endpoints.as_ref().is_none_or(Reflected::ready);
         if !services_ready || !endpoints_ready {
             return None;
         }
