@@ -1,0 +1,120 @@
+//! Partial-sync planning time for synthetic clusters (N ClusterIP services × 10 ready
+//! endpoints): one endpoint changed, one service added, one removed.
+//! `cargo bench --bench plan`; prints each plan's size next to the full ruleset's once.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use kubenat::iptables::plan::{plan_partial, PlanStats};
+use kubenat::iptables::render::render;
+use kubenat::iptables::ruleset::Ruleset;
+use kubenat::model::{
+    ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
+};
+
+const ENDPOINTS: u32 = 10;
+
+fn name(s: u32) -> ServicePortName {
+    ServicePortName {
+        namespace: format!("ns{}", s % 100),
+        name: format!("svc-{s}"),
+        port: "http".into(),
+        protocol: Protocol::Tcp,
+    }
+}
+
+fn endpoint(n: u32) -> Endpoint {
+    let ip = Ipv4Addr::new(10, 128 + (n >> 16) as u8, (n >> 8) as u8, n as u8);
+    Endpoint {
+        addr: SocketAddr::new(IpAddr::V4(ip), 8080),
+        ready: true,
+        serving: true,
+        terminating: false,
+        node_name: Some(format!("node-{}", n % 50)),
+        zone_hints: vec![],
+    }
+}
+
+fn service(s: u32) -> ServicePort {
+    let mut endpoints: Vec<Endpoint> = (0..ENDPOINTS).map(|e| endpoint(s * ENDPOINTS + e)).collect();
+    endpoints.sort_by_cached_key(|e| e.key());
+    ServicePort {
+        name: name(s),
+        cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(172, 30, (s >> 8) as u8, s as u8))],
+        port: 80,
+        node_port: None,
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity_timeout: None,
+        external_policy: TrafficPolicy::Cluster,
+        internal_policy: TrafficPolicy::Cluster,
+        health_check_node_port: None,
+        endpoints,
+    }
+}
+
+fn synthetic(services: u32) -> ClusterState {
+    let mut state = ClusterState::default();
+    for s in 0..services {
+        state.services.insert(name(s), service(s));
+    }
+    state
+}
+
+fn node() -> NodeConfig {
+    NodeConfig {
+        node_name: "node-1".into(),
+        local_detector: LocalDetector::Cidr("10.128.0.0/9".parse().expect("cidr")),
+        ..NodeConfig::default()
+    }
+}
+
+/// The three changes, each applied to a copy of `base`.
+fn changes(base: &ClusterState, services: u32) -> Vec<(&'static str, ClusterState)> {
+    let mut endpoint_changed = base.clone();
+    if let Some(svc) = endpoint_changed.services.get_mut(&name(services / 2)) {
+        svc.endpoints[3].addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 1)), 8080);
+        svc.endpoints.sort_by_cached_key(|e| e.key());
+    }
+    let mut added = base.clone();
+    added.services.insert(name(services), service(services));
+    let mut removed = base.clone();
+    removed.services.remove(&name(services / 2));
+    vec![("endpoint-changed", endpoint_changed), ("service-added", added), ("service-removed", removed)]
+}
+
+fn bench_plan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("plan_partial");
+    group.sample_size(20);
+    let node = node();
+    for services in [1_000u32, 10_000] {
+        let base = synthetic(services);
+        let last = render(&base, &node);
+        let full = PlanStats::of(&last);
+        println!(
+            "N={services}: full ruleset {} rules, {} chains, {} bytes",
+            full.rules_written, full.chains_written, full.bytes
+        );
+        for (change, state) in changes(&base, services) {
+            let next: Ruleset = render(&state, &node);
+            let plan = PlanStats::of(&plan_partial(&last, &next));
+            println!(
+                "N={services} {change}: partial {} rules, {} chains written, {} deleted, {} bytes ({:.3}% of full)",
+                plan.rules_written,
+                plan.chains_written,
+                plan.chains_deleted,
+                plan.bytes,
+                100.0 * plan.bytes as f64 / full.bytes as f64
+            );
+            group.bench_with_input(BenchmarkId::new(change, services), &next, |b, next| {
+                b.iter(|| black_box(plan_partial(&last, next)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_plan);
+criterion_main!(benches);
