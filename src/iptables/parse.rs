@@ -8,7 +8,7 @@
 mod error;
 mod tokens;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub use self::error::{Error, Result};
 use self::tokens::{group, tokenize, GroupError, Token};
@@ -79,6 +79,9 @@ impl Line<'_> {
 #[derive(Debug)]
 struct Section {
     table: Table,
+    /// Chains declared or deleted in this section (a second declaration is an error); kept
+    /// as a set so that parsing a 100k-chain dump stays linear.
+    seen: HashSet<ChainName>,
     header_line: usize,
     header: String,
 }
@@ -122,7 +125,12 @@ impl Parser {
             text: line.err_text(),
             source,
         })?;
-        self.section = Some(Section { table: Table::new(name), header_line: line.number, header: line.err_text() });
+        self.section = Some(Section {
+            table: Table::new(name),
+            seen: HashSet::new(),
+            header_line: line.number,
+            header: line.err_text(),
+        });
         Ok(())
     }
 
@@ -183,8 +191,7 @@ impl Open<'_> {
     }
 
     fn declare(&mut self, line: &Line<'_>, decl: ChainDecl) -> Result<()> {
-        let table = &self.section.table;
-        if table.is_declared(decl.name.as_str()) || table.deletes.contains(&decl.name) {
+        if !self.section.seen.insert(decl.name.clone()) {
             return Err(Error::DuplicateChain {
                 line: line.number,
                 text: line.err_text(),
@@ -281,6 +288,7 @@ impl Open<'_> {
             });
         }
         self.declared.remove(&chain);
+        self.section.seen.insert(chain.clone());
         let table = &mut self.section.table;
         table.chains.retain(|c| c.name != chain);
         table.deletes.push(chain);

@@ -160,8 +160,10 @@ impl std::error::Error for RestoreFailure {}
 
 /// The line number in `Error occurred at line: N`, `line N failed` or `COMMIT expected at line N`.
 pub(crate) fn reported_line(stderr: &str) -> Option<usize> {
-    const MARKERS: [(&str, &str); 3] =
-        [("Error occurred at line: ", ""), ("line ", " failed"), ("COMMIT expected at line ", "")];
+    // Legacy: "line N failed"; nft batch errors: "line N: CHAIN_DEL failed (…): chain X";
+    // parse errors: "Error occurred at line: N"; a missing COMMIT: "COMMIT expected at line N".
+    const MARKERS: [(&str, &str); 4] =
+        [("Error occurred at line: ", ""), ("line ", " failed"), ("line ", ": "), ("COMMIT expected at line ", "")];
     stderr.lines().find_map(|text| {
         MARKERS.iter().find_map(|(before, after)| {
             let start = text.find(before)? + before.len();
@@ -250,6 +252,12 @@ mod tests {
         );
         assert_eq!(reported_line("iptables-restore: line 3 failed\n"), Some(3));
         assert_eq!(reported_line("iptables-restore: COMMIT expected at line 7\n"), Some(7));
+        assert_eq!(
+            reported_line(
+                "iptables-nft-restore: line 3: CHAIN_DEL failed (Device or resource busy): chain KUBE-SEP-X\n"
+            ),
+            Some(3)
+        );
         assert_eq!(reported_line("unknown option \"--bogus\"\n"), None);
         assert_eq!(reported_line("the line is fine\n"), None);
     }
