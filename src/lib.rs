@@ -28,4 +28,5 @@ pub mod iptables;
 pub mod k8s;
 pub mod metrics;
 pub mod model;
+pub mod startup;
 pub mod sync;
