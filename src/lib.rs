@@ -4,7 +4,13 @@
 //! # Layout
 //! - `model`: domain types (service ports, endpoints, `ClusterState`, `NodeConfig`).
 //! - `k8s`: the only place that knows Kubernetes API types; converts objects into `model`.
-//! - `flannel`: reads flannel's `subnet.env` (cluster and local pod CIDRs).
+//! - `flannel`: reads and follows flannel's `subnet.env` (cluster and local pod CIDRs).
+//! - `config`: kube-proxy options and `KubeProxyConfiguration` → per-family `NodeConfig`.
+//! - `sync`: the daemon's level-triggered sync loop (render → plan → apply).
+//! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend).
+//! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
+//!   healthCheckNodePort servers.
+//! - `conntrack`: stale UDP flow cleanup.
 //! - `iptables::ruleset`: the typed ruleset (tables, chains, rules).
 //! - `iptables::chain_names`: every chain name, fixed and hashed.
 //! - `iptables::render`: pure `render(&ClusterState, &NodeConfig) -> Ruleset`, plus the
@@ -20,7 +26,6 @@
 
 pub mod config;
 pub mod conntrack;
-pub mod daemon;
 pub mod flannel;
 pub mod health;
 pub mod healthcheck;

@@ -107,6 +107,8 @@ pub struct Syncer {
     applied_state: Option<ClusterState>,
     /// Problems already logged, so each bad object is reported once.
     logged_problems: BTreeSet<String>,
+    /// The last flannel-vs-Node pod CIDR mismatch logged.
+    pod_cidr_warning: Option<String>,
 }
 
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: true };
@@ -129,12 +131,19 @@ impl Syncer {
             applied: BTreeMap::new(),
             applied_state: None,
             logged_problems: BTreeSet::new(),
+            pod_cidr_warning: None,
         }
     }
 
     /// The options in use.
     pub fn options(&self) -> &SyncOptions {
         &self.opts
+    }
+
+    /// Uses a new flannel lease (subnet.env changed): the next sync is full.
+    pub fn set_flannel(&mut self, env: Option<SubnetEnv>) {
+        self.opts.flannel = env;
+        self.invalidate();
     }
 
     /// Forgets what was applied, so the next sync is full.
@@ -158,6 +167,7 @@ impl Syncer {
     pub fn sync(&mut self, snapshot: &Snapshot, changes: &Changes, full: bool) -> Result<Vec<FamilyReport>> {
         let started = Instant::now();
         self.log_new_problems(snapshot);
+        self.check_pod_cidr(snapshot);
         let mut reports = Vec::new();
         for family in self.opts.families.clone() {
             let result = self.sync_family(family, snapshot, full);
@@ -258,6 +268,21 @@ impl Syncer {
                     Err(err) => tracing::warn!(%family, ?filter, error = %err, "conntrack cleanup failed"),
                 }
             }
+        }
+    }
+
+    /// Warns (once per distinct mismatch) when flannel's lease is not the Node's pod CIDR.
+    fn check_pod_cidr(&mut self, snapshot: &Snapshot) {
+        let (Some(env), Some(node)) = (&self.opts.flannel, &snapshot.node) else {
+            return;
+        };
+        let warning = crate::flannel::watch::check_pod_cidr(env, &node.pod_cidrs);
+        if warning != self.pod_cidr_warning {
+            if let Some(message) = &warning {
+                tracing::warn!(check = "pod_cidr", "{message}");
+            }
+            self.metrics.set_startup_check_failed("pod_cidr", warning.is_some());
+            self.pod_cidr_warning = warning;
         }
     }
 

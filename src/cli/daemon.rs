@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use kubenat::config::{self, DetectLocalMode, KubeProxyConfiguration, NodeOptions};
 use kubenat::conntrack::ExecConntrack;
 use kubenat::flannel::subnet_env;
+use kubenat::flannel::watch::{self, SubnetWatch};
 use kubenat::health::{self, HealthState};
 use kubenat::healthcheck::HealthCheckServers;
 use kubenat::iptables::cleanup;
@@ -21,6 +22,7 @@ use kubenat::k8s::convert::EndpointsSource;
 use kubenat::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use kubenat::metrics::Metrics;
 use kubenat::model::IpFamily;
+use kubenat::startup::{self, CheckConfig};
 use kubenat::sync::{self, SyncOptions, Syncer};
 use tokio_util::sync::CancellationToken;
 
@@ -229,15 +231,18 @@ impl DaemonArgs {
         })
     }
 
-    fn iptables(&self) -> Arc<dyn Iptables + Send + Sync> {
+    /// The iptables implementation and the backend it writes (`None` for `--dry-run`).
+    fn iptables(&self) -> (Arc<dyn Iptables + Send + Sync>, Option<Backend>) {
         if self.dry_run {
-            return Arc::new(DryRun(FakeIptables::new()));
+            return (Arc::new(DryRun(FakeIptables::new())), None);
         }
-        Arc::new(match self.iptables_backend {
+        let exec = match self.iptables_backend {
             BackendArg::Auto => ExecIptables::detected(None),
             BackendArg::Nft => ExecIptables::new(Backend::Nft),
             BackendArg::Legacy => ExecIptables::new(Backend::Legacy),
-        })
+        };
+        let backend = exec.backend;
+        (Arc::new(exec), Some(backend))
     }
 }
 
@@ -288,7 +293,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     }
     let resolved = args.resolve()?;
     if args.cleanup {
-        let ipt = args.iptables();
+        let (ipt, _) = args.iptables();
         let mut failed = false;
         for family in [IpFamily::V4, IpFamily::V6] {
             match cleanup::cleanup(ipt.as_ref(), family) {
@@ -311,19 +316,22 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    let flannel = match subnet_env::read(&args.flannel_subnet_file) {
-        Ok(env) => Some(env),
-        Err(err) => {
-            tracing::info!(file = %args.flannel_subnet_file.display(), reason = %err, "no flannel subnet.env");
-            None
-        }
-    };
+    let subnet_watch = SubnetWatch::start(args.flannel_subnet_file.clone(), watch::DEFAULT_INTERVAL, shutdown.clone());
+    let flannel = subnet_watch.current();
     let v6_cidr = resolved.node.cluster_cidr(IpFamily::V6, flannel.as_ref()).is_some();
     let mut families = vec![IpFamily::V4];
     if args.ipv6.unwrap_or(v6_cidr) {
         families.push(IpFamily::V6);
     }
     let (metrics, registry) = Metrics::new();
+    let (ipt, backend) = args.iptables();
+    let checks = CheckConfig {
+        localhost_nodeports: resolved.node.localhost_nodeports,
+        ipv6: families.contains(&IpFamily::V6),
+        backend,
+    };
+    let check_metrics = metrics.clone();
+    let _ = tokio::task::spawn_blocking(move || startup::check_host(&checks, &check_metrics)).await;
     let health = HealthState::new(resolved.sync_period * 2);
     if let Some(addr) = resolved.healthz {
         let listener =
@@ -365,8 +373,16 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     tracing::info!(node = %opts.node.node_name, families = ?opts.families, "starting kubenat in iptables mode");
     let health_checks =
         Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
-    let syncer = Syncer::new(opts, args.iptables(), conntrack, metrics, health);
-    let loop_handle = tokio::spawn(sync::run(syncer, source, feed, changes, health_checks, shutdown.clone()));
+    let syncer = Syncer::new(opts, ipt, conntrack, metrics, health);
+    let loop_handle = tokio::spawn(sync::run(
+        syncer,
+        source,
+        feed,
+        changes,
+        health_checks,
+        Some(subnet_watch.subscribe()),
+        shutdown.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down; rules stay in place");

@@ -9,6 +9,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Syncer;
+use crate::flannel::subnet_env::SubnetEnv;
 use crate::healthcheck::HealthCheckServers;
 use crate::k8s::watch::{ChangeFeed, StateSource};
 
@@ -22,9 +23,10 @@ pub async fn run(
     feed: Arc<ChangeFeed>,
     mut changes: watch::Receiver<u64>,
     mut health_checks: Option<HealthCheckServers>,
+    mut flannel: Option<watch::Receiver<Option<SubnetEnv>>>,
     shutdown: CancellationToken,
 ) {
-    let opts = syncer.options().clone();
+    let mut opts = syncer.options().clone();
     let health = syncer.health.clone();
     // Never program a partial view: wait until Services and endpoints have been listed.
     let mut logged_wait = false;
@@ -92,6 +94,20 @@ pub async fn run(
                 let now = SystemTime::now();
                 health.queued(now);
                 syncer.metrics.set_last_queued(super::unix_now());
+            }
+            changed = async { flannel.as_mut()?.changed().await.ok() }, if flannel.is_some() => {
+                match (changed, flannel.as_mut()) {
+                    (Some(()), Some(rx)) => {
+                        let env = rx.borrow_and_update().clone();
+                        tracing::info!(networks = ?env.as_ref().map(|e| &e.networks), subnets = ?env.as_ref().map(|e| &e.subnets), "flannel lease changed; full resync");
+                        opts.flannel = env.clone();
+                        syncer.set_flannel(env);
+                        dirty = true;
+                        force_full = true;
+                        health.queued(SystemTime::now());
+                    }
+                    _ => flannel = None,
+                }
             }
             _ = sleep_until(next_full) => {
                 dirty = true;
