@@ -21,6 +21,7 @@
 
 pub mod daemon;
 pub mod fixture;
+pub mod flannel;
 pub mod lab;
 pub mod netns;
 pub mod process;
