@@ -9,9 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kubenat::iptables::plan::{plan_partial, PlanStats};
 use kubenat::iptables::render::render;
 use kubenat::iptables::ruleset::Ruleset;
-use kubenat::model::{
-    ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
-};
+use kubenat::model::{ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName};
 
 const ENDPOINTS: u32 = 10;
 
@@ -40,18 +38,8 @@ fn service(s: u32) -> ServicePort {
     let mut endpoints: Vec<Endpoint> = (0..ENDPOINTS).map(|e| endpoint(s * ENDPOINTS + e)).collect();
     endpoints.sort_by_cached_key(|e| e.key());
     ServicePort {
-        name: name(s),
-        cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(172, 30, (s >> 8) as u8, s as u8))],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy: TrafficPolicy::Cluster,
-        internal_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
         endpoints,
+        ..ServicePort::new(name(s), vec![IpAddr::V4(Ipv4Addr::new(172, 30, (s >> 8) as u8, s as u8))], 80)
     }
 }
 

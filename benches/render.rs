@@ -6,9 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kubenat::iptables::render::render;
-use kubenat::model::{
-    ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
-};
+use kubenat::model::{ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName};
 
 fn synthetic(services: u32, endpoints: u32) -> ClusterState {
     let mut state = ClusterState::default();
@@ -35,20 +33,7 @@ fn synthetic(services: u32, endpoints: u32) -> ClusterState {
             .collect();
         eps.sort_by_cached_key(|e| e.key());
         let vip = Ipv4Addr::new(172, 30, (s >> 8) as u8, s as u8);
-        let port = ServicePort {
-            name: name.clone(),
-            cluster_ips: vec![IpAddr::V4(vip)],
-            port: 80,
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            source_ranges: vec![],
-            affinity_timeout: None,
-            external_policy: TrafficPolicy::Cluster,
-            internal_policy: TrafficPolicy::Cluster,
-            health_check_node_port: None,
-            endpoints: eps,
-        };
+        let port = ServicePort { endpoints: eps, ..ServicePort::new(name.clone(), vec![IpAddr::V4(vip)], 80) };
         state.services.insert(name, port);
     }
     state

@@ -13,9 +13,7 @@ use common::lab::Lab;
 use common::netns::NetNs;
 use common::traffic::{self, Proto, Server};
 use kubenat::conntrack::{stale_udp_flows, Conntrack, Error, ExecConntrack, Flow, FlowFilter};
-use kubenat::model::{
-    ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
-};
+use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName};
 
 const WAIT: Duration = Duration::from_secs(2);
 const SERVICE_IP: &str = "10.96.0.53";
@@ -116,18 +114,9 @@ fn dns_state(endpoints: Vec<Endpoint>) -> ClusterState {
         protocol: Protocol::Udp,
     };
     let port = ServicePort {
-        name: name.clone(),
-        cluster_ips: vec![ip(SERVICE_IP)],
-        port: 53,
         node_port: Some(NODE_PORT),
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy: TrafficPolicy::Cluster,
-        internal_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
         endpoints,
+        ..ServicePort::new(name.clone(), vec![ip(SERVICE_IP)], 53)
     };
     ClusterState { services: BTreeMap::from([(name, port)]) }
 }

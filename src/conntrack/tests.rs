@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{ClusterState, Endpoint, NodeConfig, ServicePort, ServicePortName, TrafficPolicy};
+use crate::model::{ClusterState, Endpoint, NodeConfig, ServicePort, ServicePortName};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -23,19 +23,13 @@ fn ready(addr: &str) -> Endpoint {
 /// UDP `ns/dns:dns`, ClusterIP 10.96.0.10 (+ fd00::10), port 53, NodePort 30053, externalIP
 /// 192.0.2.1, LB IP 198.51.100.1.
 fn dns(protocol: Protocol, endpoints: Vec<Endpoint>) -> ServicePort {
+    let name = ServicePortName { namespace: "ns".into(), name: "dns".into(), port: "dns".into(), protocol };
     ServicePort {
-        name: ServicePortName { namespace: "ns".into(), name: "dns".into(), port: "dns".into(), protocol },
-        cluster_ips: vec![ip("10.96.0.10"), ip("fd00:96::10")],
-        port: 53,
         node_port: Some(30053),
         external_ips: vec![ip("192.0.2.1")],
         load_balancer_ips: vec![ip("198.51.100.1")],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy: TrafficPolicy::Cluster,
-        internal_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
         endpoints,
+        ..ServicePort::new(name, vec![ip("10.96.0.10"), ip("fd00:96::10")], 53)
     }
 }
 

@@ -185,6 +185,25 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// A ClusterIP service port with no endpoints, external addresses, affinity or Local
+    /// policies; set the other fields with struct update syntax.
+    pub fn new(name: ServicePortName, cluster_ips: Vec<IpAddr>, port: u16) -> Self {
+        ServicePort {
+            name,
+            cluster_ips,
+            port,
+            node_port: None,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            source_ranges: Vec::new(),
+            affinity_timeout: None,
+            external_policy: TrafficPolicy::Cluster,
+            internal_policy: TrafficPolicy::Cluster,
+            health_check_node_port: None,
+            endpoints: Vec::new(),
+        }
+    }
+
     /// The cluster IP of `family`, if the Service has one.
     pub fn cluster_ip(&self, family: IpFamily) -> Option<IpAddr> {
         self.cluster_ips.iter().copied().find(|ip| family.contains(ip))

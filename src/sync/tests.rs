@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::conntrack::FakeConntrack;
 use crate::iptables::fake::FakeIptables;
-use crate::model::{Endpoint, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+use crate::model::{Endpoint, Protocol, ServicePort, ServicePortName};
 
 fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> ServicePort {
     let mut eps: Vec<Endpoint> = endpoints
@@ -21,20 +21,8 @@ fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> Serv
         })
         .collect();
     eps.sort_by_key(|e| e.key());
-    ServicePort {
-        name: ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol },
-        cluster_ips: vec![ip.parse().expect("ip")],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy: TrafficPolicy::Cluster,
-        internal_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        endpoints: eps,
-    }
+    let name = ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol };
+    ServicePort { endpoints: eps, ..ServicePort::new(name, vec![ip.parse().expect("ip")], 80) }
 }
 
 fn snapshot(services: Vec<ServicePort>) -> Snapshot {

@@ -16,20 +16,7 @@ pub(crate) fn spn(name: &str) -> ServicePortName {
 pub(crate) fn svc(name: &str, ip: &str, endpoints: &[&str]) -> ServicePort {
     let mut endpoints: Vec<Endpoint> = endpoints.iter().map(|e| ep(e.parse().unwrap())).collect();
     endpoints.sort_by_cached_key(Endpoint::key);
-    ServicePort {
-        name: spn(name),
-        cluster_ips: vec![ip.parse().unwrap()],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy: TrafficPolicy::Cluster,
-        internal_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        endpoints,
-    }
+    ServicePort { endpoints, ..ServicePort::new(spn(name), vec![ip.parse().unwrap()], 80) }
 }
 
 pub(crate) fn ep(addr: SocketAddr) -> Endpoint {

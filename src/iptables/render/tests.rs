@@ -1,27 +1,14 @@
 //! Renderer unit tests on hand-built states (goldens from manifests live in `fixtures/`).
 
 use super::*;
-use crate::model::{Endpoint, IpFamily, NodePortAddresses, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+use crate::model::{Endpoint, IpFamily, NodePortAddresses, Protocol, ServicePort, ServicePortName};
 
 fn spn(ns: &str, name: &str, port: &str) -> ServicePortName {
     ServicePortName { namespace: ns.into(), name: name.into(), port: port.into(), protocol: Protocol::Tcp }
 }
 
 fn svc(name: ServicePortName, ip: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name,
-        cluster_ips: vec![ip.parse().unwrap()],
-        port,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy: TrafficPolicy::Cluster,
-        internal_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        endpoints: vec![],
-    }
+    ServicePort::new(name, vec![ip.parse().unwrap()], port)
 }
 
 fn ep(addr: &str, node: &str) -> Endpoint {

@@ -80,18 +80,13 @@ fn base_port(
     report: &mut Reporter<'_>,
 ) -> ServicePort {
     let mut base = ServicePort {
-        name,
-        cluster_ips,
-        port: 0,
-        node_port: None,
         external_ips: ip_list("externalIPs", spec.external_ips.as_deref(), report),
         load_balancer_ips: load_balancer_ips(svc, report),
         source_ranges: source_ranges(spec, report),
         affinity_timeout: affinity_timeout(spec, report),
         external_policy: external_policy(spec, report),
         internal_policy: internal_policy(spec, report),
-        health_check_node_port: None,
-        endpoints: Vec::new(),
+        ..ServicePort::new(name, cluster_ips, 0)
     };
     if service_type == ServiceType::LoadBalancer && base.external_policy == TrafficPolicy::Local {
         base.health_check_node_port = health_check_node_port(spec, report);
