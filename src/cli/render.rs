@@ -1,12 +1,24 @@
 //! `kubenat render`: manifests → the iptables-restore input the daemon would apply.
 
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use kubenat::iptables::ruleset::{RuleOp, Ruleset};
+use anyhow::{bail, Context};
+use kubenat::iptables::check::{self, Problem};
+use kubenat::iptables::render::userspace::{self, PortPlan};
+use kubenat::iptables::ruleset::{ChainName, RuleOp, Ruleset};
 
-use super::common::RenderInput;
+use super::common::{Prepared, RenderInput};
+
+/// `--proxy-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// kube-proxy's iptables mode (the restore body of KUBE-SERVICES and friends).
+    Iptables,
+    /// Legacy userspace mode: the KUBE-PORTALS-* / KUBE-NODEPORT-* portal rules only.
+    Userspace,
+}
 
 /// Arguments of `kubenat render`.
 #[derive(Debug, clap::Args)]
@@ -21,6 +33,50 @@ pub struct Args {
     /// Run the jump-consistency checker on the result and fail (exit 2) on any problem.
     #[arg(long)]
     check: bool,
+    /// Which kube-proxy mode's rules to render.
+    #[arg(long, value_enum, default_value = "iptables")]
+    proxy_mode: ProxyMode,
+    /// Userspace mode: first proxy port; service ports get consecutive ports in service order
+    /// (a deterministic plan for offline use; a live userspace proxy picks free ports).
+    #[arg(long, default_value_t = 36000, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    proxy_port_start: u16,
+    /// Userspace mode: the address proxy sockets bind to (0.0.0.0/:: = REDIRECT, else DNAT).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_name = "IP")]
+    bind_address: IpAddr,
+}
+
+/// The userspace portal rules, plus (with `--jumps`) the built-in jumps at their own positions.
+fn userspace_ruleset(args: &Args, prepared: &Prepared) -> anyhow::Result<Ruleset> {
+    let family = prepared.node.family;
+    let bind = args.bind_address;
+    if bind.is_loopback() {
+        bail!("--bind-address {bind}: a loopback bind address cannot serve portals (kube-proxy refused it too)");
+    }
+    let host_ip = if bind.is_unspecified() {
+        prepared.node.node_ips.iter().copied().find(|ip| family.contains(ip)).with_context(|| {
+            format!("userspace mode with an unspecified --bind-address needs an {family} node IP (--node-ip or the Node object)")
+        })?
+    } else if family.contains(&bind) {
+        bind
+    } else {
+        bail!("--bind-address {bind} is not an {family} address");
+    };
+    let plan = PortPlan::sequential(&prepared.state, args.proxy_port_start)?;
+    let ruleset = userspace::render_portals(&prepared.state, &prepared.node, &plan, bind, host_ip);
+    Ok(if args.jumps { userspace::with_userspace_jumps(ruleset, &userspace::userspace_jump_rules()) } else { ruleset })
+}
+
+/// Jump-consistency problems of a userspace ruleset. Its chains are reached only through the
+/// built-in jumps (checked with them even when not printed), and those jumps exist even when a
+/// chain is empty (no NodePorts, say), as upstream always ensured them: that is not a problem.
+fn userspace_problems(ruleset: Ruleset, has_jumps: bool) -> Vec<Problem> {
+    let ruleset =
+        if has_jumps { ruleset } else { userspace::with_userspace_jumps(ruleset, &userspace::userspace_jump_rules()) };
+    let userspace_chain = |c: &str| userspace::userspace_jump_rules().iter().any(|j| j.rule.target() == Some(c));
+    check::check(&ruleset)
+        .into_iter()
+        .filter(|p| !matches!(p, Problem::JumpToEmptyChain { chain, target, .. } if ChainName::new(chain.as_str()).is_ok_and(|c| c.is_builtin()) && userspace_chain(target)))
+        .collect()
 }
 
 /// Adds the built-in jumps as `-I CHAIN 1` rules, in the order kube-proxy ensures them.
@@ -36,12 +92,16 @@ pub fn with_jumps(mut ruleset: Ruleset, jumps: &[kubenat::iptables::render::Jump
 /// Runs `kubenat render`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prepared = args.input.prepare()?;
-    let mut ruleset = prepared.ruleset();
-    if args.jumps {
-        ruleset = with_jumps(ruleset, &prepared.jumps());
-    }
+    let ruleset = match args.proxy_mode {
+        ProxyMode::Iptables if args.jumps => with_jumps(prepared.ruleset(), &prepared.jumps()),
+        ProxyMode::Iptables => prepared.ruleset(),
+        ProxyMode::Userspace => userspace_ruleset(&args, &prepared)?,
+    };
     if args.check {
-        let problems = kubenat::iptables::check::check(&ruleset);
+        let problems = match args.proxy_mode {
+            ProxyMode::Iptables => check::check(&ruleset),
+            ProxyMode::Userspace => userspace_problems(ruleset.clone(), args.jumps),
+        };
         if !problems.is_empty() {
             for p in &problems {
                 eprintln!("kubenat: check: {p}");

@@ -11,6 +11,7 @@ mod jumps;
 mod policy_chains;
 mod service;
 mod static_rules;
+pub mod userspace;
 
 pub use jumps::{jump_rules, JumpRule};
 
