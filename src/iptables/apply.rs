@@ -121,8 +121,8 @@ pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset
     }
 
     for jump in jumps.iter().filter(|j| !has_rule(current, j.table, &j.rule)) {
-        let rule = Rule { op: RuleOp::Insert(Some(1)), ..jump.rule.clone() };
-        out.table_mut(jump.table).rules.push(rule);
+        // The jump's own op says where it goes (kube-proxy's are `-I … 1`).
+        out.table_mut(jump.table).rules.push(jump.rule.clone());
     }
     // Mangle last: its canary appearing means the tables before it were committed.
     out.table_mut(TableName::Mangle).declare(&canary);

@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod ports;
+pub mod proxier;
 pub mod tcp;
 pub mod udp;
 

@@ -11,7 +11,9 @@ fn jump(table: TableName, from: &str, ctstate: bool, comment: &str, to: &str) ->
     if ctstate {
         rule = rule.module("conntrack").arg(Arg::new("--ctstate", "NEW"));
     }
-    JumpRule { table, rule: rule.comment(comment).jump(to) }
+    let mut rule = rule.comment(comment).jump(to);
+    rule.op = RuleOp::Insert(Some(1));
+    JumpRule { table, rule }
 }
 
 fn jumps() -> Vec<JumpRule> {

@@ -2,7 +2,7 @@
 //! at position 1 when it is missing, in this order; they are never part of the restore body.
 
 use crate::iptables::chain_names as names;
-use crate::iptables::ruleset::{Arg, ChainName, Rule, TableName};
+use crate::iptables::ruleset::{Arg, ChainName, Rule, RuleOp, TableName};
 use crate::model::NodeConfig;
 
 /// A jump rule from a built-in chain into one of our chains (ensured, never restored blindly).
@@ -10,7 +10,8 @@ use crate::model::NodeConfig;
 pub struct JumpRule {
     /// The table of the built-in chain.
     pub table: TableName,
-    /// The rule, as `-A BUILTIN ... -j KUBE-...` (the applier inserts it at position 1).
+    /// The rule; its op says where it goes when missing: `-I BUILTIN 1 …` (kube-proxy's jumps,
+    /// ahead of everyone else's) or `-A BUILTIN …` (userspace mode's "must be last" jumps).
     pub rule: Rule,
 }
 
@@ -22,7 +23,9 @@ fn jump(table: TableName, from: &'static str, to: &'static str, comment: Option<
     if let Some(comment) = comment {
         rule = rule.comment(comment);
     }
-    JumpRule { table, rule: rule.jump(to) }
+    let mut rule = rule.jump(to);
+    rule.op = RuleOp::Insert(Some(1));
+    JumpRule { table, rule }
 }
 
 /// The jump rules kube-proxy ensures in built-in chains, in the order it ensures them.
@@ -61,9 +64,9 @@ mod tests {
         let rules = jump_rules(&NodeConfig::default());
         assert_eq!(
             rules[0].rule.to_string(),
-            "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"
+            "-I INPUT 1 -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"
         );
-        assert_eq!(rules.last().map(|r| r.rule.to_string()).as_deref(), Some("-A OUTPUT -j KUBE-FIREWALL"));
+        assert_eq!(rules.last().map(|r| r.rule.to_string()).as_deref(), Some("-I OUTPUT 1 -j KUBE-FIREWALL"));
         let v6 = NodeConfig { family: crate::model::IpFamily::V6, ..NodeConfig::default() };
         assert_eq!(jump_rules(&v6).len(), 12, "no KUBE-FIREWALL jumps for IPv6");
     }
