@@ -12,6 +12,7 @@ mod run;
 pub use run::run;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,14 +20,17 @@ use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
+use crate::iptables::cleanup::{plan_scoped_cleanup, Scope};
 use crate::iptables::exec::{Iptables, RestoreOptions};
 use crate::iptables::plan::plan_partial;
-use crate::iptables::render::{jump_rules, render};
+use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
+use crate::iptables::render::{jump_rules, render, JumpRule};
 use crate::iptables::ruleset::{Ruleset, TableName};
 use crate::iptables::{apply, parse};
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, SyncKind};
-use crate::model::{ClusterState, IpFamily};
+use crate::model::{ClusterState, IpFamily, NodeConfig};
+use crate::userspace::proxier::Proxier;
 
 /// Errors of one sync; the loop logs them, keeps the last good rules and retries.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,12 @@ pub enum Error {
         /// Cause.
         #[source]
         source: crate::iptables::parse::Error,
+    },
+    /// Userspace mode needs the node's IP for node-originated traffic (HOST chain DNAT).
+    #[error("userspace mode: no {family} node IP for the KUBE-PORTALS-HOST rules; give --node-ip or --bind-address")]
+    NoNodeIp {
+        /// Family.
+        family: IpFamily,
     },
     /// `iptables-restore` rejected a full sync; the previous rules are still in place.
     #[error("{family} restore failed: {source}")]
@@ -109,6 +119,8 @@ pub struct Syncer {
     logged_problems: BTreeSet<String>,
     /// The last flannel-vs-Node pod CIDR mismatch logged.
     pod_cidr_warning: Option<String>,
+    /// Userspace mode: the proxy sockets and the address they listen on.
+    userspace: Option<(Proxier, IpAddr)>,
 }
 
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: true };
@@ -132,7 +144,34 @@ impl Syncer {
             applied_state: None,
             logged_problems: BTreeSet::new(),
             pod_cidr_warning: None,
+            userspace: None,
         }
+    }
+
+    /// Switches this syncer to the legacy userspace mode: portal rules steer service traffic to
+    /// `proxier`'s sockets listening on `bind`.
+    pub fn with_userspace(mut self, proxier: Proxier, bind: IpAddr) -> Self {
+        self.userspace = Some((proxier, bind));
+        self
+    }
+
+    /// The rules and jumps of the active mode for `family`.
+    fn desired(
+        &mut self,
+        family: IpFamily,
+        snapshot: &Snapshot,
+        node: &NodeConfig,
+    ) -> Result<(Ruleset, Vec<JumpRule>)> {
+        let Some((proxier, bind)) = self.userspace.as_mut() else {
+            return Ok((render(&snapshot.state, node), jump_rules(node)));
+        };
+        let plan = proxier.sync(&snapshot.state, family);
+        let host = if bind.is_unspecified() {
+            node.node_ips.iter().find(|ip| family.contains(ip)).copied().ok_or(Error::NoNodeIp { family })?
+        } else {
+            *bind
+        };
+        Ok((render_portals(&snapshot.state, node, &plan, *bind, host), userspace_jump_rules()))
     }
 
     /// The options in use.
@@ -210,7 +249,7 @@ impl Syncer {
 
     fn sync_family(&mut self, family: IpFamily, snapshot: &Snapshot, full: bool) -> Result<FamilyReport> {
         let node = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())?;
-        let desired = render(&snapshot.state, &node);
+        let (desired, jumps) = self.desired(family, snapshot, &node)?;
         for table in &desired.tables {
             self.metrics.set_rules_total(table.name, table.rules.len());
         }
@@ -241,7 +280,10 @@ impl Syncer {
             saved.push_str(&text);
         }
         let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
-        let input = apply::plan(&desired, &jump_rules(&node), &current);
+        let mut input = apply::plan(&desired, &jumps, &current);
+        // A node switching modes loses the other mode's chains (and their jumps) here.
+        let other = if self.userspace.is_some() { Scope::IptablesMode } else { Scope::UserspaceMode };
+        merge(&mut input, plan_scoped_cleanup(&current, other));
         let text = input.to_string();
         tracing::trace!(%family, input = %text, "full restore");
         self.ipt.restore(family, &text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
@@ -292,6 +334,19 @@ impl Syncer {
             tracing::warn!(problem = %problem, "object skipped");
         }
         self.logged_problems = current;
+    }
+}
+
+/// Adds `extra`'s deletions (`-D` rules and chain deletes) to `input`.
+fn merge(input: &mut Ruleset, extra: Ruleset) {
+    for table in extra.tables {
+        let target = input.table_mut(table.name);
+        target.rules.extend(table.rules);
+        for chain in table.deletes {
+            if !target.deletes.contains(&chain) {
+                target.deletes.push(chain);
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@ use kubenat::metrics::Metrics;
 use kubenat::model::IpFamily;
 use kubenat::startup::{self, CheckConfig};
 use kubenat::sync::{self, SyncOptions, Syncer};
+use kubenat::userspace::proxier::{Proxier, ProxierConfig};
+use kubenat::userspace::{Limits, PortRange};
 use tokio_util::sync::CancellationToken;
 
 use super::apply::BackendArg;
@@ -110,6 +112,19 @@ pub struct DaemonArgs {
     /// flannel's subnet.env (cluster CIDR and node pod CIDR when not given).
     #[arg(long, value_name = "FILE", default_value = subnet_env::DEFAULT_PATH, env = "KUBENAT_FLANNEL_SUBNET_FILE")]
     flannel_subnet_file: PathBuf,
+    /// Userspace mode: range for the proxy ports (`begin-end`, `begin+offset`; empty = any).
+    #[arg(long, value_name = "RANGE", env = "KUBENAT_PROXY_PORT_RANGE")]
+    proxy_port_range: Option<String>,
+    /// Userspace mode: idle time after which a UDP session is dropped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms", env = "KUBENAT_UDP_TIMEOUT")]
+    udp_timeout: Duration,
+    /// Userspace mode: address the proxy sockets listen on (0.0.0.0 = all; loopback refused).
+    #[arg(long, value_name = "IP", env = "KUBENAT_BIND_ADDRESS")]
+    bind_address: Option<IpAddr>,
+    /// The node's IP(s) (default: the Node object's InternalIP); userspace mode DNATs
+    /// node-originated service traffic to it.
+    #[arg(long, value_name = "IP", value_delimiter = ',', env = "KUBENAT_NODE_IP")]
+    node_ip: Vec<IpAddr>,
     /// Also program IPv6 (ip6tables); default: when an IPv6 cluster CIDR is configured.
     #[arg(long, value_name = "BOOL", env = "KUBENAT_IPV6")]
     ipv6: Option<bool>,
@@ -117,6 +132,8 @@ pub struct DaemonArgs {
 
 /// Everything resolved from flags, file and defaults.
 struct Resolved {
+    mode: ProxyMode,
+    userspace: Option<(ProxierConfig, IpAddr)>,
     node: NodeOptions,
     sync_period: Duration,
     min_sync_period: Duration,
@@ -190,6 +207,7 @@ impl DaemonArgs {
                 .pod_interface_name_prefix
                 .clone()
                 .or(file.detect_local.interface_name_prefix.clone()),
+            node_ips: self.node_ip.clone(),
             nodeport_addresses: self
                 .nodeport_addresses
                 .clone()
@@ -221,7 +239,40 @@ impl DaemonArgs {
             self.healthz_bind_address.clone().or(file.healthz_bind_address.clone()).unwrap_or("0.0.0.0:10256".into());
         let metrics_text =
             self.metrics_bind_address.clone().or(file.metrics_bind_address.clone()).unwrap_or("127.0.0.1:10249".into());
+        let mode = match (self.proxy_mode, file.mode.as_deref()) {
+            (Some(mode), _) => mode,
+            (None, None | Some("") | Some("iptables")) => ProxyMode::Iptables,
+            (None, Some("userspace")) => ProxyMode::Userspace,
+            (None, Some(other)) => bail!("--config mode {other:?}: kubenat supports iptables and userspace"),
+        };
+        let userspace = match mode {
+            ProxyMode::Iptables => None,
+            ProxyMode::Userspace => {
+                let range_text = self.proxy_port_range.clone().or(file.port_range.clone()).unwrap_or_default();
+                let range = PortRange::parse(&range_text).map_err(|e| anyhow::anyhow!("--proxy-port-range: {e}"))?;
+                let bind = match (self.bind_address, &file.bind_address) {
+                    (Some(ip), _) => ip,
+                    (None, Some(text)) if !text.is_empty() => {
+                        text.parse().with_context(|| format!("--config bindAddress {text:?} is not an IP"))?
+                    }
+                    _ => IpAddr::from([0, 0, 0, 0]),
+                };
+                if bind.is_loopback() {
+                    bail!("--bind-address {bind}: the userspace proxy cannot listen on loopback (pods could not reach it)");
+                }
+                let config = ProxierConfig {
+                    bind,
+                    range,
+                    udp_timeout: self.udp_timeout,
+                    max_udp_sessions: 10_000,
+                    tcp: Limits::default(),
+                };
+                Some((config, bind))
+            }
+        };
         Ok(Resolved {
+            mode,
+            userspace,
             node,
             sync_period,
             min_sync_period,
@@ -288,9 +339,6 @@ async fn client(resolved: &Resolved, master: &Option<String>) -> anyhow::Result<
 
 /// Runs the daemon until SIGTERM/SIGINT (or `--cleanup` and exit).
 pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    if args.proxy_mode == Some(ProxyMode::Userspace) {
-        bail!("--proxy-mode userspace is not available in this build yet; use iptables");
-    }
     let resolved = args.resolve()?;
     if args.cleanup {
         let (ipt, _) = args.iptables();
@@ -320,7 +368,8 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     let flannel = subnet_watch.current();
     let v6_cidr = resolved.node.cluster_cidr(IpFamily::V6, flannel.as_ref()).is_some();
     let mut families = vec![IpFamily::V4];
-    if args.ipv6.unwrap_or(v6_cidr) {
+    // The userspace proxy listens on one IPv4 address, as kube-proxy's did.
+    if resolved.mode == ProxyMode::Iptables && args.ipv6.unwrap_or(v6_cidr) {
         families.push(IpFamily::V6);
     }
     let (metrics, registry) = Metrics::new();
@@ -341,7 +390,11 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     if let Some(addr) = resolved.metrics {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-bind-address {addr}"))?;
-        tokio::spawn(health::serve_metrics(listener, Arc::new(registry), "iptables", shutdown.clone()));
+        let mode = match resolved.mode {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Userspace => "userspace",
+        };
+        tokio::spawn(health::serve_metrics(listener, Arc::new(registry), mode, shutdown.clone()));
     }
     let (feed, changes) = ChangeFeed::new();
     let endpoints_source = match args.endpoints_source {
@@ -370,10 +423,14 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
         node: resolved.node.clone(),
         flannel,
     };
-    tracing::info!(node = %opts.node.node_name, families = ?opts.families, "starting kubenat in iptables mode");
+    tracing::info!(node = %opts.node.node_name, families = ?opts.families, mode = ?resolved.mode, "starting kubenat");
     let health_checks =
         Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
-    let syncer = Syncer::new(opts, ipt, conntrack, metrics, health);
+    let mut syncer = Syncer::new(opts, ipt, conntrack, metrics, health);
+    if let Some((config, bind)) = resolved.userspace.clone() {
+        raise_nofile_limit();
+        syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()), bind);
+    }
     let loop_handle = tokio::spawn(sync::run(
         syncer,
         source,
@@ -389,6 +446,37 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The current (soft, hard) open-file limits, from `/proc/self/limits`.
+fn nofile_limits() -> Option<(String, String)> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line.trim_start_matches("Max open files").split_whitespace();
+    Some((fields.next()?.to_string(), fields.next()?.to_string()))
+}
+
+/// Userspace mode holds two descriptors per proxied connection: raise RLIMIT_NOFILE to 64000
+/// like kube-proxy did (or at least the soft limit to the hard one), via `prlimit`, without
+/// unsafe code.
+fn raise_nofile_limit() {
+    let pid = std::process::id().to_string();
+    let set = |value: &str| {
+        std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={value}:{value}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let hard = nofile_limits().map(|(_, hard)| hard).unwrap_or_default();
+    let enough = hard == "unlimited" || hard.parse::<u64>().is_ok_and(|h| h >= 64_000);
+    if (enough && set("64000")) || (!enough && (set("64000") || set(&hard))) {
+        let (soft, hard) = nofile_limits().unwrap_or_default();
+        tracing::info!(soft, hard, "open-file limit for the userspace proxy");
+    } else {
+        tracing::warn!(
+            "could not raise the open-file limit (prlimit); the userspace proxy may run out of descriptors under load"
+        );
+    }
 }
 
 async fn wait_for_signal() {

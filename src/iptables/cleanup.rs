@@ -28,22 +28,54 @@ const FILTER_CHAINS: [&str; 6] = [
     "KUBE-NODEPORT-NON-LOCAL",
 ];
 
-fn owned(table: TableName, chain: &str) -> bool {
-    match table {
+/// The legacy userspace mode's chains (a subset of the cleanup set).
+const USERSPACE_CHAINS: [&str; 5] = [
+    "KUBE-PORTALS-CONTAINER",
+    "KUBE-PORTALS-HOST",
+    "KUBE-NODEPORT-CONTAINER",
+    "KUBE-NODEPORT-HOST",
+    "KUBE-NODEPORT-NON-LOCAL",
+];
+
+/// Which chains a cleanup removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything kube-proxy's `--cleanup` removes (both modes).
+    All,
+    /// Only the iptables mode's chains (when starting in userspace mode).
+    IptablesMode,
+    /// Only the userspace mode's chains (when starting in iptables mode).
+    UserspaceMode,
+}
+
+fn owned(table: TableName, chain: &str, scope: Scope) -> bool {
+    let ours = match table {
         TableName::Nat => NAT_CHAINS.contains(&chain) || is_service_chain(chain),
         TableName::Filter => FILTER_CHAINS.contains(&chain),
         _ => false,
+    };
+    let userspace = USERSPACE_CHAINS.contains(&chain);
+    ours && match scope {
+        Scope::All => true,
+        Scope::IptablesMode => !userspace,
+        Scope::UserspaceMode => userspace,
     }
 }
 
 /// The restore input that removes kube-proxy's rules and chains from `current` (a parsed
 /// `iptables-save` of filter and nat). Empty when there is nothing to remove.
 pub fn plan_cleanup(current: &Ruleset) -> Ruleset {
+    plan_scoped_cleanup(current, Scope::All)
+}
+
+/// [`plan_cleanup`] limited to one mode's chains: a node switching modes loses the other
+/// mode's rules in its first full sync.
+pub fn plan_scoped_cleanup(current: &Ruleset, scope: Scope) -> Ruleset {
     let mut out = Ruleset::default();
     for table in &current.tables {
         let mut section = Table::new(table.name);
         for rule in &table.rules {
-            let into_ours = rule.target().is_some_and(|t| owned(table.name, t));
+            let into_ours = rule.target().is_some_and(|t| owned(table.name, t, scope));
             if is_builtin_chain(table.name, rule.chain.as_str()) && into_ours {
                 let mut delete = rule.clone();
                 delete.op = RuleOp::Delete;
@@ -51,7 +83,7 @@ pub fn plan_cleanup(current: &Ruleset) -> Ruleset {
             }
         }
         let chains: Vec<ChainName> =
-            table.chains.iter().filter(|c| owned(table.name, c.name.as_str())).map(|c| c.name.clone()).collect();
+            table.chains.iter().filter(|c| owned(table.name, c.name.as_str(), scope)).map(|c| c.name.clone()).collect();
         section.deletes = chains;
         if !section.rules.is_empty() || !section.deletes.is_empty() {
             out.tables.push(section);
@@ -163,6 +195,17 @@ COMMIT
         for kept in ["FLANNEL", "-X KUBE-MARK-MASQ", "-X KUBE-FIREWALL", "-D INPUT"] {
             assert!(!text.contains(kept), "{kept} must survive:\n{text}");
         }
+    }
+
+    #[test]
+    fn scoped_cleanup_removes_only_the_other_mode() {
+        let text = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-PORTALS-CONTAINER - [0:0]\n:KUBE-SERVICES - [0:0]\n\
+             -A PREROUTING -j KUBE-PORTALS-CONTAINER\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n";
+        let current = parse::parse(text).unwrap();
+        let userspace_gone = plan_scoped_cleanup(&current, Scope::UserspaceMode).to_string();
+        assert!(userspace_gone.contains("-X KUBE-PORTALS-CONTAINER") && !userspace_gone.contains("KUBE-SERVICES"));
+        let iptables_gone = plan_scoped_cleanup(&current, Scope::IptablesMode).to_string();
+        assert!(iptables_gone.contains("-X KUBE-SERVICES") && !iptables_gone.contains("PORTALS"));
     }
 
     #[test]
