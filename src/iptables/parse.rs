@@ -272,9 +272,10 @@ impl Open<'_> {
             Some("built-in chain")
         } else if table.deletes.contains(&chain) {
             Some("deleted twice")
-        } else if table.rules.iter().any(|r| r.chain == chain) {
+        } else if table.rules.iter().any(|r| r.op != RuleOp::Delete && r.chain == chain) {
             Some("it still has rules")
-        } else if table.rules.iter().any(|r| r.target() == Some(chain.as_str())) {
+        } else if table.rules.iter().any(|r| r.op != RuleOp::Delete && r.target() == Some(chain.as_str())) {
+            // A `-D` of the jump earlier in the section removes the reference, as in iptables.
             Some("a rule still jumps to it")
         } else {
             None

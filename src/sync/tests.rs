@@ -144,3 +144,37 @@ fn removed_udp_endpoint_triggers_conntrack_cleanup() {
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn userspace_mode_writes_portals_and_removes_iptables_mode_chains() {
+    use crate::userspace::proxier::{Proxier, ProxierConfig};
+    use crate::userspace::{Limits, PortRange};
+    let r = rig();
+    r.ipt
+        .set_rules(
+            IpFamily::V4,
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-OLD0000000000000 - [0:0]\n\
+             -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-OLD0000000000000\nCOMMIT\n",
+        )
+        .expect("preload");
+    let config = ProxierConfig {
+        bind: "127.0.0.2".parse().expect("ip"),
+        range: PortRange::parse("").expect("range"),
+        udp_timeout: Duration::from_millis(250),
+        max_udp_sessions: 16,
+        tcp: Limits::default(),
+    };
+    let bind = config.bind;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut syncer = r.syncer.with_userspace(Proxier::new(config, shutdown.clone()), bind);
+    let snap = snapshot(vec![web(&["10.244.1.2:8080"])]);
+    if let Err(err) = syncer.sync(&snap, &Changes::default(), false) {
+        panic!("{err}\n{}", r.ipt.restore_log(IpFamily::V4).join("\n---\n"));
+    }
+    let state = r.ipt.state_text(IpFamily::V4);
+    assert!(state.contains("-A KUBE-PORTALS-CONTAINER -d 10.96.0.10/32 -p tcp"), "{state}");
+    assert!(state.contains("-j DNAT --to-destination 127.0.0.2:"), "{state}");
+    assert!(!state.contains("KUBE-SERVICES") && !state.contains("KUBE-SVC-"), "iptables-mode chains left:\n{state}");
+    shutdown.cancel();
+}
