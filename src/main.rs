@@ -12,9 +12,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "kubenat", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `kubenat=debug`.
-    #[arg(long, env = "KUBENAT_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `kubenat=debug` [default: info
+    /// for the daemon, warn for the offline tools].
+    #[arg(long, env = "KUBENAT_LOG", global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -36,7 +37,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs its progress at info unless told otherwise; the offline tools stay quiet.
-    let level = if cli.command.is_none() && cli.log == "warn" { "info" } else { cli.log.as_str() };
+    let default_level = if cli.command.is_none() { "info" } else { "warn" };
+    let level = cli.log.as_deref().unwrap_or(default_level);
     let filter =
         tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

@@ -42,6 +42,10 @@ pub enum Error {
 /// Result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Per-direction copy buffer: 64 KiB moves a bulk stream in far fewer syscalls than tokio's
+/// 8 KiB default.
+const COPY_BUFFER: usize = 64 * 1024;
+
 /// Bounds for one TCP proxy socket.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -51,7 +55,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 4096 }
+        Limits { max_connections: 32_768 }
     }
 }
 
@@ -98,7 +102,7 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, balancer: &SharedBalance
     let mut backend = dial(peer, balancer).await?;
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
-    match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, COPY_BUFFER, COPY_BUFFER).await {
         Ok((up, down)) => debug!(%peer, up, down, "tcp connection closed"),
         Err(err) => debug!(%peer, error = %err, "tcp connection ended with error"),
     }

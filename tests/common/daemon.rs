@@ -33,12 +33,14 @@ pub struct DaemonOptions {
     pub path_prefix: Option<PathBuf>,
     /// `--log` filter.
     pub log: &'static str,
+    /// More flags, appended after the ones above (e.g. `--proxy-mode userspace`).
+    pub extra_args: Vec<String>,
 }
 
 impl DaemonOptions {
     /// `backend`, 5 s sync period, the normal `PATH`, `--log info`.
     pub fn new(backend: &'static str) -> DaemonOptions {
-        DaemonOptions { backend, sync_period: "5s", path_prefix: None, log: "info" }
+        DaemonOptions { backend, sync_period: "5s", path_prefix: None, log: "info", extra_args: Vec::new() }
     }
 }
 
@@ -86,7 +88,7 @@ impl Daemon {
         let file = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let stdout = file.try_clone().unwrap_or_else(|e| panic!("dup {}: {e}", log.display()));
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", node.name(), BIN]).args(args);
+        command.args(["netns", "exec", node.name(), BIN]).args(args).args(&opts.extra_args);
         command.stdin(Stdio::null()).stdout(stdout).stderr(file);
         if let Some(dir) = &opts.path_prefix {
             let path = std::env::var_os("PATH").unwrap_or_default();

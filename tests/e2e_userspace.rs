@@ -1,0 +1,585 @@
+//! End to end on the real kernel for the legacy userspace proxy mode (`kubenat --proxy-mode
+//! userspace`): the daemon runs in a lab's node namespace against the test API server, iptables
+//! portal rules steer service traffic to the daemon's own proxy sockets, and the daemon copies
+//! bytes to a backend. Real TCP/UDP traffic proves it: pod → ClusterIP, node → ClusterIP,
+//! NodePort, failover when a backend dies, ClientIP affinity, a 60,000-byte UDP datagram, and
+//! switching between iptables and userspace mode in both directions. Needs root (skips
+//! otherwise, fails under CI=true).
+//!
+//! Lab: pods 0 and 1 run identity servers (`pod-0`, `pod-1`) on 8080/TCP and 5353/UDP, pod 0
+//! also a UDP echo server on 9999; pod 2 is the client. `--node-ip` is pod 2's gateway
+//! (10.244.3.1), the node's address facing the client.
+//!
+//! In userspace mode the proxy (the daemon, in the node namespace) dials the backend itself,
+//! so a backend sees the node — its own gateway address — as the client, never the pod.
+
+mod common;
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::daemon::{self, poll, Daemon, DaemonOptions};
+use common::lab::Lab;
+use common::netns::NetNs;
+use common::process::{self, Spawned};
+use common::traffic::{self, Proto, Reply, Server};
+use kubenat::iptables::exec::{Backend, Tool};
+use kubenat::model::IpFamily;
+use serde_json::{json, Value};
+use support::apiserver::ApiServer;
+use tempfile::TempDir;
+
+/// ClusterIP of `default/web` (`http` 80→8080/TCP NodePort 30080, `dns` 53→5353/UDP).
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// ClusterIP of `default/sticky` (ClientIP affinity, 80→8080/TCP).
+const STICKY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
+/// ClusterIP of `default/big` (9999/UDP → pod 0's echo server).
+const BIG_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 13);
+/// NodePort of `default/web:http`.
+const NODE_PORT: u16 = 30080;
+/// UDP echo port in pod 0.
+const ECHO_PORT: u16 = 9999;
+/// Every "eventually" is bounded by this.
+const WAIT: Duration = Duration::from_secs(10);
+/// Per-request timeout of the traffic client (covers the proxy's dial retries, 250+500 ms…).
+const REQUEST: Duration = Duration::from_secs(3);
+/// The client pod.
+const CLIENT: usize = 2;
+/// The proxy port range given to the daemon.
+const PORT_RANGE: std::ops::RangeInclusive<u16> = 36000..=36999;
+
+// ---------------------------------------------------------------------------------------------
+// Objects.
+
+fn slice(service: &str, addresses: &[Ipv4Addr], ports: Value) -> Value {
+    let endpoints: Vec<Value> = addresses
+        .iter()
+        .map(|ip| {
+            json!({
+                "addresses": [ip.to_string()],
+                "conditions": { "ready": true, "serving": true, "terminating": false },
+                "nodeName": "node-1",
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-abcde"),
+            "namespace": "default",
+            "labels": { "kubernetes.io/service-name": service },
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    })
+}
+
+/// `default/web`: NodePort Service, `http` 80→8080/TCP (nodePort 30080), `dns` 53→5353/UDP.
+fn web() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "web", "namespace": "default" },
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": CLUSTER_IP.to_string(),
+            "clusterIPs": [CLUSTER_IP.to_string()],
+            "ports": [
+                { "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": NODE_PORT },
+                { "name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP" },
+            ],
+        },
+    })
+}
+
+fn web_slice(addresses: &[Ipv4Addr]) -> Value {
+    slice(
+        "web",
+        addresses,
+        json!([
+            { "name": "http", "port": 8080, "protocol": "TCP" },
+            { "name": "dns", "port": 5353, "protocol": "UDP" },
+        ]),
+    )
+}
+
+/// `default/sticky`: ClientIP affinity over both backends.
+fn sticky() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "sticky", "namespace": "default" },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": STICKY_IP.to_string(),
+            "clusterIPs": [STICKY_IP.to_string()],
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 10800 } },
+            "ports": [{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }],
+        },
+    })
+}
+
+/// `default/big`: 9999/UDP to pod 0's echo server.
+fn big() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "big", "namespace": "default" },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": BIG_IP.to_string(),
+            "clusterIPs": [BIG_IP.to_string()],
+            "ports": [{ "name": "echo", "port": ECHO_PORT, "targetPort": ECHO_PORT, "protocol": "UDP" }],
+        },
+    })
+}
+
+/// The node the daemon runs as, with its client-facing InternalIP.
+fn node(ip: Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": "node-1" },
+        "spec": { "podCIDR": "10.244.0.0/24" },
+        "status": { "addresses": [{ "type": "InternalIP", "address": ip.to_string() }] },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP echo server and big-datagram client.
+
+/// argv: port. Echoes every datagram (up to 65535 bytes) back to its sender.
+const ECHO_SERVER_PY: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(120)
+print("ready", flush=True)
+try:
+    while True:
+        data, addr = s.recvfrom(65535)
+        s.sendto(data, addr)
+except (TimeoutError, KeyboardInterrupt):
+    pass
+"#;
+
+/// argv: host port size. Sends one datagram of `size` pseudo-random bytes, prints
+/// `intact`, `mismatch <sent> <received>` or `timeout`.
+const BIG_CLIENT_PY: &str = r#"
+import os, socket, sys
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+payload = os.urandom(size)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.settimeout(1.5)
+s.connect((host, port))
+s.send(payload)
+try:
+    data = s.recv(65535)
+except TimeoutError:
+    print("timeout"); sys.exit(0)
+except OSError as e:
+    print("error " + str(e)); sys.exit(0)
+print("intact" if data == payload else "mismatch %d %d" % (len(payload), len(data)))
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// The environment.
+
+/// A lab with backends in pods 0 and 1, the API server in the node namespace, and (once
+/// started) the daemon. Fields drop in order: daemon first, the namespaces last.
+struct Env {
+    daemon: Option<Daemon>,
+    api: ApiServer,
+    servers: Vec<Option<Server>>,
+    _echo: Spawned,
+    lab: Lab,
+    dir: TempDir,
+    backend: Backend,
+    starts: u32,
+}
+
+impl Env {
+    /// `None` (test skipped) when not root or a tool is missing.
+    fn new() -> Option<Env> {
+        let backend = Backend::Nft;
+        let tools = [backend.binary(IpFamily::V4, Tool::Restore), backend.binary(IpFamily::V4, Tool::Save)];
+        if !common::require_root()
+            || !common::require_program("iptables")
+            || !tools.iter().all(|t| common::require_program(t))
+        {
+            return None;
+        }
+        let lab = Lab::new(3);
+        let mut servers = Vec::new();
+        for i in 0..2 {
+            let name = format!("pod-{i}");
+            servers.push(Some(Server::start(&lab.pod(i).ns, Proto::Tcp, 8080, &name)));
+            servers.push(Some(Server::start(&lab.pod(i).ns, Proto::Udp, 5353, &name)));
+        }
+        let port = ECHO_PORT.to_string();
+        let echo = Spawned::until_ready(
+            &lab.pod(0).ns.argv(&[daemon::python(), "-c", ECHO_SERVER_PY, &port]),
+            traffic::SERVER_READY_TIMEOUT,
+        );
+        let api = ApiServer::start_in_netns(lab.node.name());
+        let node_ip = lab.pod(0).gateway;
+        api.apply(node(node_ip));
+        let (ip0, ip1) = (lab.pod(0).ip, lab.pod(1).ip);
+        api.apply(web());
+        api.apply(web_slice(&[ip0, ip1]));
+        api.apply(sticky());
+        api.apply(slice("sticky", &[ip0, ip1], json!([{ "name": "http", "port": 8080, "protocol": "TCP" }])));
+        api.apply(big());
+        api.apply(slice("big", &[ip0], json!([{ "name": "echo", "port": ECHO_PORT, "protocol": "UDP" }])));
+        let dir = tempfile::tempdir().expect("temp dir");
+        Some(Env { daemon: None, api, servers, _echo: echo, lab, dir, backend, starts: 0 })
+    }
+
+    /// The node's primary IP (`--node-ip`): the source address the node itself uses towards the
+    /// service CIDR. In the lab that is pod 0's gateway (`ip route get 10.96.0.10` picks the
+    /// first address for the `10.96.0.0/12 dev lo` route); on a real node it is the node IP.
+    /// Node-originated traffic is DNATed to it, and the proxy's UDP replies only match the
+    /// connection when this is the address the node sends from (kube-proxy had the same rule).
+    fn node_ip(&self) -> Ipv4Addr {
+        self.lab.pod(0).gateway
+    }
+
+    fn options(&self, userspace: bool) -> DaemonOptions {
+        let mut opts = DaemonOptions::new(self.backend.as_str());
+        if userspace {
+            opts.extra_args = [
+                "--proxy-mode",
+                "userspace",
+                "--proxy-port-range",
+                "36000-36999",
+                "--udp-timeout",
+                "250ms",
+                "--bind-address",
+                "0.0.0.0",
+                "--node-ip",
+                &self.node_ip().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        } else {
+            opts.extra_args = vec!["--proxy-mode".into(), "iptables".into()];
+        }
+        opts
+    }
+
+    /// Starts a daemon (userspace or iptables mode). In iptables mode waits for its first full
+    /// restore; in userspace mode (individual iptables commands, no restores) waits until the
+    /// ClusterIP answers TCP and UDP through the proxy.
+    fn start_daemon(&mut self, userspace: bool) {
+        self.starts += 1;
+        let kubeconfig = self.api.kubeconfig(self.dir.path());
+        let log = self.dir.path().join(format!("kubenat-{}.log", self.starts));
+        let mut daemon = Daemon::start(&self.lab.node, &kubeconfig, &log, &self.options(userspace));
+        if !userspace {
+            daemon.wait_full_syncs(1.0, WAIT);
+        }
+        self.daemon = Some(daemon);
+        self.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 10);
+        self.until_served_by(Proto::Udp, &["pod-0", "pod-1"], 10);
+    }
+
+    fn started() -> Option<Env> {
+        let mut env = Env::new()?;
+        env.start_daemon(true);
+        Some(env)
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let status = daemon.terminate();
+            eprintln!("daemon #{} exited: {status}", self.starts);
+        }
+    }
+
+    fn client(&self) -> &NetNs {
+        &self.lab.pod(CLIENT).ns
+    }
+
+    /// The address a backend pod sees when the node dials it: the pod's gateway.
+    fn node_side_of(&self, server: &str) -> IpAddr {
+        let i: usize = server.strip_prefix("pod-").and_then(|n| n.parse().ok()).expect("pod-N");
+        self.lab.pod(i).gateway.into()
+    }
+
+    fn save(&self) -> String {
+        self.lab.node_save(self.backend)
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let mut logs = String::new();
+        for n in 1..=self.starts {
+            let path = self.dir.path().join(format!("kubenat-{n}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            logs += &format!("\n--- daemon log #{n} ---\n{text}");
+        }
+        panic!("{what}\n--- iptables-save ({}) ---\n{}{logs}", self.backend, self.save());
+    }
+
+    fn until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        poll(WAIT, Duration::from_millis(100), check)
+            .unwrap_or_else(|| self.fail(&format!("timed out after {WAIT:?}: {what}")))
+    }
+
+    /// Waits until `count` requests from the client pod to `default/web` are all answered and
+    /// exactly `servers` answered.
+    fn until_served_by(&self, proto: Proto, servers: &[&str], count: usize) -> Vec<Reply> {
+        let to = match proto {
+            Proto::Tcp => SocketAddr::from((CLUSTER_IP, 80)),
+            Proto::Udp => SocketAddr::from((CLUSTER_IP, 53)),
+        };
+        self.until_served_by_at(self.client(), proto, to, servers, count)
+    }
+
+    fn until_served_by_at(
+        &self,
+        from: &NetNs,
+        proto: Proto,
+        to: SocketAddr,
+        servers: &[&str],
+        count: usize,
+    ) -> Vec<Reply> {
+        let want: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        let mut last = Vec::new();
+        let found = poll(WAIT, Duration::from_millis(100), || {
+            last = traffic::requests(from, proto, to, Duration::from_secs(1), count);
+            (answered_by(&last).as_ref() == Some(&want)).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| {
+            self.fail(&format!(
+                "{proto:?} from {} to {to} never answered only by {want:?}; last: {:?}",
+                from.name(),
+                traffic::tally(&last)
+            ))
+        })
+    }
+
+    /// Every reply came from a backend that saw the node (its gateway) as the client.
+    fn assert_proxied(&self, replies: &[Reply], what: &str) {
+        for reply in replies {
+            match reply {
+                Reply::Answer { server, client } if *client == self.node_side_of(server) => {}
+                other => self.fail(&format!("{what}: {other} (want an answer that saw the node as client)")),
+            }
+        }
+    }
+
+    /// The chains declared in the node's rules (all tables).
+    fn chains(&self) -> Vec<String> {
+        chains(&self.save())
+    }
+}
+
+/// The sorted, distinct servers that answered — `None` if any request was not answered.
+fn answered_by(replies: &[Reply]) -> Option<Vec<String>> {
+    let mut names: Vec<String> = replies.iter().map(|r| r.server().map(str::to_string)).collect::<Option<_>>()?;
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+/// The chains declared in `iptables-save` text (`:NAME POLICY [p:b]`).
+fn chains(save: &str) -> Vec<String> {
+    let mut chains: Vec<String> =
+        save.lines().filter_map(|l| l.strip_prefix(':')?.split_whitespace().next().map(str::to_string)).collect();
+    chains.sort();
+    chains.dedup();
+    chains
+}
+
+fn is_iptables_mode_chain(chain: &str) -> bool {
+    chain.starts_with("KUBE-SVC-") || chain.starts_with("KUBE-SEP-") || chain == "KUBE-SERVICES"
+}
+
+fn is_userspace_chain(chain: &str) -> bool {
+    chain.starts_with("KUBE-PORTALS-") || chain.starts_with("KUBE-NODEPORT-")
+}
+
+/// The proxy ports named by `--to-ports N` / `--to-destination IP:N` in the portal rules.
+fn proxy_ports(save: &str) -> Vec<u16> {
+    save.lines()
+        .filter(|l| l.starts_with("-A KUBE-PORTALS-") || l.starts_with("-A KUBE-NODEPORT-"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            while let Some(w) = words.next() {
+                if w == "--to-ports" {
+                    return words.next()?.parse().ok();
+                }
+                if w == "--to-destination" {
+                    return words.next()?.rsplit_once(':')?.1.parse().ok();
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Pod → ClusterIP, TCP and UDP, through the proxy.
+
+#[test]
+fn pod_to_cluster_ip_tcp_and_udp_through_the_proxy() {
+    let Some(env) = Env::started() else { return };
+    let save = env.save();
+    for chain in ["KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST", "KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST"] {
+        if !chains(&save).iter().any(|c| c == chain) {
+            env.fail(&format!("chain {chain} missing"));
+        }
+    }
+    if !save.contains("-A KUBE-NODEPORT-NON-LOCAL") {
+        env.fail("no KUBE-NODEPORT-NON-LOCAL rule for the NodePort");
+    }
+    let ports = proxy_ports(&save);
+    if ports.is_empty() || !ports.iter().all(|p| PORT_RANGE.contains(p)) {
+        env.fail(&format!("proxy ports {ports:?} not all in {PORT_RANGE:?}"));
+    }
+    if !save.contains(&format!("--to-destination {}:", env.node_ip())) {
+        env.fail("no HOST-chain DNAT to --node-ip");
+    }
+    let tcp = env.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&tcp, "pod → ClusterIP TCP");
+    let udp = env.until_served_by(Proto::Udp, &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&udp, "pod → ClusterIP UDP");
+    eprintln!("pod → ClusterIP: TCP {:?}, UDP {:?}", traffic::tally(&tcp), traffic::tally(&udp));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Node-originated traffic to the ClusterIP (nat OUTPUT → KUBE-PORTALS-HOST → DNAT node-ip).
+
+#[test]
+fn node_to_cluster_ip_through_the_proxy() {
+    let Some(env) = Env::started() else { return };
+    let node = &env.lab.node;
+    let tcp = env.until_served_by_at(node, Proto::Tcp, SocketAddr::from((CLUSTER_IP, 80)), &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&tcp, "node → ClusterIP TCP");
+    let udp = env.until_served_by_at(node, Proto::Udp, SocketAddr::from((CLUSTER_IP, 53)), &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&udp, "node → ClusterIP UDP");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. NodePort from the client pod to the node's address.
+
+#[test]
+fn node_port_from_a_pod() {
+    let Some(env) = Env::started() else { return };
+    let to = SocketAddr::from((env.node_ip(), NODE_PORT));
+    let tcp = env.until_served_by_at(env.client(), Proto::Tcp, to, &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&tcp, "pod → NodePort TCP");
+    // And from the node itself (KUBE-NODEPORT-HOST).
+    let tcp = env.until_served_by_at(&env.lab.node, Proto::Tcp, to, &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&tcp, "node → NodePort TCP");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A dead backend (still listed as ready): the proxy's dial retry hides it.
+
+#[test]
+fn dead_backend_is_retried_around() {
+    let Some(mut env) = Env::started() else { return };
+    env.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 10);
+    // servers[2] is pod-1's TCP server: kill it, the EndpointSlice still lists pod 1.
+    drop(env.servers[2].take());
+    let replies = traffic::requests(env.client(), Proto::Tcp, SocketAddr::from((CLUSTER_IP, 80)), REQUEST, 30);
+    if answered_by(&replies).as_deref() != Some(&["pod-0".to_string()][..]) {
+        env.fail(&format!(
+            "with pod-1 dead, new connections: {:?} (want all answered by pod-0)",
+            traffic::tally(&replies)
+        ));
+    }
+    env.assert_proxied(&replies, "after failover");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. ClientIP affinity.
+
+#[test]
+fn client_ip_affinity_pins_one_backend() {
+    let Some(env) = Env::started() else { return };
+    let to = SocketAddr::from((STICKY_IP, 80));
+    let first = env.until("the sticky Service answers", || {
+        let reply = traffic::request(env.client(), Proto::Tcp, to, REQUEST);
+        reply.server().map(str::to_string)
+    });
+    let replies = traffic::requests(env.client(), Proto::Tcp, to, REQUEST, 10);
+    if answered_by(&replies) != Some(vec![first.clone()]) {
+        env.fail(&format!("affinity: first answer {first}, then {:?}", traffic::tally(&replies)));
+    }
+    // The same backends without affinity (default/web) do round-robin over both.
+    env.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. A 60,000-byte UDP datagram, both ways.
+
+#[test]
+fn big_udp_datagram_arrives_intact() {
+    let Some(env) = Env::started() else { return };
+    let (host, port) = (BIG_IP.to_string(), ECHO_PORT.to_string());
+    let argv = env.client().argv(&[daemon::python(), "-c", BIG_CLIENT_PY, &host, &port, "60000"]);
+    let mut last = String::new();
+    let ok = poll(WAIT, Duration::from_millis(200), || {
+        let out = process::run(&argv, Duration::from_secs(5));
+        last =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim());
+        (last == "intact").then_some(())
+    });
+    if ok.is_none() {
+        env.fail(&format!("60,000-byte UDP datagram through the proxy: {last}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. iptables → userspace → iptables.
+
+#[test]
+fn switching_modes_cleans_up_the_other_modes_rules() {
+    let Some(mut env) = Env::new() else { return };
+    // iptables mode: DNAT, the backend sees the pod itself.
+    env.start_daemon(false);
+    let client_ip: IpAddr = env.lab.pod(CLIENT).ip.into();
+    let replies = env.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 10);
+    if !replies.iter().all(|r| matches!(r, Reply::Answer { client, .. } if *client == client_ip)) {
+        env.fail(&format!("iptables mode: backends did not see the pod as client: {replies:?}"));
+    }
+    if !env.chains().iter().any(|c| c.starts_with("KUBE-SVC-")) {
+        env.fail("iptables mode wrote no KUBE-SVC- chains");
+    }
+    env.stop_daemon();
+
+    // → userspace.
+    env.start_daemon(true);
+    env.until("no iptables-mode chains left in userspace mode", || {
+        let left: Vec<String> = env.chains().into_iter().filter(|c| is_iptables_mode_chain(c)).collect();
+        left.is_empty().then_some(())
+    });
+    let tcp = env.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 10);
+    env.assert_proxied(&tcp, "userspace after iptables");
+    env.until_served_by(Proto::Udp, &["pod-0", "pod-1"], 10);
+    env.stop_daemon();
+
+    // → iptables again.
+    env.start_daemon(false);
+    env.until("no userspace chains left in iptables mode", || {
+        let left: Vec<String> = env.chains().into_iter().filter(|c| is_userspace_chain(c)).collect();
+        left.is_empty().then_some(())
+    });
+    let replies = env.until_served_by(Proto::Tcp, &["pod-0", "pod-1"], 10);
+    if !replies.iter().all(|r| matches!(r, Reply::Answer { client, .. } if *client == client_ip)) {
+        env.fail(&format!("iptables mode after userspace: backends did not see the pod: {replies:?}"));
+    }
+    env.until_served_by(Proto::Udp, &["pod-0", "pod-1"], 10);
+    // NodePort back in iptables mode too.
+    let to = SocketAddr::from((env.node_ip(), NODE_PORT));
+    env.until_served_by_at(env.client(), Proto::Tcp, to, &["pod-0", "pod-1"], 10);
+}
