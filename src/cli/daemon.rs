@@ -441,7 +441,14 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
         shutdown.clone(),
     ));
 
-    wait_for_signal().await;
+    let mut loop_handle = loop_handle;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = &mut loop_handle => {
+            shutdown.cancel();
+            bail!("the sync loop stopped unexpectedly (rules stay in place); exiting so the node agent is restarted");
+        }
+    }
     tracing::info!("shutting down; rules stay in place");
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;

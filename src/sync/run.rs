@@ -59,7 +59,23 @@ pub async fn run(
             let taken = feed.take();
             let full = force_full || Instant::now() >= next_full;
             last_sync = Some(Instant::now());
-            match syncer.sync(&snapshot, &taken, full) {
+            // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
+            // workers so /healthz, /metrics and the watchers stay responsive meanwhile.
+            let snap = snapshot.clone();
+            let (returned, result) = match tokio::task::spawn_blocking(move || {
+                let result = syncer.sync(&snap, &taken, full);
+                (syncer, result)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(err) => {
+                    tracing::error!(error = %err, "the sync task died; stopping the sync loop (rules stay in place)");
+                    return;
+                }
+            };
+            syncer = returned;
+            match result {
                 Ok(_) => {
                     dirty = false;
                     force_full = false;
