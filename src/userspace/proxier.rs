@@ -40,6 +40,34 @@ struct Proxy {
     affinity: Option<u32>,
     balancer: SharedBalancer,
     cancel: CancellationToken,
+    /// The service's NodePort, if any.
+    node_port: Option<u16>,
+    /// The NodePort held open so no other process can take it (None until a claim succeeds).
+    claim: Option<Claim>,
+}
+
+/// A socket bound to a local port a Service uses (its NodePort), held only to keep the port
+/// from being taken by another process; it never receives traffic (the portal rules redirect).
+#[allow(dead_code)] // held for its side effect: the bound port
+enum Claim {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Binds `port` on every local address for `protocol`; a conflict is reported, not fatal.
+fn claim(service: &ServicePortName, protocol: Protocol, port: u16) -> Option<Claim> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let result = match protocol {
+        Protocol::Udp => std::net::UdpSocket::bind(addr).map(Claim::Udp),
+        Protocol::Tcp | Protocol::Sctp => std::net::TcpListener::bind(addr).map(Claim::Tcp),
+    };
+    match result {
+        Ok(claim) => Some(claim),
+        Err(err) => {
+            tracing::warn!(service = %service, port, %protocol, error = %err, "could not claim the NodePort; another process may be using it");
+            None
+        }
+    }
 }
 
 /// The set of open proxies.
@@ -102,7 +130,13 @@ impl Proxier {
                     }
                 }
             }
-            if let Some(proxy) = self.proxies.get(name) {
+            if let Some(proxy) = self.proxies.get_mut(name) {
+                // Hold the NodePort (re-claimed when it changes, retried while it is taken).
+                if proxy.node_port != svc.node_port || (proxy.claim.is_none() && svc.node_port.is_some()) {
+                    proxy.claim = None;
+                    proxy.node_port = svc.node_port;
+                    proxy.claim = svc.node_port.and_then(|np| claim(name, svc.name.protocol, np));
+                }
                 let mut balancer = proxy.balancer.lock().unwrap_or_else(|p| p.into_inner());
                 balancer.update(usable_endpoints(svc, family));
                 balancer.sweep(now);
@@ -148,11 +182,81 @@ impl Proxier {
             // Port 0 (empty range): the kernel chose; remember that one.
             self.allocator.reserve(bound);
         }
-        Ok(Proxy { port: bound, protocol: svc.name.protocol, affinity: svc.affinity_timeout, balancer, cancel })
+        Ok(Proxy {
+            port: bound,
+            protocol: svc.name.protocol,
+            affinity: svc.affinity_timeout,
+            balancer,
+            cancel,
+            node_port: None,
+            claim: None,
+        })
+    }
+
+    /// The NodePorts currently held open, per service port.
+    pub fn claimed(&self) -> BTreeMap<ServicePortName, u16> {
+        self.proxies
+            .iter()
+            .filter(|(_, p)| p.claim.is_some())
+            .filter_map(|(n, p)| {
+                let port = match p.claim.as_ref()? {
+                    Claim::Tcp(l) => l.local_addr().ok()?.port(),
+                    Claim::Udp(s) => s.local_addr().ok()?.port(),
+                };
+                Some((n.clone(), port))
+            })
+            .collect()
     }
 
     /// The proxy port of each open proxy.
     pub fn ports(&self) -> BTreeMap<ServicePortName, u16> {
         self.proxies.iter().map(|(n, p)| (n.clone(), p.port)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServicePort;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+    }
+
+    fn node_port_service(name: &str, ip: &str, node_port: u16) -> ServicePort {
+        let spn =
+            ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol: Protocol::Tcp };
+        ServicePort { node_port: Some(node_port), ..ServicePort::new(spn, vec![ip.parse().unwrap()], 80) }
+    }
+
+    #[tokio::test]
+    async fn node_ports_are_claimed_and_conflicts_are_not_fatal() {
+        let (held, taken) = (free_port(), free_port());
+        let squatter = std::net::TcpListener::bind(("0.0.0.0", taken)).unwrap();
+        let shutdown = CancellationToken::new();
+        let config = ProxierConfig {
+            bind: "127.0.0.1".parse().unwrap(),
+            range: PortRange::default(),
+            udp_timeout: Duration::from_millis(250),
+            max_udp_sessions: 4,
+            tcp: Limits::default(),
+        };
+        let mut proxier = Proxier::new(config, shutdown.clone());
+        let mut state = ClusterState::default();
+        for svc in [node_port_service("a", "10.96.0.1", held), node_port_service("b", "10.96.0.2", taken)] {
+            state.services.insert(svc.name.clone(), svc);
+        }
+        let plan = proxier.sync(&state, IpFamily::V4);
+        assert_eq!(plan.0.len(), 2, "both services get a proxy even though one NodePort is taken");
+        let claimed = proxier.claimed();
+        assert_eq!(claimed.values().copied().collect::<Vec<_>>(), [held]);
+        assert!(std::net::TcpListener::bind(("0.0.0.0", held)).is_err(), "the NodePort is held");
+        drop(squatter);
+        proxier.sync(&state, IpFamily::V4);
+        assert_eq!(proxier.claimed().len(), 2, "the claim is retried once the port is free");
+        state.services.clear();
+        proxier.sync(&state, IpFamily::V4);
+        assert!(std::net::TcpListener::bind(("0.0.0.0", held)).is_ok(), "released with the service");
+        shutdown.cancel();
     }
 }
