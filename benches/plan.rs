@@ -9,54 +9,19 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kubenat::iptables::plan::{plan_partial, PlanStats};
 use kubenat::iptables::render::render;
 use kubenat::iptables::ruleset::Ruleset;
-use kubenat::model::{ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName};
+use kubenat::model::ClusterState;
 
-const ENDPOINTS: u32 = 10;
+#[path = "support/synthetic.rs"]
+mod synthetic;
 
-fn name(s: u32) -> ServicePortName {
-    ServicePortName {
-        namespace: format!("ns{}", s % 100),
-        name: format!("svc-{s}"),
-        port: "http".into(),
-        protocol: Protocol::Tcp,
-    }
-}
+use synthetic::{name, node, ENDPOINTS};
 
-fn endpoint(n: u32) -> Endpoint {
-    let ip = Ipv4Addr::new(10, 128 + (n >> 16) as u8, (n >> 8) as u8, n as u8);
-    Endpoint {
-        addr: SocketAddr::new(IpAddr::V4(ip), 8080),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some(format!("node-{}", n % 50)),
-        zone_hints: vec![],
-    }
-}
-
-fn service(s: u32) -> ServicePort {
-    let mut endpoints: Vec<Endpoint> = (0..ENDPOINTS).map(|e| endpoint(s * ENDPOINTS + e)).collect();
-    endpoints.sort_by_cached_key(|e| e.key());
-    ServicePort {
-        endpoints,
-        ..ServicePort::new(name(s), vec![IpAddr::V4(Ipv4Addr::new(172, 30, (s >> 8) as u8, s as u8))], 80)
-    }
+fn service(s: u32) -> kubenat::model::ServicePort {
+    synthetic::service(s, ENDPOINTS)
 }
 
 fn synthetic(services: u32) -> ClusterState {
-    let mut state = ClusterState::default();
-    for s in 0..services {
-        state.services.insert(name(s), service(s));
-    }
-    state
-}
-
-fn node() -> NodeConfig {
-    NodeConfig {
-        node_name: "node-1".into(),
-        local_detector: LocalDetector::Cidr("10.128.0.0/9".parse().expect("cidr")),
-        ..NodeConfig::default()
-    }
+    synthetic::state(services, ENDPOINTS)
 }
 
 /// The three changes, each applied to a copy of `base`.

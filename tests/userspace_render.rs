@@ -45,24 +45,7 @@ fn render(args: &[String]) -> String {
 
 fn check(dir: &Path, expected_name: &str, ipv6: bool) {
     let actual = render(&scenario_args(dir, ipv6));
-    let path = dir.join(expected_name);
-    if std::env::var_os("KUBENAT_BLESS").is_some() {
-        std::fs::write(&path, &actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with KUBENAT_BLESS=1 to create it)", path.display()));
-    if actual != expected {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .enumerate()
-            .filter(|(_, (e, a))| e != a)
-            .take(5)
-            .map(|(i, (e, a))| format!("line {}:\n  expected: {e}\n  actual:   {a}", i + 1))
-            .collect();
-        panic!("{} differs:\n{}\n--- actual ---\n{actual}", path.display(), diff.join("\n"));
-    }
+    common::golden::assert_golden(&dir.join(expected_name), &actual);
 }
 
 #[test]

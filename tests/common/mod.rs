@@ -22,6 +22,7 @@
 pub mod daemon;
 pub mod fixture;
 pub mod flannel;
+pub mod golden;
 pub mod lab;
 pub mod netns;
 pub mod process;
