@@ -1,0 +1,284 @@
+//! Scale measurement of the daemon (ignored by default; `scripts/bench-daemon.sh` runs it in a
+//! release build): N ClusterIP services × E endpoints are written to the test API server, the
+//! real `kubenat` daemon lists, renders and restores them into a lab's node namespace, and the
+//! test reports
+//! - time from start to the first full sync, and the daemon's RSS (VmRSS, VmHWM) after it;
+//! - event-to-rules latency: object written to the API → first TCP connection from a pod
+//!   answered through the new rule, for a new Service and for an endpoint change;
+//! - bytes of each partial restore those changes caused.
+//!
+//! Knobs (environment): `KUBENAT_SCALE_SERVICES` (10000), `KUBENAT_SCALE_ENDPOINTS` (10),
+//! `KUBENAT_SCALE_BACKEND` (`nft` or `legacy`), `KUBENAT_SCALE_ROUNDS` (5),
+//! `KUBENAT_SCALE_REPORT` (a file the summary is appended to). Every wait is bounded.
+
+mod common;
+mod support;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::daemon::{Daemon, DaemonOptions, Scrape, RESTORE_BYTES_PARTIAL, RESTORE_COUNT_PARTIAL};
+use common::lab::Lab;
+use common::traffic::{Proto, Server};
+use serde_json::{json, Value};
+use support::apiserver::ApiServer;
+
+/// How long the first full sync of the whole state may take (a 20k-service nft restore is ≈1 min).
+const FIRST_SYNC: Duration = Duration::from_secs(600);
+/// How long one change may take to become visible to traffic.
+const CHANGE: Duration = Duration::from_secs(60);
+/// The backend pod's TCP port.
+const BACKEND_PORT: u16 = 8080;
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The i-th synthetic ClusterIP: spread over 10.96.0.0/12 below 10.110.0.0 (probes use 10.111/16).
+fn cluster_ip(i: usize) -> Ipv4Addr {
+    let n = u32::try_from(i).expect("service count fits u32");
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + n)
+}
+
+fn service(name: &str, ip: Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": {
+            "type": "ClusterIP", "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+            "ports": [{ "name": "http", "port": 80, "targetPort": BACKEND_PORT, "protocol": "TCP" }],
+        },
+    })
+}
+
+fn slice(service: &str, addresses: &[Ipv4Addr]) -> Value {
+    let endpoints: Vec<Value> = addresses
+        .iter()
+        .map(|ip| {
+            json!({
+                "addresses": [ip.to_string()],
+                "conditions": { "ready": true, "serving": true, "terminating": false },
+                "nodeName": "node-2",
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-abcde"), "namespace": "default",
+            "labels": { "kubernetes.io/service-name": service },
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{ "name": "http", "port": BACKEND_PORT, "protocol": "TCP" }],
+    })
+}
+
+/// Synthetic endpoints that never answer (outside the lab's pod CIDR, nothing routes them).
+fn fake_endpoints(service: usize, count: usize) -> Vec<Ipv4Addr> {
+    (0..count)
+        .map(|j| {
+            let k = u32::try_from(service * count + j).expect("endpoint count fits u32");
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + k)
+        })
+        .collect()
+}
+
+/// (VmRSS, VmHWM) of `pid` in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// argv: host port deadline_seconds. Connects every few ms (20 ms timeout each) until one
+/// connection is answered; prints the wall-clock time of that answer, or `none`.
+const POLL_PY: &str = r#"
+import socket, sys, time
+host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+end = time.time() + limit
+print("ready", flush=True)
+while time.time() < end:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(0.02)
+    try:
+        s.connect((host, port))
+        if s.recv(64):
+            print("%.6f" % time.time(), flush=True)
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.002)
+    finally:
+        s.close()
+print("none", flush=True)
+"#;
+
+/// Starts the poller (in the client pod), runs `change` once it is polling, and returns the
+/// seconds from the end of `change` to the first answered connection.
+fn latency(lab: &Lab, ip: Ipv4Addr, change: impl FnOnce()) -> f64 {
+    let limit = format!("{}", CHANGE.as_secs());
+    let host = ip.to_string();
+    let argv = lab.pod(0).ns.argv(&["/usr/bin/python3", "-c", POLL_PY, &host, "80", &limit]);
+    let mut poller = Poller::start(&argv);
+    assert_eq!(poller.line(Duration::from_secs(5)).as_deref(), Some("ready"), "poller did not start");
+    change();
+    let written = unix_now();
+    let line = poller.line(CHANGE + Duration::from_secs(5)).unwrap_or_default();
+    let answered: f64 = line.trim().parse().unwrap_or_else(|_| panic!("no answer from {ip} within {CHANGE:?}: {line}"));
+    answered - written
+}
+
+/// A child whose stdout lines arrive on a channel; killed when dropped.
+struct Poller {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Poller {
+    fn start(argv: &[&str]) -> Poller {
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Poller { child, lines }
+    }
+
+    fn line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn partial(scrape: &Scrape) -> (f64, f64) {
+    (scrape.value(RESTORE_COUNT_PARTIAL).unwrap_or(0.0), scrape.value(RESTORE_BYTES_PARTIAL).unwrap_or(0.0))
+}
+
+#[test]
+#[ignore = "scale measurement: run by scripts/bench-daemon.sh (release build, minutes)"]
+fn daemon_at_scale() {
+    if !common::require_root() {
+        return;
+    }
+    let services = knob("KUBENAT_SCALE_SERVICES", 10_000);
+    let endpoints = knob("KUBENAT_SCALE_ENDPOINTS", 10);
+    let rounds = knob("KUBENAT_SCALE_ROUNDS", 5).max(1);
+    let backend: &'static str = match std::env::var("KUBENAT_SCALE_BACKEND").as_deref() {
+        Ok("legacy") => "legacy",
+        _ => "nft",
+    };
+    let lab = Lab::new(2);
+    let _backend_server = Server::start(&lab.pod(1).ns, Proto::Tcp, BACKEND_PORT, "backend");
+    let backend_ip = lab.pod(1).ip;
+    let api = ApiServer::start_in_netns(lab.node.name());
+    api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "node-1" },
+                      "spec": { "podCIDR": "10.244.0.0/24" } }));
+    let loaded = Instant::now();
+    for i in 0..services {
+        let name = format!("svc-{i}");
+        api.apply(service(&name, cluster_ip(i)));
+        api.apply(slice(&name, &fake_endpoints(i, endpoints)));
+    }
+    let load_secs = loaded.elapsed().as_secs_f64();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let log = dir.path().join("kubenat.log");
+    // No periodic full sync during the measurement.
+    let opts = DaemonOptions { sync_period: "1h", log: "info", ..DaemonOptions::new(backend) };
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&lab.node, &kubeconfig, &log, &opts);
+    daemon.wait_full_syncs(1.0, FIRST_SYNC);
+    let first_sync = started.elapsed().as_secs_f64();
+    let (rss_first, hwm_first) = rss_mib(daemon.pid());
+
+    let mut new_service = Vec::new();
+    let mut endpoint_change = Vec::new();
+    let mut new_service_bytes = Vec::new();
+    let mut endpoint_change_bytes = Vec::new();
+    for round in 0..rounds {
+        let before = partial(&daemon.metrics().expect("metrics"));
+        let name = format!("probe-{round}");
+        let ip = Ipv4Addr::new(10, 111, 0, u8::try_from(round + 1).expect("≤ 254 rounds"));
+        new_service.push(latency(&lab, ip, || {
+            api.apply(service(&name, ip));
+            api.apply(slice(&name, &[backend_ip]));
+        }));
+        let after = partial(&daemon.metrics().expect("metrics"));
+        new_service_bytes.push((after.1 - before.1) / (after.0 - before.0).max(1.0));
+
+        // An existing service's endpoints move to the real backend.
+        let target = format!("svc-{}", services - 1 - round);
+        let target_ip = cluster_ip(services - 1 - round);
+        endpoint_change.push(latency(&lab, target_ip, || {
+            api.apply(slice(&target, &[backend_ip]));
+        }));
+        let after2 = partial(&daemon.metrics().expect("metrics"));
+        endpoint_change_bytes.push((after2.1 - after.1) / (after2.0 - after.0).max(1.0));
+    }
+    let (rss_end, hwm_end) = rss_mib(daemon.pid());
+    daemon.terminate();
+
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut report = String::new();
+    let _ = writeln!(report, "backend={backend} services={services} endpoints/service={endpoints} rounds={rounds}");
+    let _ = writeln!(report, "  API objects written: {} in {load_secs:.1} s", 2 * services);
+    let _ = writeln!(report, "  daemon start → first full sync: {first_sync:.1} s");
+    let _ = writeln!(report, "  RSS after first sync: {rss_first:.0} MiB (peak {hwm_first:.0} MiB)");
+    let _ = writeln!(report, "  RSS at the end: {rss_end:.0} MiB (peak {hwm_end:.0} MiB)");
+    let _ = writeln!(
+        report,
+        "  new Service → answered: median {:.0} ms (all: {:?}); partial restore {:.0} B",
+        median(&mut new_service) * 1e3,
+        new_service.iter().map(|s| (s * 1e3).round()).collect::<Vec<_>>(),
+        median(&mut new_service_bytes),
+    );
+    let _ = writeln!(
+        report,
+        "  endpoint change → answered: median {:.0} ms (all: {:?}); partial restore {:.0} B",
+        median(&mut endpoint_change) * 1e3,
+        endpoint_change.iter().map(|s| (s * 1e3).round()).collect::<Vec<_>>(),
+        median(&mut endpoint_change_bytes),
+    );
+    print!("{report}");
+    if let Ok(path) = std::env::var("KUBENAT_SCALE_REPORT") {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
+        file.write_all(report.as_bytes()).expect("write report");
+    }
+}
