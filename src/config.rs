@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::k8s::convert::NodeFacts;
-use crate::model::{IpFamily, LocalDetector, NodeConfig, NodePortAddresses};
+use crate::model::{IpFamily, LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
 
 /// Errors turning options into a node configuration; each names the flag to fix.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,8 @@ pub struct NodeOptions {
     pub nfacct: bool,
     /// `nf_conntrack_tcp_be_liberal` is set.
     pub conntrack_tcp_be_liberal: bool,
+    /// `--services-dispatch`.
+    pub services_dispatch: ServicesDispatch,
 }
 
 impl Default for NodeOptions {
@@ -131,6 +133,7 @@ impl Default for NodeOptions {
             random_fully: true,
             nfacct: false,
             conntrack_tcp_be_liberal: false,
+            services_dispatch: ServicesDispatch::Flat,
         }
     }
 }
@@ -247,6 +250,7 @@ impl NodeOptions {
             random_fully: self.random_fully,
             nfacct: self.nfacct,
             conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
+            services_dispatch: self.services_dispatch,
         })
     }
 }

@@ -12,7 +12,7 @@ use kubenat::iptables::render::{self, JumpRule};
 use kubenat::iptables::ruleset::Ruleset;
 use kubenat::k8s::convert::{self, EndpointsSource};
 use kubenat::k8s::manifests;
-use kubenat::model::{ClusterState, IpFamily, NodeConfig};
+use kubenat::model::{ClusterState, IpFamily, NodeConfig, ServicesDispatch};
 
 /// `--detect-local-mode` values (kube-proxy's names, plus an explicit `none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +32,24 @@ pub enum DetectLocalMode {
     /// No detector: no ClusterIP masquerade rule, no pod short-circuit.
     #[value(name = "none", alias = "None")]
     None,
+}
+
+/// `--services-dispatch` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServicesDispatchArg {
+    /// kube-proxy's layout: nat KUBE-SERVICES scanned rule by rule.
+    Flat,
+    /// KUBE-SERVICES dispatches on the destination address into sub-chains (O(log N)).
+    Tree,
+}
+
+impl From<ServicesDispatchArg> for ServicesDispatch {
+    fn from(arg: ServicesDispatchArg) -> Self {
+        match arg {
+            ServicesDispatchArg::Flat => ServicesDispatch::Flat,
+            ServicesDispatchArg::Tree => ServicesDispatch::Tree,
+        }
+    }
 }
 
 /// `--ip-family` values.
@@ -108,6 +126,9 @@ pub struct RenderInput {
     /// `nf_conntrack_tcp_be_liberal` is set (omits the INVALID drop rule).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub conntrack_tcp_be_liberal: bool,
+    /// Layout of nat KUBE-SERVICES: `flat` (kube-proxy's) or `tree` (destination-prefix dispatch).
+    #[arg(long, value_enum, default_value = "flat", env = "KUBENAT_SERVICES_DISPATCH")]
+    pub services_dispatch: ServicesDispatchArg,
     /// Where endpoints come from.
     #[arg(long, value_enum, default_value = "auto")]
     pub endpoints_source: EndpointsSourceArg,
@@ -194,6 +215,7 @@ impl RenderInput {
             random_fully: self.random_fully,
             nfacct: self.nfacct,
             conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
+            services_dispatch: self.services_dispatch.into(),
         }
     }
 

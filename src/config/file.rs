@@ -71,6 +71,8 @@ pub struct IptablesSection {
     pub min_sync_period: Option<String>,
     /// `localhostNodePorts`.
     pub localhost_node_ports: Option<bool>,
+    /// `servicesDispatch` (a kubenat extension): `flat` or `tree`.
+    pub services_dispatch: Option<String>,
 }
 
 /// `clientConnection`.
@@ -137,6 +139,9 @@ nodePortAddresses: [192.168.0.0/16]
         assert_eq!(c.iptables.sync_period.as_deref(), Some("30s"));
         assert_eq!(c.client_connection.kubeconfig.as_deref(), Some("/var/lib/kube-proxy/kubeconfig.conf"));
         assert_eq!(c.node_port_addresses, Some(vec!["192.168.0.0/16".to_string()]));
+        assert_eq!(c.iptables.services_dispatch, None);
+        let c = parse("iptables: {servicesDispatch: tree}\n", "x.yaml").unwrap();
+        assert_eq!(c.iptables.services_dispatch.as_deref(), Some("tree"));
     }
 
     #[test]

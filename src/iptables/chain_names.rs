@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use super::ruleset::ChainName;
@@ -26,10 +27,16 @@ pub const KUBE_FIREWALL: &str = "KUBE-FIREWALL";
 /// The empty canary chain in mangle, nat and filter.
 pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
 
-/// Prefixes of the per-service chains kube-proxy (and kubenat) own in nat.
-pub const SERVICE_CHAIN_PREFIXES: [&str; 5] = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+/// Prefix of the destination-prefix chains of `--services-dispatch=tree` (nat only).
+pub const DISPATCH_CHAIN_PREFIX: &str = "KUBE-DISP-";
 
-/// Whether `name` is a per-service chain (`KUBE-SVC-…`, `KUBE-SEP-…` …).
+/// Prefixes of the chains kube-proxy (and kubenat) create per service, plus kubenat's
+/// per-prefix dispatch chains: every nat chain whose set depends on the services.
+pub const SERVICE_CHAIN_PREFIXES: [&str; 6] =
+    ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-", DISPATCH_CHAIN_PREFIX];
+
+/// Whether `name` is a per-service chain (`KUBE-SVC-…`, `KUBE-SEP-…` …) or a dispatch chain
+/// (`KUBE-DISP-…`): the chains stale-chain removal and `--cleanup` delete in nat.
 pub fn is_service_chain(name: &str) -> bool {
     SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -54,6 +61,21 @@ fn service_hash(svc: &ServicePortName) -> String {
 
 fn prefixed(prefix: &str, hash: &str) -> ChainName {
     ChainName::new(format!("{prefix}{hash}")).expect("prefix + 16 base32 chars is a valid chain name")
+}
+
+/// Whether `name` is a tree-dispatch chain (`KUBE-DISP-…`).
+pub fn is_dispatch_chain(name: &str) -> bool {
+    name.starts_with(DISPATCH_CHAIN_PREFIX)
+}
+
+/// The dispatch chain for destinations inside `prefix`: `KUBE-DISP-` + hash16 of the family
+/// and the prefix (host bits cleared), so the name depends on nothing but the prefix.
+pub fn dispatch_chain(prefix: IpNet) -> ChainName {
+    let family = match prefix {
+        IpNet::V4(_) => "ipv4",
+        IpNet::V6(_) => "ipv6",
+    };
+    prefixed(DISPATCH_CHAIN_PREFIX, &hash16(&format!("{family}/{}", prefix.trunc())))
 }
 
 /// The four per-service-port chain names.
@@ -143,5 +165,19 @@ mod tests {
         let ep: SocketAddr = "[fd00::5]:8080".parse().unwrap();
         assert_eq!(endpoint_chain(&svc, &ep).as_str(), format!("KUBE-SEP-{}", hash16("default/dbtcp[fd00::5]:8080")));
         assert!(is_service_chain("KUBE-FW-ABC") && !is_service_chain("KUBE-SERVICES"));
+    }
+
+    #[test]
+    fn dispatch_names_depend_only_on_family_and_prefix() {
+        let a = dispatch_chain("10.96.0.0/16".parse().unwrap());
+        assert_eq!(a, dispatch_chain("10.96.77.1/16".parse().unwrap()), "host bits are ignored");
+        assert_ne!(a, dispatch_chain("10.96.0.0/20".parse().unwrap()));
+        assert_ne!(a, dispatch_chain("10.97.0.0/16".parse().unwrap()));
+        assert_ne!(dispatch_chain("::/4".parse().unwrap()), dispatch_chain("0.0.0.0/4".parse().unwrap()));
+        let v6 = dispatch_chain("fd00:10:96:ffff:ffff:ffff:ffff:fff0/124".parse().unwrap());
+        for name in [&a, &v6] {
+            assert!(name.as_str().len() <= 28 && is_dispatch_chain(name.as_str()) && is_service_chain(name.as_str()));
+        }
+        assert_eq!(a.as_str(), format!("KUBE-DISP-{}", hash16("ipv4/10.96.0.0/16")));
     }
 }

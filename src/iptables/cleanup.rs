@@ -209,6 +209,17 @@ COMMIT
     }
 
     #[test]
+    fn removes_tree_dispatch_chains() {
+        let text = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-DISP-ABC - [0:0]\n\
+             :KUBE-SVC-A - [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -d 10.96.0.0/16 -j KUBE-DISP-ABC\n\
+             -A KUBE-DISP-ABC -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-SVC-A\nCOMMIT\n";
+        let plan = plan_cleanup(&parse::parse(text).unwrap()).to_string();
+        assert!(plan.contains("-X KUBE-DISP-ABC") && plan.contains("-X KUBE-SERVICES"), "{plan}");
+        let userspace_only = plan_scoped_cleanup(&parse::parse(text).unwrap(), Scope::UserspaceMode);
+        assert!(!userspace_only.to_string().contains("KUBE-DISP"));
+    }
+
+    #[test]
     fn nothing_to_do_on_a_clean_node() {
         let clean = "*nat\n:PREROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\nCOMMIT\n";
         assert!(plan_cleanup(&parse::parse(clean).unwrap()).tables.is_empty());

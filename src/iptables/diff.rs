@@ -21,6 +21,7 @@ pub use self::canon::{canonical, CanonicalRule};
 use self::sequence::{lcs_edits, multiset, Edit};
 use self::state::{state, ChainState, Entry, State};
 use super::parse::builtin_chains;
+use super::render::dispatch::flatten;
 use super::ruleset::{ChainName, Rule, Ruleset, TableName};
 
 /// Chains whose rules are alternatives, not steps: compared as multisets.
@@ -156,9 +157,12 @@ impl Diff {
     }
 }
 
-/// Compares `a` with `b`.
+/// Compares `a` with `b`. Tree-dispatch chains (`--services-dispatch=tree`) are first inlined
+/// back into nat `KUBE-SERVICES` ([`flatten`]), so the two layouts of the same services
+/// compare equal and a difference names the service rule, not a dispatch chain.
 pub fn diff(a: &Ruleset, b: &Ruleset, opts: &DiffOptions) -> Diff {
-    let (a, b) = (state(a, opts.kube_only), state(b, opts.kube_only));
+    let (a, b) = (flatten(a), flatten(b));
+    let (a, b) = (state(&a, opts.kube_only), state(&b, opts.kube_only));
     let tables: BTreeSet<TableName> = a.keys().chain(b.keys()).copied().collect();
     let tables = tables.into_iter().filter_map(|table| diff_table(table, &a, &b)).collect();
     Diff { tables }

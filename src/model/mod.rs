@@ -3,7 +3,7 @@
 
 mod node;
 
-pub use node::{LocalDetector, NodeConfig, NodePortAddresses};
+pub use node::{LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
 
 use std::collections::BTreeMap;
 use std::fmt;

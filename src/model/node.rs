@@ -38,6 +38,28 @@ pub enum NodePortAddresses {
     Cidrs(Vec<IpNet>),
 }
 
+/// How nat `KUBE-SERVICES` finds a service's rule (`--services-dispatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServicesDispatch {
+    /// kube-proxy's layout: one rule per service destination, scanned in order (O(N) per new
+    /// connection, byte-identical to kube-proxy's rules).
+    #[default]
+    Flat,
+    /// Dispatch on the destination address, 4 bits per level, into sub-chains (O(log N)).
+    Tree,
+}
+
+impl ServicesDispatch {
+    /// Parses `flat` or `tree` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "flat" => Some(ServicesDispatch::Flat),
+            "tree" => Some(ServicesDispatch::Tree),
+            _ => None,
+        }
+    }
+}
+
 /// Everything about the node and the proxy configuration that changes the rendered rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -67,6 +89,8 @@ pub struct NodeConfig {
     pub nfacct: bool,
     /// `net.netfilter.nf_conntrack_tcp_be_liberal` is set (omits the INVALID drop rule).
     pub conntrack_tcp_be_liberal: bool,
+    /// `--services-dispatch`: layout of nat `KUBE-SERVICES`.
+    pub services_dispatch: ServicesDispatch,
 }
 
 impl Default for NodeConfig {
@@ -85,6 +109,7 @@ impl Default for NodeConfig {
             random_fully: true,
             nfacct: false,
             conntrack_tcp_be_liberal: false,
+            services_dispatch: ServicesDispatch::Flat,
         }
     }
 }

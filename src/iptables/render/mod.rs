@@ -5,6 +5,7 @@
 //! since upstream iterates a Go map), so the text diffs clean against kube-proxy's.
 
 mod capture;
+pub mod dispatch;
 mod endpoint_chains;
 mod endpoints;
 mod jumps;
@@ -17,7 +18,7 @@ pub use jumps::{jump_rules, JumpRule};
 
 use super::chain_names::{self, fixed};
 use super::ruleset::{Arg, ChainName, Rule, Ruleset, Table, TableName};
-use crate::model::{ClusterState, LocalDetector, NodeConfig};
+use crate::model::{ClusterState, LocalDetector, NodeConfig, ServicesDispatch};
 
 /// Above this many endpoints kube-proxy drops the per-endpoint comments (≈40 % less input).
 pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
@@ -63,7 +64,8 @@ pub(crate) fn if_not_local(detector: &LocalDetector) -> Option<Arg> {
     if_local(detector).map(Arg::negate)
 }
 
-/// Renders the restore input (filter, then nat) for `node.family`.
+/// Renders the restore input (filter, then nat) for `node.family`; with
+/// `--services-dispatch=tree` nat `KUBE-SERVICES` is then rearranged by [`dispatch`].
 pub fn render(state: &ClusterState, node: &NodeConfig) -> Ruleset {
     let family = node.family;
     let total_endpoints: usize = state
@@ -83,6 +85,9 @@ pub fn render(state: &ClusterState, node: &NodeConfig) -> Ruleset {
         service::render_service(&mut out, svc);
     }
     static_rules::postamble(&mut out);
+    if node.services_dispatch == ServicesDispatch::Tree {
+        dispatch::dispatch_tree(&mut out.nat, family);
+    }
     Ruleset { tables: vec![out.filter, out.nat] }
 }
 
