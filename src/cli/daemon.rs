@@ -21,7 +21,7 @@ use kubenat::iptables::fake::FakeIptables;
 use kubenat::k8s::convert::EndpointsSource;
 use kubenat::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use kubenat::metrics::Metrics;
-use kubenat::model::IpFamily;
+use kubenat::model::{IpFamily, ServicesDispatch};
 use kubenat::startup::{self, CheckConfig};
 use kubenat::sync::{self, SyncOptions, Syncer};
 use kubenat::userspace::proxier::{Proxier, ProxierConfig};
@@ -125,6 +125,10 @@ pub struct DaemonArgs {
     /// node-originated service traffic to it.
     #[arg(long, value_name = "IP", value_delimiter = ',', env = "KUBENAT_NODE_IP")]
     node_ip: Vec<IpAddr>,
+    /// Layout of nat KUBE-SERVICES: `flat` (kube-proxy's, default) or `tree` (destination-prefix
+    /// dispatch: a new connection walks O(log N) rules instead of every service's).
+    #[arg(long, value_name = "flat|tree", env = "KUBENAT_SERVICES_DISPATCH")]
+    services_dispatch: Option<String>,
     /// Also program IPv6 (ip6tables); default: when an IPv6 cluster CIDR is configured.
     #[arg(long, value_name = "BOOL", env = "KUBENAT_IPV6")]
     ipv6: Option<bool>,
@@ -219,6 +223,12 @@ impl DaemonArgs {
                 .iptables_localhost_nodeports
                 .or(file.iptables.localhost_node_ports)
                 .unwrap_or(true),
+            services_dispatch: {
+                let text = self.services_dispatch.clone().or(file.iptables.services_dispatch.clone());
+                let text = text.unwrap_or_else(|| "flat".into());
+                ServicesDispatch::parse(&text)
+                    .with_context(|| format!("--services-dispatch {text:?}: expected flat or tree"))?
+            },
             ..NodeOptions::default()
         };
         node.validate()?;
