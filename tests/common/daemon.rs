@@ -35,12 +35,21 @@ pub struct DaemonOptions {
     pub log: &'static str,
     /// More flags, appended after the ones above (e.g. `--proxy-mode userspace`).
     pub extra_args: Vec<String>,
+    /// Extra environment variables (e.g. `XTABLES_LOCKFILE` for a per-test xtables lock).
+    pub env: Vec<(String, String)>,
 }
 
 impl DaemonOptions {
     /// `backend`, 5 s sync period, the normal `PATH`, `--log info`.
     pub fn new(backend: &'static str) -> DaemonOptions {
-        DaemonOptions { backend, sync_period: "5s", path_prefix: None, log: "info", extra_args: Vec::new() }
+        DaemonOptions {
+            backend,
+            sync_period: "5s",
+            path_prefix: None,
+            log: "info",
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
     }
 }
 
@@ -96,6 +105,7 @@ impl Daemon {
                 .expect("PATH entries without ':'");
             command.env("PATH", joined);
         }
+        command.envs(opts.env.iter().map(|(k, v)| (k, v)));
         // `ip netns exec` execs the program in place: the child's pid is the daemon's.
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
         Daemon { child, node: node.name().to_string(), log: log.to_path_buf(), healthz_port, metrics_port }
@@ -114,6 +124,37 @@ impl Daemon {
     /// Its exit status, if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// `kill -9`: the daemon dies at once, wherever it is (mid-sync included); reaps it.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited() {
+            return status;
+        }
+        let _ = self.child.kill(); // SIGKILL
+        self.child.wait().unwrap_or_else(|e| panic!("reaping the killed daemon: {e}"))
+    }
+
+    /// The daemon's resident set size in KiB (`VmRSS` of `/proc/PID/status`), `None` once gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Pids of the daemon's direct children (e.g. a running `iptables-restore`), from `/proc`:
+    /// every thread's `children` file, since the sync spawns them from a blocking-pool thread.
+    pub fn children(&self) -> Vec<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).into_iter().flatten().flatten();
+        tasks
+            .flat_map(|task| {
+                std::fs::read_to_string(task.path().join("children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Sends SIGTERM and waits (bounded) for the daemon to exit; panics with its log if it does not.

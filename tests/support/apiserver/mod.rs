@@ -12,6 +12,7 @@
 //! server.drop_watches();                                // cut every open watch connection
 //! server.compact();                                     // older resourceVersions now get 410
 //! server.set_unavailable(true);                         // every request: 503 + Status
+//! server.set_unreachable(true);                         // every connection closed at once
 //! let gap = server.hold_watches();                      // reconnecting watches wait …
 //! server.drop_watches();                                // … so changes made now are missed
 //! drop(gap);                                            // and must be replayed (or relisted)
@@ -24,6 +25,7 @@
 //! (thread, netns, runtime).
 
 mod discovery;
+mod gate;
 mod http;
 mod log;
 mod resources;
@@ -71,6 +73,8 @@ struct Shared {
     store: Mutex<Store>,
     log: Mutex<RequestLog>,
     unavailable: AtomicBool,
+    /// While unreachable, connections are closed as soon as they are accepted.
+    reachability: Arc<gate::Reachability>,
     /// Number of live [`WatchHold`]s; new watch requests wait while it is above zero.
     holds: tokio::sync::watch::Sender<u32>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -83,6 +87,7 @@ impl Shared {
             store: Mutex::new(Store::new()),
             log: Mutex::new(RequestLog::default()),
             unavailable: AtomicBool::new(false),
+            reachability: Arc::new(gate::Reachability::default()),
             holds: tokio::sync::watch::Sender::new(0),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -216,6 +221,21 @@ impl ApiServer {
         if unavailable {
             self.drop_watches();
         }
+    }
+
+    /// `true`: the server looks unreachable, like a network partition: every new connection is
+    /// closed as soon as it is accepted, and every connection accepted before fails on its next
+    /// read or write (open watches are cut). `false`: connections are served again.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.shared.reachability.set_unreachable(unreachable);
+        if unreachable {
+            self.drop_watches();
+        }
+    }
+
+    /// Every stored object (all kinds), sorted by kind, namespace and name: the state to render.
+    pub fn objects(&self) -> Vec<Value> {
+        self.shared.store().all()
     }
 
     /// How many watches are open right now.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 
+use super::gate::GatedListener;
 use super::{http, ServerConfig, Shared};
 
 /// After shutdown starts, connections get this long to finish before the runtime is dropped.
@@ -77,6 +78,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, bookmark_interval: Op
             let _ = shutdown.wait_for(|stop| *stop).await;
         }
     };
+    let listener = GatedListener::new(listener, shared.reachability.clone());
     let server = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(stopped(&shared));
     let grace_over = {
         let stopped = stopped(&shared);

@@ -186,6 +186,11 @@ impl Store {
         self.history.clear();
     }
 
+    /// Every current object of every resource, by resource then namespace/name.
+    pub fn all(&self) -> Vec<Value> {
+        self.objects.values().flat_map(|objects| objects.values().cloned()).collect()
+    }
+
     /// Current objects of `filter`'s resource that pass it, sorted by namespace/name.
     pub fn current<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = &'a Value> + 'a {
         let objects = self.objects.get(&filter.resource).into_iter().flatten();
