@@ -23,6 +23,7 @@ const SCENARIOS: &[&str] = &[
     "dual-stack",
     "masquerade-all",
     "flannel-subnet-env",
+    "tree-dispatch",
 ];
 
 /// The `kubenat render` arguments of a scenario (shared with the kernel tests).
