@@ -22,7 +22,7 @@ use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::iptables::cleanup::{plan_scoped_cleanup, Scope};
 use crate::iptables::exec::{Iptables, RestoreOptions};
-use crate::iptables::plan::plan_partial;
+use crate::iptables::plan::{plan_partial_with, PlanOptions};
 use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
 use crate::iptables::render::{jump_rules, render, JumpRule};
 use crate::iptables::ruleset::{Ruleset, TableName};
@@ -255,7 +255,7 @@ impl Syncer {
         }
         let mut partial_failed = false;
         if let (false, Some(last)) = (full, self.applied.get(&family)) {
-            let input = plan_partial(last, &desired);
+            let input = plan_partial_with(last, &desired, &PlanOptions::for_backend(self.ipt.backend()));
             if input.tables.is_empty() {
                 return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: 0, partial_failed });
             }

@@ -39,6 +39,10 @@ pub trait Iptables {
     fn restore(&self, family: IpFamily, input: &str, opts: RestoreOptions) -> Result<()>;
     /// The `iptables-save` output for one table, or for every loaded table when `None`.
     fn save(&self, family: IpFamily, table: Option<TableName>) -> Result<String>;
+    /// The backend restores go to (partial plans are shaped for it); `Default` when unknown.
+    fn backend(&self) -> Backend {
+        Backend::Default
+    }
 }
 
 /// Which iptables variant to run.
@@ -224,6 +228,10 @@ impl Iptables for ExecIptables {
             return Err(Error::Failed { binary, status: done.status.to_string(), stderr });
         }
         String::from_utf8(done.stdout).map_err(|_| Error::NotUtf8 { binary })
+    }
+
+    fn backend(&self) -> Backend {
+        self.backend
     }
 }
 
