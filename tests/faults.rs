@@ -15,6 +15,8 @@
 mod common;
 mod support;
 
+#[path = "faults/api_outage.rs"]
+mod api_outage;
 #[path = "faults/churn.rs"]
 mod churn;
 #[path = "faults/env.rs"]
@@ -23,6 +25,8 @@ mod env;
 mod kernel;
 #[path = "faults/objects.rs"]
 mod objects;
+#[path = "faults/restart.rs"]
+mod restart;
 
 /// A number from the environment variable `name`, else `default`.
 pub fn knob(name: &str, default: u64) -> u64 {

@@ -18,6 +18,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod retry;
+
+use self::retry::Retry;
 use super::convert::{self, EndpointsSource, NodeFacts, StateBuilder};
 use super::manifests::{self, Problem};
 use crate::model::ClusterState;
@@ -152,17 +155,22 @@ where
     let listed = Arc::new(AtomicBool::new(false));
     let listed_flag = listed.clone();
     let what = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
+    // Retries are paced here (see `retry`) rather than by `.default_backoff()`, so that a 410
+    // after an outage relists at once instead of after the backoff the outage built up.
     let stream = watcher(api, config)
-        .default_backoff()
         .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
         .reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut retry = Retry::default();
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = stream.next() => next,
             };
+            if let Some(Ok(_)) = &next {
+                retry.succeeded();
+            }
             match next {
                 Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => feed.record(kind, trigger(&obj)),
                 Some(Ok(watcher::Event::InitApply(obj))) => feed.record(kind, trigger(&obj)),
@@ -172,7 +180,15 @@ where
                     feed.record(kind, None)
                 }
                 Some(Ok(watcher::Event::Init)) => {}
-                Some(Err(err)) => tracing::warn!(resource = what, error = %err, "watch failed; retrying with backoff"),
+                Some(Err(err)) => {
+                    let wait = retry.after(&err);
+                    let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    tracing::warn!(resource = what, error = %err, retry_in_ms, "watch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
                 None => break,
             }
         }

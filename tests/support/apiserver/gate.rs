@@ -23,6 +23,8 @@ pub struct Reachability {
     unreachable: AtomicBool,
     /// Bumped when an outage starts: every connection accepted before is cut.
     generation: AtomicU64,
+    /// Connections closed unserved because of an outage.
+    refused: AtomicU64,
 }
 
 impl Reachability {
@@ -37,6 +39,11 @@ impl Reachability {
     /// Whether an outage is on.
     pub fn is_unreachable(&self) -> bool {
         self.unreachable.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed unserved so far because of an outage.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     fn generation(&self) -> u64 {
@@ -66,7 +73,9 @@ impl axum::serve::Listener for GatedListener {
         loop {
             match self.inner.accept().await {
                 // Unreachable: the connection is closed at once (dropped), never served.
-                Ok(_) if self.gate.is_unreachable() => continue,
+                Ok(_) if self.gate.is_unreachable() => {
+                    self.gate.refused.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok((stream, addr)) => {
                     let generation = self.gate.generation();
                     return (GatedStream { inner: stream, gate: self.gate.clone(), generation }, addr);

@@ -55,6 +55,7 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
         params,
         verb,
         status: response.status().as_u16(),
+        at: std::time::Instant::now(),
     });
     response
 }

@@ -37,6 +37,8 @@ pub struct RequestRecord {
     pub verb: Verb,
     /// HTTP status of the response (for a watch: of its start, normally 200).
     pub status: u16,
+    /// When the response started.
+    pub at: std::time::Instant,
 }
 
 impl RequestRecord {

@@ -233,6 +233,11 @@ impl ApiServer {
         }
     }
 
+    /// How many connections were closed unserved because the server was unreachable.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.reachability.refused()
+    }
+
     /// Every stored object (all kinds), sorted by kind, namespace and name: the state to render.
     pub fn objects(&self) -> Vec<Value> {
         self.shared.store().all()

@@ -1,0 +1,111 @@
+//! `kill -9` of the daemon in the middle of a large sync — twice: during a partial sync of 1,500
+//! new Services, then during the restarted daemon's first full sync — then a clean restart.
+//! A wrapper `iptables-nft-restore` first on the daemon's `PATH` pauses each restore for a
+//! moment (while a flag file exists) and marks that one is running, so the kill lands while
+//! the daemon is still feeding it: the restore sees a truncated input.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kubenat::iptables::exec::Backend;
+
+use crate::common::daemon::DaemonOptions;
+use crate::common::probe::ProbeConfig;
+use crate::env::{web_targets, write_script, Env};
+use crate::objects::{self, EpState, Port};
+
+/// Services created in one go before the first kill.
+const BULK: usize = 1500;
+
+/// Creates `BULK` Services with two (unroutable) endpoints each.
+fn apply_bulk(env: &Env) {
+    let ports = [Port::new("http", 80, 8080, "TCP")];
+    for i in 0..BULK {
+        let name = format!("bulk{i}");
+        let ip = Ipv4Addr::new(10, 97, (i / 250) as u8, 1 + (i % 250) as u8);
+        env.api.apply(objects::service(&name, ip, &ports, None));
+        let eps = [(Ipv4Addr::new(10, 251, (i / 250) as u8, 1 + (i % 250) as u8), EpState::Ready)];
+        env.api.apply(objects::slice(&name, &eps, &ports));
+    }
+}
+
+/// Waits until a paused restore has started (the wrapper touched `mark`), then `kill -9`s the
+/// daemon; returns how many children (the restore) it had at that moment.
+fn kill_mid_restore(env: &mut Env, mark: &Path) -> usize {
+    env.until(Duration::from_secs(20), "a restore to start", || mark.exists().then_some(()));
+    let children = env.daemon().children();
+    let status = env.daemon_mut().kill9();
+    let _ = std::fs::remove_file(mark);
+    // The orphaned restore finishes by itself (its input ends where the daemon died).
+    let gone = crate::common::daemon::poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        children.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    if gone.is_none() {
+        env.fail("the restore orphaned by kill -9 did not finish within 10 s");
+    }
+    eprintln!("[kill -9] daemon #{} killed ({status}) while {} child process(es) ran", env.starts, children.len());
+    children.len()
+}
+
+#[test]
+fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
+    let Some(real) = Some("/usr/sbin/iptables-nft-restore").filter(|p| Path::new(p).exists()) else {
+        crate::common::require(false, "/usr/sbin/iptables-nft-restore not installed");
+        return;
+    };
+    let wrappers = tempfile::tempdir().expect("temp dir");
+    let (flag, mark) = (wrappers.path().join("pause"), wrappers.path().join("restoring"));
+    let script = format!(
+        "#!/bin/sh\nif [ -e '{flag}' ]; then\n  touch '{mark}'\n  sleep 1\nfi\nexec {real} \"$@\"\n",
+        flag = flag.display(),
+        mark = mark.display()
+    );
+    write_script(wrappers.path(), "iptables-nft-restore", &script);
+    let opts = DaemonOptions { path_prefix: Some(wrappers.path().to_path_buf()), ..DaemonOptions::new("nft") };
+    let Some(mut env) = Env::new(Backend::Nft, opts) else { return };
+    env.start_daemon();
+    let services = env.apply_probed(2);
+    let named: Vec<(&str, _)> = services.iter().map(|(n, ip)| (n.as_str(), *ip)).collect();
+    let targets = web_targets(&named);
+    env.until_all_answer(&targets);
+    let probe = env.probe(targets, ProbeConfig::default());
+
+    // 1. A large partial sync: the daemon misses the bulk while disconnected, then gets it at once.
+    {
+        let _hold = env.api.hold_watches();
+        env.api.drop_watches();
+        apply_bulk(&env);
+        std::fs::write(&flag, "").expect("flag");
+    }
+    let mut children = kill_mid_restore(&mut env, &mark);
+    let save = env.save();
+    let bulk_in_kernel =
+        save.lines().filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("default/bulk")).count();
+    eprintln!("[kill -9] after the first kill the kernel holds {bulk_in_kernel} of {BULK} bulk Service rules");
+
+    // 2. The restarted daemon's first (full) sync is killed too.
+    env.spawn_daemon();
+    children += kill_mid_restore(&mut env, &mark);
+
+    // 3. A clean restart converges.
+    std::fs::remove_file(&flag).expect("remove flag");
+    let restarted = Instant::now();
+    env.start_daemon();
+    let converged = env.assert_converged(Duration::from_secs(30));
+    probe.wait_for_more(20, Duration::from_secs(5));
+    let report = probe.stop();
+    eprintln!(
+        "[kill -9] 2 kills mid-restore ({children} restores cut); rules equal render {} ms after the clean restart; \
+         probe: {}",
+        (restarted.elapsed().max(converged)).as_millis(),
+        report.summary()
+    );
+    if children < 2 {
+        env.fail("a kill did not land while a restore was running");
+    }
+    let failures = report.failures();
+    if !failures.is_empty() {
+        env.fail(&format!("probe failures across kill -9 and restart:\n{}", report.describe(&failures)));
+    }
+}
