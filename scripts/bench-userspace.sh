@@ -2,17 +2,22 @@
 # Userspace proxy vs iptables DNAT, on the real kernel, in throwaway namespaces: a node that
 # routes between a server pod (10.244.1.2, gw 10.244.1.1) and a client pod (10.244.2.2, gw
 # 10.244.2.1), Service default/bench 10.96.0.10 (sink 80→5001/TCP, echo 81→5002/TCP).
-# Measures, through (a) `kubenat apply` (iptables mode, DNAT) and (b) the daemon with
-# `--proxy-mode userspace --objects`:
+# Measures, in ROUNDS alternating rounds (median reported), through (a) `kubenat apply`
+# (iptables mode, DNAT), (b) the daemon with `--proxy-mode userspace --userspace-relay copy`
+# and (c) the same with `--userspace-relay splice` (the default):
 #   - single-stream TCP throughput (send SIZE_MB MB to a sink, time until it acknowledges),
 #   - latency of 1,000 sequential 64-byte request/response round trips on one connection,
-# prints the userspace/DNAT ratios, then opens CONNS concurrent TCP connections through the
-# userspace proxy (python asyncio) and checks all are established and echo.
-# Usage: sudo scripts/bench-userspace.sh [SIZE_MB=500] [CONNS=10000]
+# prints the userspace/DNAT ratios of the medians, then opens CONNS concurrent TCP connections
+# through the userspace proxy (python asyncio, in processes other than the proxy) and checks all
+# are established at once and echo. CONNS defaults to 10,000, or to what the proxy's open-file
+# hard limit can hold ((hard - 600) / 2: two descriptors per connection, 600 for the pipe pool
+# and the daemon's own files) when that is less.
+# Usage: sudo scripts/bench-userspace.sh [SIZE_MB=500] [CONNS=auto] [ROUNDS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${1:-500}
-CONNS=${2:-10000}
+CONNS=${2:-auto}
+ROUNDS=${3:-3}
 [ "$(id -u)" = 0 ] || { echo "bench-userspace: run as root" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench-userspace: python3 needed" >&2; exit 1; }
 cargo build --release --quiet
@@ -20,8 +25,12 @@ BIN=$PWD/target/release/kubenat
 # The daemon needs two descriptors per proxied connection (client side + backend side).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "ulimit -n: $(ulimit -n) (hard $(ulimit -Hn))"
-if [ "$(ulimit -n)" -lt $((2 * CONNS + 100)) ]; then
-    echo "warning: ulimit -n $(ulimit -n) < 2×$CONNS+100: the proxy cannot hold $CONNS connections here (no CAP_SYS_RESOURCE to raise the hard limit)" >&2
+fits=$(( ($(ulimit -n) - 600) / 2 ))
+if [ "$CONNS" = auto ]; then
+    CONNS=$(( fits < 10000 ? fits : 10000 ))
+    [ "$CONNS" -lt 10000 ] && echo "note: open-file limit $(ulimit -n) holds $CONNS proxied connections, not 10,000 (no CAP_SYS_RESOURCE to raise the hard limit)"
+elif [ "$CONNS" -gt "$fits" ]; then
+    echo "warning: ulimit -n $(ulimit -n) holds about $fits proxied connections; $CONNS will likely fail" >&2
 fi
 
 tag=$$
@@ -153,8 +162,9 @@ if mode == "latency":
 PY
 
 cat > "$work/conns.py" <<'PY'
-import asyncio, sys, time
+import asyncio, os, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd_dir = sys.argv[4] if len(sys.argv) > 4 else None   # the proxy's /proc/PID/fd
 async def main():
     sem = asyncio.Semaphore(512)   # connects in flight at once; all stay open
     conns, errors = [], []
@@ -168,6 +178,8 @@ async def main():
     t = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     opened = time.perf_counter() - t
+    await asyncio.sleep(0.5)   # let the proxy finish dialling the last backends
+    proxy_fds = len(os.listdir(fd_dir)) if fd_dir else -1
     async def ping(i, r, w):
         msg = b"%d\n" % i
         w.write(msg); await w.drain()
@@ -176,8 +188,8 @@ async def main():
     ok = await asyncio.gather(*(ping(*c) for c in conns), return_exceptions=True)
     echoed = sum(1 for x in ok if x is True)
     pinged = time.perf_counter() - t
-    print("established %d/%d in %.2fs, echoed %d/%d in %.2fs, connect errors %d %s"
-          % (len(conns), n, opened, echoed, n, pinged, len(errors), errors[:3]))
+    print("established %d/%d in %.2fs (proxy holds %d descriptors), echoed %d/%d in %.2fs, connect errors %d %s"
+          % (len(conns), n, opened, proxy_fds, echoed, n, pinged, len(errors), errors[:3]))
     for _, _, w in conns:
         w.close()
     sys.exit(0 if echoed == n else 1)
@@ -191,34 +203,60 @@ measure() {   # label
     printf '%-22s throughput %8s MB/s   latency p50 %7s us  p99 %7s us\n' "$1" "$tput" "$p50" "$p99"
 }
 
-# --- (a) iptables mode, DNAT.
-ip netns exec "$node" "$BIN" apply --objects "$work/objects.yaml" --hostname-override node-1 \
-    --cluster-cidr 10.244.0.0/16 >/dev/null
-measure "iptables (DNAT)"
-read -r dnat_tput dnat_p50 dnat_p99 <<<"$tput $p50 $p99"
-ip netns exec "$node" "$BIN" --cleanup --iptables-backend nft >/dev/null 2>&1 || true
+start_daemon() {   # relay
+    ip netns exec "$node" "$BIN" --proxy-mode userspace --objects "$work/objects.yaml" \
+        --hostname-override node-1 --cluster-cidr 10.244.0.0/16 --flannel-subnet-file /nonexistent \
+        --proxy-port-range 36000-36999 --udp-timeout 250ms --bind-address 0.0.0.0 --node-ip "$NODE_IP" \
+        --userspace-relay "$1" --healthz-bind-address 127.0.0.1:20100 --metrics-bind-address 127.0.0.1:20101 \
+        --log warn >> "$work/daemon.log" 2>&1 &
+    daemon=$!
+    pids+=("$daemon")
+}
+stop_daemon() {
+    kill "$daemon" 2>/dev/null || true
+    wait "$daemon" 2>/dev/null || true
+    ip netns exec "$node" "$BIN" --cleanup --iptables-backend nft >/dev/null 2>&1 || true
+}
 
-# --- (b) userspace mode: the daemon is the proxy.
-ip netns exec "$node" "$BIN" --proxy-mode userspace --objects "$work/objects.yaml" \
-    --hostname-override node-1 --cluster-cidr 10.244.0.0/16 --flannel-subnet-file /nonexistent \
-    --proxy-port-range 36000-36999 --udp-timeout 250ms --bind-address 0.0.0.0 --node-ip "$NODE_IP" \
-    --healthz-bind-address 127.0.0.1:20100 --metrics-bind-address 127.0.0.1:20101 --log warn \
-    > "$work/daemon.log" 2>&1 &
-pids+=($!)
-measure "userspace proxy"
-read -r us_tput us_p50 us_p99 <<<"$tput $p50 $p99"
+declare -A results
+for round in $(seq "$ROUNDS"); do
+    echo "--- round $round/$ROUNDS"
+    # (a) iptables mode, DNAT.
+    ip netns exec "$node" "$BIN" apply --objects "$work/objects.yaml" --hostname-override node-1 \
+        --cluster-cidr 10.244.0.0/16 >/dev/null
+    measure "iptables (DNAT)"
+    results[dnat]+="$tput $p50 $p99;"
+    ip netns exec "$node" "$BIN" --cleanup --iptables-backend nft >/dev/null 2>&1 || true
+    # (b), (c) userspace mode: the daemon is the proxy.
+    for relay in copy splice; do
+        start_daemon "$relay"
+        measure "userspace ($relay)"
+        results[$relay]+="$tput $p50 $p99;"
+        stop_daemon
+    done
+done
 
-python3 - "$dnat_tput" "$us_tput" "$dnat_p50" "$us_p50" "$dnat_p99" "$us_p99" <<'PY'
-import sys
-a = [float(x) for x in sys.argv[1:]]
-print("userspace/DNAT: throughput x%.2f, latency p50 x%.2f, p99 x%.2f" % (a[1] / a[0], a[3] / a[2], a[5] / a[4]))
+python3 - "${results[dnat]}" "${results[copy]}" "${results[splice]}" <<'PY'
+import statistics, sys
+def medians(text):
+    rows = [[float(x) for x in r.split()] for r in text.split(";") if r.strip()]
+    return [statistics.median(col) for col in zip(*rows)]
+dnat, copy, splice = (medians(a) for a in sys.argv[1:])
+print("medians of %d rounds:" % len(sys.argv[1].strip(";").split(";")))
+for name, m in (("iptables (DNAT)", dnat), ("userspace (copy)", copy), ("userspace (splice)", splice)):
+    print("  %-20s throughput %8.1f MB/s   latency p50 %7.1f us  p99 %7.1f us" % (name, *m))
+for name, m in (("copy", copy), ("splice", splice)):
+    print("userspace %s/DNAT: throughput x%.2f, latency p50 x%.2f, p99 x%.2f"
+          % (name, m[0] / dnat[0], m[1] / dnat[1], m[2] / dnat[2]))
 PY
 
-# --- Concurrency through the userspace proxy.
-echo "daemon fds before: $(ls /proc/"${pids[-1]}"/fd | wc -l)"
-if ip netns exec "$cli" python3 "$work/conns.py" 10.96.0.10 81 "$CONNS"; then
-    echo "concurrency: $CONNS connections OK"
+# --- Concurrency through the userspace proxy (default relay).
+start_daemon splice
+ip netns exec "$cli" python3 "$work/client.py" wait 10.96.0.10 81 >/dev/null || { echo "daemon never answered" >&2; exit 1; }
+echo "daemon fds before: $(ls /proc/"$daemon"/fd | wc -l)"
+if ip netns exec "$cli" python3 "$work/conns.py" 10.96.0.10 81 "$CONNS" "/proc/$daemon/fd"; then
+    echo "concurrency: $CONNS connections open at once through the proxy, all echoed"
 else
     echo "concurrency: FAILED"; tail -20 "$work/daemon.log"; exit 1
 fi
-if ! kill -0 "${pids[-1]}" 2>/dev/null; then echo "daemon died:"; tail -20 "$work/daemon.log"; exit 1; fi
+if ! kill -0 "$daemon" 2>/dev/null; then echo "daemon died:"; tail -20 "$work/daemon.log"; exit 1; fi

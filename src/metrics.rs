@@ -104,6 +104,7 @@ struct Inner {
     livez: Family<Label, Counter>,
     restore_bytes: HistogramFamily,
     startup_checks_failed: Family<Label, Gauge>,
+    userspace_port_conflicts: Gauge,
 }
 
 /// Handle to every metric; cheap to clone (one `Arc`), safe to share between tasks.
@@ -136,6 +137,7 @@ impl Metrics {
             livez: Family::default(),
             restore_bytes: Family::new_with_constructor(restore_bytes_histogram),
             startup_checks_failed: Family::default(),
+            userspace_port_conflicts: Gauge::default(),
         };
         let mut registry = Registry::default();
         register(&mut registry, &inner);
@@ -232,6 +234,12 @@ impl Metrics {
     pub fn set_startup_check_failed(&self, check: &str, failed: bool) {
         self.inner.startup_checks_failed.get_or_create(&label("check", check)).set(i64::from(failed));
     }
+
+    /// Userspace mode: ports Services claim (NodePorts, local external/LB IPs) that another
+    /// socket holds, as of the last sync (`kubenat_userspace_port_conflicts`).
+    pub fn set_userspace_port_conflicts(&self, n: usize) {
+        self.inner.userspace_port_conflicts.set(to_i64(n));
+    }
 }
 
 fn label(key: &'static str, value: &str) -> Label {
@@ -323,6 +331,11 @@ fn register(r: &mut Registry, m: &Inner) {
         "kubenat_startup_checks_failed",
         "Startup requirement checks that failed (1) or passed (0)",
         m.startup_checks_failed.clone(),
+    );
+    r.register(
+        "kubenat_userspace_port_conflicts",
+        "Userspace mode: ports claimed by Services that another socket holds",
+        m.userspace_port_conflicts.clone(),
     );
 }
 

@@ -166,8 +166,9 @@ impl Syncer {
             return Ok((render(&snapshot.state, node), jump_rules(node)));
         };
         let plan = proxier.sync(&snapshot.state, family);
+        self.metrics.set_userspace_port_conflicts(proxier.conflicts().len());
         let host = if bind.is_unspecified() {
-            node.node_ips.iter().find(|ip| family.contains(ip)).copied().ok_or(Error::NoNodeIp { family })?
+            proxier.host_ip(&snapshot.state, family, &node.node_ips).ok_or(Error::NoNodeIp { family })?
         } else {
             *bind
         };

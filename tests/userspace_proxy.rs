@@ -58,7 +58,12 @@ async fn tcp_proxy(
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = listen().await;
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(serve_tcp(listener, balancer, Limits { max_connections: 2048 }, shutdown.clone()));
+    let task = tokio::spawn(serve_tcp(
+        listener,
+        balancer,
+        Limits { max_connections: 2048, ..Limits::default() },
+        shutdown.clone(),
+    ));
     (addr, task)
 }
 

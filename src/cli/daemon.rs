@@ -40,6 +40,15 @@ pub enum ProxyMode {
     Userspace,
 }
 
+/// `--userspace-relay` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayArg {
+    /// splice(2) through pooled pipes.
+    Splice,
+    /// Buffered copy.
+    Copy,
+}
+
 /// The daemon's flags (kube-proxy's names; each also from a `KUBENAT_*` environment variable).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
@@ -118,11 +127,16 @@ pub struct DaemonArgs {
     /// Userspace mode: idle time after which a UDP session is dropped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms", env = "KUBENAT_UDP_TIMEOUT")]
     udp_timeout: Duration,
+    /// Userspace mode: how TCP bytes are relayed: `splice` (zero-copy through a bounded pool of
+    /// pipes, copying when none is free) or `copy` (through buffers only).
+    #[arg(long, value_enum, default_value = "splice", env = "KUBENAT_USERSPACE_RELAY")]
+    userspace_relay: RelayArg,
     /// Userspace mode: address the proxy sockets listen on (0.0.0.0 = all; loopback refused).
     #[arg(long, value_name = "IP", env = "KUBENAT_BIND_ADDRESS")]
     bind_address: Option<IpAddr>,
     /// The node's IP(s) (default: the Node object's InternalIP); userspace mode DNATs
-    /// node-originated service traffic to it.
+    /// node-originated service traffic to it (default there: the node's own source address
+    /// toward the cluster IPs, i.e. the default-route interface's on most nodes).
     #[arg(long, value_name = "IP", value_delimiter = ',', env = "KUBENAT_NODE_IP")]
     node_ip: Vec<IpAddr>,
     /// Layout of nat KUBE-SERVICES: `flat` (kube-proxy's, default) or `tree` (destination-prefix
@@ -275,7 +289,10 @@ impl DaemonArgs {
                     range,
                     udp_timeout: self.udp_timeout,
                     max_udp_sessions: 10_000,
-                    tcp: Limits::default(),
+                    tcp: match self.userspace_relay {
+                        RelayArg::Splice => Limits::default(),
+                        RelayArg::Copy => Limits { pipes: None, ..Limits::default() },
+                    },
                 };
                 Some((config, bind))
             }
@@ -439,7 +456,8 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     let mut syncer = Syncer::new(opts, ipt, conntrack, metrics, health);
     if let Some((config, bind)) = resolved.userspace.clone() {
         raise_nofile_limit();
-        syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()), bind);
+        let node_ip = args.node_ip.iter().copied().find(|ip| ip.is_ipv4());
+        syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()).with_node_ip(node_ip), bind);
     }
     let loop_handle = tokio::spawn(sync::run(
         syncer,

@@ -3,8 +3,12 @@
 //! own the iptables portal rules that steer service traffic to those sockets.
 
 pub mod balancer;
+pub mod claims;
+pub mod host;
+pub mod pipes;
 pub mod ports;
 pub mod proxier;
+pub mod splice;
 pub mod tcp;
 pub mod udp;
 
@@ -13,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use balancer::Balancer;
+pub use pipes::{PipePool, PoolConfig};
 pub use ports::{PortAllocator, PortRange};
 pub use tcp::{serve_tcp, Limits};
 pub use udp::{serve_udp, DEFAULT_UDP_IDLE_TIMEOUT};

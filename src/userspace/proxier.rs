@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
+use super::claims::{self, Claims, Conflict, HeldPort};
 use super::{serve_tcp, serve_udp, Balancer, Limits, PortAllocator, PortRange, SharedBalancer};
 use crate::iptables::render::userspace::PortPlan;
 use crate::model::{ClusterState, IpFamily, Protocol, ServicePort, ServicePortName};
@@ -40,34 +41,8 @@ struct Proxy {
     affinity: Option<u32>,
     balancer: SharedBalancer,
     cancel: CancellationToken,
-    /// The service's NodePort, if any.
-    node_port: Option<u16>,
-    /// The NodePort held open so no other process can take it (None until a claim succeeds).
-    claim: Option<Claim>,
-}
-
-/// A socket bound to a local port a Service uses (its NodePort), held only to keep the port
-/// from being taken by another process; it never receives traffic (the portal rules redirect).
-#[allow(dead_code)] // held for its side effect: the bound port
-enum Claim {
-    Tcp(std::net::TcpListener),
-    Udp(std::net::UdpSocket),
-}
-
-/// Binds `port` on every local address for `protocol`; a conflict is reported, not fatal.
-fn claim(service: &ServicePortName, protocol: Protocol, port: u16) -> Option<Claim> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], port));
-    let result = match protocol {
-        Protocol::Udp => std::net::UdpSocket::bind(addr).map(Claim::Udp),
-        Protocol::Tcp | Protocol::Sctp => std::net::TcpListener::bind(addr).map(Claim::Tcp),
-    };
-    match result {
-        Ok(claim) => Some(claim),
-        Err(err) => {
-            tracing::warn!(service = %service, port, %protocol, error = %err, "could not claim the NodePort; another process may be using it");
-            None
-        }
-    }
+    /// Local ports the service answers on (NodePort, local external and LB IPs), held open.
+    claims: Claims,
 }
 
 /// The set of open proxies.
@@ -76,6 +51,8 @@ pub struct Proxier {
     allocator: PortAllocator,
     proxies: BTreeMap<ServicePortName, Proxy>,
     shutdown: CancellationToken,
+    /// `--node-ip` as given by the operator (not derived from the Node object).
+    node_ip: Option<IpAddr>,
 }
 
 /// Ready endpoints of `family`, or the serving terminating ones when none is ready.
@@ -92,7 +69,19 @@ impl Proxier {
     /// A proxier with nothing open; proxies stop when `shutdown` is cancelled.
     pub fn new(config: ProxierConfig, shutdown: CancellationToken) -> Self {
         let allocator = PortAllocator::new(config.range);
-        Proxier { config, allocator, proxies: BTreeMap::new(), shutdown }
+        Proxier { config, allocator, proxies: BTreeMap::new(), shutdown, node_ip: None }
+    }
+
+    /// Uses `ip` (the operator's `--node-ip`) as the DNAT target of node-originated traffic.
+    pub fn with_node_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.node_ip = ip;
+        self
+    }
+
+    /// Where node-originated service traffic of `family` is DNATed when the proxy listens on
+    /// every address: see [`host::host_ip`](super::host::host_ip).
+    pub fn host_ip(&self, state: &ClusterState, family: IpFamily, node_ips: &[IpAddr]) -> Option<IpAddr> {
+        super::host::host_ip(self.node_ip, state, family, node_ips)
     }
 
     /// Opens, updates and closes proxies to match `state` (service ports with a cluster IP of
@@ -131,12 +120,9 @@ impl Proxier {
                 }
             }
             if let Some(proxy) = self.proxies.get_mut(name) {
-                // Hold the NodePort (re-claimed when it changes, retried while it is taken).
-                if proxy.node_port != svc.node_port || (proxy.claim.is_none() && svc.node_port.is_some()) {
-                    proxy.claim = None;
-                    proxy.node_port = svc.node_port;
-                    proxy.claim = svc.node_port.and_then(|np| claim(name, svc.name.protocol, np));
-                }
+                // Hold the NodePort and local external/LB ports (released when they change,
+                // retried while taken).
+                proxy.claims.update(name, &claims::wanted(svc, family));
                 let mut balancer = proxy.balancer.lock().unwrap_or_else(|p| p.into_inner());
                 balancer.update(usable_endpoints(svc, family));
                 balancer.sweep(now);
@@ -174,7 +160,7 @@ impl Proxier {
                 socket.bind(addr)?;
                 let listener = socket.listen(BACKLOG)?;
                 let port = listener.local_addr()?.port();
-                tokio::spawn(serve_tcp(listener, balancer.clone(), self.config.tcp, cancel.clone()));
+                tokio::spawn(serve_tcp(listener, balancer.clone(), self.config.tcp.clone(), cancel.clone()));
                 port
             }
         };
@@ -188,24 +174,19 @@ impl Proxier {
             affinity: svc.affinity_timeout,
             balancer,
             cancel,
-            node_port: None,
-            claim: None,
+            claims: Claims::default(),
         })
     }
 
-    /// The NodePorts currently held open, per service port.
-    pub fn claimed(&self) -> BTreeMap<ServicePortName, u16> {
-        self.proxies
-            .iter()
-            .filter(|(_, p)| p.claim.is_some())
-            .filter_map(|(n, p)| {
-                let port = match p.claim.as_ref()? {
-                    Claim::Tcp(l) => l.local_addr().ok()?.port(),
-                    Claim::Udp(s) => s.local_addr().ok()?.port(),
-                };
-                Some((n.clone(), port))
-            })
-            .collect()
+    /// The local ports currently held open, per service port.
+    pub fn claimed(&self) -> BTreeMap<ServicePortName, Vec<HeldPort>> {
+        let held = self.proxies.iter().map(|(n, p)| (n.clone(), p.claims.held().collect::<Vec<_>>()));
+        held.filter(|(_, ports)| !ports.is_empty()).collect()
+    }
+
+    /// The ports services claim that another socket holds (retried every sync).
+    pub fn conflicts(&self) -> Vec<(ServicePortName, Conflict)> {
+        self.proxies.iter().flat_map(|(n, p)| p.claims.conflicts().map(move |c| (n.clone(), c))).collect()
     }
 
     /// The proxy port of each open proxy.
@@ -248,12 +229,15 @@ mod tests {
         }
         let plan = proxier.sync(&state, IpFamily::V4);
         assert_eq!(plan.0.len(), 2, "both services get a proxy even though one NodePort is taken");
-        let claimed = proxier.claimed();
-        assert_eq!(claimed.values().copied().collect::<Vec<_>>(), [held]);
+        let claimed: Vec<u16> = proxier.claimed().values().flatten().map(|p| p.port).collect();
+        assert_eq!(claimed, [held]);
+        let conflicts: Vec<u16> = proxier.conflicts().iter().map(|(_, c)| c.port.port).collect();
+        assert_eq!(conflicts, [taken], "the taken NodePort is reported");
         assert!(std::net::TcpListener::bind(("0.0.0.0", held)).is_err(), "the NodePort is held");
         drop(squatter);
         proxier.sync(&state, IpFamily::V4);
         assert_eq!(proxier.claimed().len(), 2, "the claim is retried once the port is free");
+        assert!(proxier.conflicts().is_empty());
         state.services.clear();
         proxier.sync(&state, IpFamily::V4);
         assert!(std::net::TcpListener::bind(("0.0.0.0", held)).is_ok(), "released with the service");

@@ -1,4 +1,5 @@
-//! TCP relay for one service port: accept, dial a backend with retries, copy both ways.
+//! TCP relay for one service port: accept, dial a backend with retries, relay both ways
+//! (spliced through the shared pipe pool when there is one, else copied through buffers).
 //! Does not choose endpoints (the balancer does) nor bind the listener (the caller does).
 
 use std::io;
@@ -11,7 +12,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{choose, SharedBalancer};
+use super::pipes::{PipePool, PoolConfig};
+use super::{choose, splice, SharedBalancer};
 
 /// Timeouts of the successive dial attempts (kube-proxy's userspace proxier).
 pub const DIAL_TIMEOUTS: [Duration; 4] =
@@ -42,20 +44,26 @@ pub enum Error {
 /// Result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Per-direction copy buffer: 64 KiB moves a bulk stream in far fewer syscalls than tokio's
-/// 8 KiB default.
+/// Per-direction copy buffer of the buffered relay: 64 KiB moves a bulk stream in far fewer
+/// syscalls than tokio's 8 KiB default.
 const COPY_BUFFER: usize = 64 * 1024;
 
-/// Bounds for one TCP proxy socket.
-#[derive(Debug, Clone, Copy)]
+/// Bounds and relay settings for the TCP proxy sockets.
+#[derive(Debug, Clone)]
 pub struct Limits {
-    /// Most client connections relayed at once; further clients wait in the listen backlog.
+    /// Most client connections relayed at once per proxy socket; further clients wait in the
+    /// listen backlog.
     pub max_connections: usize,
+    /// Pipes for the zero-copy relay, shared by every proxy socket of the process; `None`
+    /// copies through buffers only.
+    pub pipes: Option<Arc<PipePool>>,
 }
 
 impl Default for Limits {
+    /// 32,768 connections per proxy socket and a fresh default pipe pool (clone the result to
+    /// share the pool).
     fn default() -> Self {
-        Limits { max_connections: 32_768 }
+        Limits { max_connections: 32_768, pipes: Some(Arc::new(PipePool::new(PoolConfig::default()))) }
     }
 }
 
@@ -78,8 +86,9 @@ pub async fn serve_tcp(listener: TcpListener, balancer: SharedBalancer, limits: 
         match accepted {
             Ok((client, peer)) => {
                 let balancer = balancer.clone();
+                let pipes = limits.pipes.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = relay(client, peer, &balancer).await {
+                    if let Err(err) = relay(client, peer, &balancer, pipes.as_deref()).await {
                         debug!(%peer, error = %err, "tcp connection not relayed");
                     }
                     drop(permit);
@@ -98,11 +107,20 @@ pub async fn serve_tcp(listener: TcpListener, balancer: SharedBalancer, limits: 
 }
 
 /// Relays one client connection; dropping `client` on error closes it.
-async fn relay(mut client: TcpStream, peer: SocketAddr, balancer: &SharedBalancer) -> Result<()> {
+async fn relay(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    balancer: &SharedBalancer,
+    pipes: Option<&PipePool>,
+) -> Result<()> {
     let mut backend = dial(peer, balancer).await?;
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, COPY_BUFFER, COPY_BUFFER).await {
+    let moved = match pipes {
+        Some(pool) => splice::relay(client, backend, pool).await,
+        None => tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, COPY_BUFFER, COPY_BUFFER).await,
+    };
+    match moved {
         Ok((up, down)) => debug!(%peer, up, down, "tcp connection closed"),
         Err(err) => debug!(%peer, error = %err, "tcp connection ended with error"),
     }
