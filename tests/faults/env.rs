@@ -51,6 +51,9 @@ pub struct Env {
     pub starts: u32,
     /// Extra `kubenat render` arguments for the final check (userspace mode).
     pub render_args: Vec<String>,
+    /// Userspace mode: the proxy port range. The live proxy picks ports in it at random, the
+    /// renderer consecutively, so the final check compares rules with these ports masked.
+    pub proxy_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl Env {
@@ -65,7 +68,18 @@ impl Env {
         let api = ApiServer::start_in_netns(lab.node.name());
         api.apply(objects::node(lab.pod(0).gateway));
         let dir = tempfile::tempdir().expect("temp dir");
-        Some(Env { daemon: None, api, servers, lab, dir, backend, opts, starts: 0, render_args: Vec::new() })
+        Some(Env {
+            daemon: None,
+            api,
+            servers,
+            lab,
+            dir,
+            backend,
+            opts,
+            starts: 0,
+            render_args: Vec::new(),
+            proxy_ports: None,
+        })
     }
 
     /// The address of backend pod `i`.
@@ -175,8 +189,8 @@ impl Env {
     /// The semantic diff (kubenat's chains and jumps only) between the kernel and
     /// `kubenat render` of the current objects; `None` when they are equal.
     pub fn render_diff(&self) -> Option<String> {
-        let rendered = self.rendered();
-        let saved = self.save();
+        let rendered = self.mask_proxy_ports(&self.rendered());
+        let saved = self.mask_proxy_ports(&self.save());
         // The canary chain is made by the apply step, not the renderer: it must exist (its
         // absence would mean a flush went unnoticed), and is then left out of the comparison.
         let canary = ":KUBE-PROXY-CANARY ";
@@ -188,6 +202,40 @@ impl Env {
         let kernel = parse(&saved).unwrap_or_else(|e| self.fail(&format!("iptables-save does not parse: {e}")));
         let d = diff(&ours, &kernel, &DiffOptions { kube_only: true });
         (!d.is_empty()).then(|| d.to_string())
+    }
+
+    /// `--to-ports N` and `--to-destination IP:N` with `N` in the proxy port range → `PROXYPORT`.
+    fn mask_proxy_ports(&self, text: &str) -> String {
+        let Some(range) = &self.proxy_ports else {
+            return text.to_string();
+        };
+        let mask = |word: &str| -> String {
+            let (head, port) = word.rsplit_once(':').map_or(("", word), |(h, p)| (h, p));
+            match port.parse::<u16>() {
+                Ok(p) if range.contains(&p) && head.is_empty() => "PROXYPORT".to_string(),
+                Ok(p) if range.contains(&p) => format!("{head}:PROXYPORT"),
+                _ => word.to_string(),
+            }
+        };
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            let masked: Vec<String> = words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let after_target_option = i > 0 && matches!(words[i - 1], "--to-ports" | "--to-destination");
+                    if after_target_option {
+                        mask(w)
+                    } else {
+                        w.to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&masked.join(" "));
+            out.push('\n');
+        }
+        out
     }
 
     /// Waits (≤ `limit`) until the kernel's rules equal `kubenat render` of the final objects;

@@ -1,8 +1,9 @@
-//! `kill -9` of the daemon in the middle of a large sync — twice: during a partial sync of 1,500
-//! new Services, then during the restarted daemon's first full sync — then a clean restart.
-//! A wrapper `iptables-nft-restore` first on the daemon's `PATH` pauses each restore for a
-//! moment (while a flag file exists) and marks that one is running, so the kill lands while
-//! the daemon is still feeding it: the restore sees a truncated input.
+//! `kill -9` of the daemon in the middle of a large sync — twice: during a periodic full sync of
+//! 1,500 Services, then during the restarted daemon's first full sync — then a clean restart.
+//! A wrapper `iptables-nft-restore` first on the daemon's `PATH` (while a flag file exists)
+//! marks that a restore started and pauses, so the kill lands while the daemon is still
+//! feeding it; it then passes on what it got — the input truncated where the daemon died — to
+//! the real restore, which must reject it without touching the tables.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -56,10 +57,14 @@ fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     };
     let wrappers = tempfile::tempdir().expect("temp dir");
     let (flag, mark) = (wrappers.path().join("pause"), wrappers.path().join("restoring"));
+    let sizes = wrappers.path().join("sizes");
     let script = format!(
-        "#!/bin/sh\nif [ -e '{flag}' ]; then\n  touch '{mark}'\n  sleep 1\nfi\nexec {real} \"$@\"\n",
+        "#!/bin/sh\nif [ -e '{flag}' ]; then\n  touch '{mark}'\n  sleep 1\n  input=\"$(mktemp)\"\n  cat >\"$input\"\n  \
+         wc -c <\"$input\" >>'{sizes}'\n  {real} \"$@\" <\"$input\"\n  status=$?\n  rm -f \"$input\"\n  exit $status\nfi\n\
+         exec {real} \"$@\"\n",
         flag = flag.display(),
-        mark = mark.display()
+        mark = mark.display(),
+        sizes = sizes.display()
     );
     write_script(wrappers.path(), "iptables-nft-restore", &script);
     let opts = DaemonOptions { path_prefix: Some(wrappers.path().to_path_buf()), ..DaemonOptions::new("nft") };
@@ -71,18 +76,19 @@ fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     env.until_all_answer(&targets);
     let probe = env.probe(targets, ProbeConfig::default());
 
-    // 1. A large partial sync: the daemon misses the bulk while disconnected, then gets it at once.
-    {
-        let _hold = env.api.hold_watches();
-        env.api.drop_watches();
-        apply_bulk(&env);
-        std::fs::write(&flag, "").expect("flag");
-    }
+    // 1. 1,500 Services are programmed; the next periodic full sync (a large one) is killed.
+    apply_bulk(&env);
+    env.assert_converged(Duration::from_secs(30));
+    let bulk_rules = |env: &Env| {
+        env.save().lines().filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("default/bulk")).count()
+    };
+    let before = bulk_rules(&env);
+    std::fs::write(&flag, "").expect("flag");
     let mut children = kill_mid_restore(&mut env, &mark);
-    let save = env.save();
-    let bulk_in_kernel =
-        save.lines().filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("default/bulk")).count();
-    eprintln!("[kill -9] after the first kill the kernel holds {bulk_in_kernel} of {BULK} bulk Service rules");
+    let after = bulk_rules(&env);
+    if after != before {
+        env.fail(&format!("a restore cut by kill -9 changed the tables: {before} bulk rules before, {after} after"));
+    }
 
     // 2. The restarted daemon's first (full) sync is killed too.
     env.spawn_daemon();
@@ -95,9 +101,14 @@ fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     let converged = env.assert_converged(Duration::from_secs(30));
     probe.wait_for_more(20, Duration::from_secs(5));
     let report = probe.stop();
+    let scrape = env.scrape();
+    let full_size = scrape.get(crate::common::daemon::RESTORE_BYTES_FULL)
+        / scrape.get(crate::common::daemon::RESTORE_COUNT_FULL).max(1.0);
+    let cut = std::fs::read_to_string(&sizes).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(", ");
     eprintln!(
-        "[kill -9] 2 kills mid-restore ({children} restores cut); rules equal render {} ms after the clean restart; \
-         probe: {}",
+        "[kill -9] 2 kills mid-restore ({children} restores cut, fed {cut} bytes of a ~{full_size:.0}-byte full \
+         restore; all {before} bulk rules intact after the first); rules equal render {} ms after the clean \
+         restart; probe: {}",
         (restarted.elapsed().max(converged)).as_millis(),
         report.summary()
     );
