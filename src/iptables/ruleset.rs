@@ -244,8 +244,16 @@ impl RuleBuilder {
         self.arg(Arg::new("-m", module))
     }
 
-    /// `-m comment --comment text`
+    /// `-m comment --comment text`; the text is made safe by [`write::comment_text`].
+    ///
+    /// [`write::comment_text`]: super::write::comment_text
     pub fn comment(self, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let text = if text.len() <= super::write::MAX_COMMENT_BYTES && !text.chars().any(char::is_control) {
+            text
+        } else {
+            super::write::comment_text(&text)
+        };
         self.module("comment").arg(Arg::new("--comment", text))
     }
 

@@ -4,6 +4,26 @@ use std::fmt::{self, Display, Write as _};
 
 use super::ruleset::{Arg, Rule, RuleOp, Ruleset, Table};
 
+/// Longest `--comment` the kernel's comment match stores (256 bytes including the final NUL).
+pub const MAX_COMMENT_BYTES: usize = 255;
+
+/// Makes `text` safe as a `--comment` value: control characters (newline, NUL, tab…) become
+/// spaces and the text is cut to [`MAX_COMMENT_BYTES`] at a character boundary, so that no
+/// comment can end a restore line or be refused by `iptables-restore`. Quoting is left to
+/// [`write_value`]. Names that reach comments are validated by the converter; this is the
+/// last line of defence for every comment the renderer builds.
+pub fn comment_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_COMMENT_BYTES));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_COMMENT_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Whether `value` can be written without quotes.
 fn is_bare(value: &str) -> bool {
     !value.is_empty()
@@ -115,6 +135,17 @@ mod tests {
         s.clear();
         write_value(&mut s, "-j").unwrap();
         assert_eq!(s, "\"-j\"", "a value that looks like a flag is quoted");
+    }
+
+    #[test]
+    fn comments_lose_control_characters_and_fit_the_kernel_limit() {
+        assert_eq!(comment_text("ns/web:http cluster IP"), "ns/web:http cluster IP");
+        assert_eq!(comment_text("a\nb\0c\td\r"), "a b c d ");
+        let long = "é".repeat(200);
+        let cut = comment_text(&long);
+        assert_eq!(cut.len(), 254, "cut at a character boundary");
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(comment_text(&"x".repeat(300)).len(), MAX_COMMENT_BYTES);
     }
 
     #[test]

@@ -94,6 +94,8 @@ type ServiceKey = (String, String);
 pub struct StateBuilder {
     services: BTreeMap<ServiceKey, ServiceEntry>,
     groups: BTreeMap<ServiceKey, Vec<EndpointGroup>>,
+    /// Each endpoint object's label and source, by the Service it names.
+    group_objects: BTreeMap<ServiceKey, Vec<(String, Option<Source>)>>,
     seen: HashMap<(&'static str, String, String), Option<Source>>,
     problems: Vec<Problem>,
 }
@@ -124,7 +126,7 @@ impl StateBuilder {
     pub fn add_endpoint_slice(&mut self, slice: &EndpointSlice, source: Option<&Source>) {
         if self.first_of("EndpointSlice", &slice.metadata, source).is_some() {
             let Partial { value, problems } = slice_endpoints(slice);
-            self.add_group(value, problems, source);
+            self.add_group("EndpointSlice", value, problems, source);
         }
     }
 
@@ -132,14 +134,16 @@ impl StateBuilder {
     pub fn add_endpoints(&mut self, endpoints: &Endpoints, source: Option<&Source>) {
         if self.first_of("Endpoints", &endpoints.metadata, source).is_some() {
             let Partial { value, problems } = core_endpoints(endpoints);
-            self.add_group(value, problems, source);
+            self.add_group("Endpoints", value, problems, source);
         }
     }
 
-    fn add_group(&mut self, group: Option<EndpointGroup>, problems: Vec<Problem>, source: Option<&Source>) {
+    fn add_group(&mut self, kind: &str, group: Option<EndpointGroup>, problems: Vec<Problem>, source: Option<&Source>) {
         self.problems.extend(problems.into_iter().map(|p| p.at(source)));
         if let Some(group) = group {
             let key = (group.namespace.clone(), group.service.clone());
+            let label = object_label(kind, Some(&group.namespace), &group.name);
+            self.group_objects.entry(key.clone()).or_default().push((label, source.cloned()));
             self.groups.entry(key).or_default().push(group);
         }
     }
@@ -166,7 +170,7 @@ impl StateBuilder {
 
     /// Resolves conflicts, attaches endpoints and returns the state with every problem found.
     pub fn finish(self) -> Converted {
-        let StateBuilder { services, mut groups, problems, .. } = self;
+        let StateBuilder { services, mut groups, group_objects, seen, problems } = self;
         let mut converted = Converted { state: ClusterState::default(), problems };
         let mut owners = PortOwners::default();
         for ((namespace, name), entry) in services {
@@ -185,7 +189,16 @@ impl StateBuilder {
             }
         }
         for (namespace, service) in groups.keys() {
-            debug!(namespace, service, "endpoints for a Service that does not exist, ignored");
+            if seen.contains_key(&("Service", namespace.clone(), service.clone())) {
+                debug!(namespace, service, "endpoints for a Service that is not proxied, ignored");
+                continue;
+            }
+            let missing = object_label("Service", Some(namespace), service);
+            for (object, source) in group_objects.get(&(namespace.clone(), service.clone())).into_iter().flatten() {
+                let reason = format!("{missing} does not exist; endpoints ignored");
+                let problem = Problem { source: None, object: Some(object.clone()), reason };
+                converted.problems.push(problem.at(source.as_ref()));
+            }
         }
         converted
     }

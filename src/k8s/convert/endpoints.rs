@@ -3,7 +3,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointPort, EndpointSlice};
 use tracing::debug;
@@ -161,8 +161,22 @@ fn backend(ep: &ApiEndpoint, family: IpFamily, report: &mut Reporter<'_>) -> Opt
         serving: conditions.and_then(|c| c.serving).unwrap_or(true),
         terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
         node_name: node_name(ep.node_name.as_deref(), report),
-        zone_hints: zone_hints.iter().filter(|z| !z.name.is_empty()).map(|z| z.name.clone()).collect(),
+        zone_hints: zone_hints.iter().filter_map(|z| zone_hint(ip, &z.name, report)).collect(),
     })
+}
+
+/// A valid zone hint, or `None` (an invalid one is reported and left out).
+fn zone_hint(ip: IpAddr, zone: &str, report: &mut Reporter<'_>) -> Option<String> {
+    if zone.is_empty() {
+        return None;
+    }
+    match validate::label_value(zone) {
+        Ok(()) => Some(zone.to_string()),
+        Err(why) => {
+            report.report(format!("endpoint {ip}: zone hint {}: {why}; hint ignored", quoted(zone)));
+            None
+        }
+    }
 }
 
 /// A valid node name, or `None` (an invalid one is reported; the endpoint counts as remote).

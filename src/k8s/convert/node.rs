@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use tracing::warn;
 
-use super::validate::{parse_cidr, parse_ip};
+use super::validate::{label_value, parse_cidr, parse_ip};
 use crate::k8s::manifests::quoted;
 
 /// Label holding a Node's zone, compared with endpoint zone hints.
@@ -26,7 +26,14 @@ pub struct NodeFacts {
 /// Reads a Node's zone, pod CIDRs and addresses; invalid values are logged and left out.
 pub fn node_facts(node: &Node) -> NodeFacts {
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).filter(|z| !z.is_empty()).cloned();
+    let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).filter(|z| !z.is_empty());
+    let zone = zone.and_then(|zone| match label_value(zone) {
+        Ok(()) => Some(zone.clone()),
+        Err(why) => {
+            warn!(node = %quoted(name), zone = %quoted(zone), "invalid {ZONE_LABEL} label on Node ({why}), zone hints ignored");
+            None
+        }
+    });
     let spec = node.spec.as_ref();
     let listed = spec.and_then(|s| s.pod_cidrs.clone()).filter(|cidrs| !cidrs.is_empty());
     let raw_cidrs = listed.or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|cidr| vec![cidr]));

@@ -51,6 +51,23 @@ fn label_chars(part: &str) -> Result<(), ()> {
     }
 }
 
+/// A label value, as zones are: at most 63 letters, digits, `-`, `_` and `.`, starting and
+/// ending with a letter or digit.
+pub(super) fn label_value(value: &str) -> Result<(), &'static str> {
+    let bytes = value.as_bytes();
+    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    if value.len() > 63 {
+        Err("must be at most 63 characters (a label value)")
+    } else if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || !alnum(bytes.first())
+        || !alnum(bytes.last())
+    {
+        Err("must be letters, digits, '-', '_' and '.', starting and ending with a letter or digit (a label value)")
+    } else {
+        Ok(())
+    }
+}
+
 /// An IANA service name as Kubernetes requires for port names: at most 15 lowercase letters,
 /// digits and `-`, at least one letter, no `-` at either end and no `--`.
 pub(super) fn port_name(value: &str) -> Result<(), &'static str> {
@@ -148,6 +165,16 @@ mod tests {
         }
         for bad in ["", "a..b", ".a", "a.", "A.b", "a_b", &"a".repeat(254)] {
             assert!(dns_subdomain(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn label_values() {
+        for good in ["zone-a", "us-east-1a", "Zone_1.b", &"z".repeat(63)] {
+            assert_eq!(label_value(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-a", "a-", "zone a", "zone\n-j", "z\"", "zöne", &"z".repeat(64)] {
+            assert!(label_value(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::debug;
 
-use super::{object_label, Loaded, Problem, Source, Sourced};
+use super::{object_label, quoted, Loaded, Problem, Source, Sourced};
 
 /// How deeply `List`s may nest inside `List`s.
 const MAX_LIST_DEPTH: usize = 8;
@@ -178,8 +178,55 @@ fn classify(mut value: Value, source: &Source, path: &str, depth: usize, loaded:
             let slices = &mut objects.endpoint_slices;
             read(value, &kind, true, source, path, problems, slices);
         }
-        _ => debug!(%source, path, api_version, kind, "kind not used by kubenat, skipping"),
+        _ => match unreadable_kind(&api_version, &kind) {
+            Some(reason) => {
+                let meta = object.get("metadata");
+                let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+                let name = field("name").unwrap_or_default();
+                let label = object_label(&kind, field("namespace"), name);
+                let problem = Problem { source: None, object: Some(label), reason };
+                problems.push(problem.at(Some(source)));
+            }
+            None => debug!(%source, path, api_version, kind, "kind not used by kubenat, skipping"),
+        },
     }
+}
+
+/// The kinds kubenat reads, with the apiVersions it reads them in.
+const READ_KINDS: [(&str, &str); 4] =
+    [("Service", "v1"), ("Endpoints", "v1"), ("Node", "v1"), ("EndpointSlice", "discovery.k8s.io/v1")];
+
+/// Why an object that looks meant for kubenat cannot be read: one of its kinds in another
+/// apiVersion, or a kind one or two typos away from one (`Sevrice`). Other kinds (Deployments,
+/// ConfigMaps, custom resources) are `None`: they are skipped quietly by design.
+fn unreadable_kind(api_version: &str, kind: &str) -> Option<String> {
+    let group = |version: &str| version.rsplit_once('/').map_or("", |(group, _)| group).to_string();
+    if let Some((known, version)) = READ_KINDS.iter().find(|(known, _)| *known == kind) {
+        // Same kind in another API group (a Knative Service) is not ours: quiet.
+        return (group(api_version) == group(version)).then(|| {
+            format!("unsupported apiVersion {} for {known} (expected {version}); skipped", quoted(api_version))
+        });
+    }
+    let (known, _) = READ_KINDS.iter().find(|(known, _)| kind.len() >= 4 && edit_distance(kind, known) <= 2)?;
+    Some(format!("unknown kind {}; did you mean {known}? skipped", quoted(kind)))
+}
+
+/// Levenshtein distance over ASCII-case-folded characters; only used on short kind names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    if a.len().abs_diff(b.len()) > 2 || a.len() > 64 {
+        return 3;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 fn unpack_list(

@@ -15,7 +15,6 @@ fn ignored_services_give_nothing_and_no_problems() {
         svc("hl", WEB).replace("  name: hl\n", "  name: hl\n  labels:\n    service.kubernetes.io/headless: \"\"\n"),
         slice("headless-1", "headless", "IPv4", "ports:\n- port: 80\nendpoints:\n- addresses: [10.0.0.1]\n"),
         slice("fqdn", "web", "FQDN", "endpoints:\n- addresses: [example.com]\n"),
-        slice("orphan", "nothing", "IPv4", "endpoints:\n- addresses: [10.0.0.1]\n"),
     ]
     .concat();
     let c = convert(&yaml);
