@@ -2,9 +2,11 @@
 //! userspace`): the daemon runs in a lab's node namespace against the test API server, iptables
 //! portal rules steer service traffic to the daemon's own proxy sockets, and the daemon copies
 //! bytes to a backend. Real TCP/UDP traffic proves it: pod → ClusterIP, node → ClusterIP,
-//! NodePort, failover when a backend dies, ClientIP affinity, a 60,000-byte UDP datagram, and
-//! switching between iptables and userspace mode in both directions. Needs root (skips
-//! otherwise, fails under CI=true).
+//! NodePort (from a pod, the node, and an external client in its own namespace), failover when a
+//! backend dies, ClientIP affinity, a 60,000-byte UDP datagram, switching between iptables and
+//! userspace mode in both directions, ports of local external IPs held (conflicts reported,
+//! retried, released), and the host IP found without `--node-ip`. Needs root (skips otherwise,
+//! fails under CI=true).
 //!
 //! Lab: pods 0 and 1 run identity servers (`pod-0`, `pod-1`) on 8080/TCP and 5353/UDP, pod 0
 //! also a UDP echo server on 9999; pod 2 is the client. `--node-ip` is pod 2's gateway
@@ -38,6 +40,19 @@ const STICKY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
 const BIG_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 13);
 /// NodePort of `default/web:http`.
 const NODE_PORT: u16 = 30080;
+/// NodePort of `default/web:dns`.
+const UDP_NODE_PORT: u16 = 30053;
+/// ClusterIP of `default/ext` (external IPs: a local address of the node and a foreign one).
+const EXT_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 14);
+/// Ports of `default/ext` on its external IPs: `held` (TCP 8081, UDP 8053) and `squat` (TCP 8082).
+const EXT_TCP_PORT: u16 = 8081;
+const EXT_UDP_PORT: u16 = 8053;
+const EXT_SQUAT_PORT: u16 = 8082;
+/// An external IP that is no address of the node (TEST-NET-1): nothing to hold for it.
+const FOREIGN_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+/// The "external client" network: the node's side and the client's side of its veth.
+const EXT_NODE_SIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const EXT_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 /// UDP echo port in pod 0.
 const ECHO_PORT: u16 = 9999;
 /// Every "eventually" is bounded by this.
@@ -89,7 +104,7 @@ fn web() -> Value {
             "clusterIPs": [CLUSTER_IP.to_string()],
             "ports": [
                 { "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": NODE_PORT },
-                { "name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP" },
+                { "name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP", "nodePort": UDP_NODE_PORT },
             ],
         },
     })
@@ -202,6 +217,8 @@ struct Env {
     dir: TempDir,
     backend: Backend,
     starts: u32,
+    /// Whether the daemon gets `--node-ip` (otherwise it must find the host IP itself).
+    node_ip_flag: bool,
 }
 
 impl Env {
@@ -238,7 +255,7 @@ impl Env {
         api.apply(big());
         api.apply(slice("big", &[ip0], json!([{ "name": "echo", "port": ECHO_PORT, "protocol": "UDP" }])));
         let dir = tempfile::tempdir().expect("temp dir");
-        Some(Env { daemon: None, api, servers, _echo: echo, lab, dir, backend, starts: 0 })
+        Some(Env { daemon: None, api, servers, _echo: echo, lab, dir, backend, starts: 0, node_ip_flag: true })
     }
 
     /// The node's primary IP (`--node-ip`): the source address the node itself uses towards the
@@ -262,12 +279,13 @@ impl Env {
                 "250ms",
                 "--bind-address",
                 "0.0.0.0",
-                "--node-ip",
-                &self.node_ip().to_string(),
             ]
             .iter()
             .map(|s| s.to_string())
             .collect();
+            if self.node_ip_flag {
+                opts.extra_args.extend(["--node-ip".to_string(), self.node_ip().to_string()]);
+            }
         } else {
             opts.extra_args = vec!["--proxy-mode".into(), "iptables".into()];
         }
@@ -582,4 +600,188 @@ fn switching_modes_cleans_up_the_other_modes_rules() {
     // NodePort back in iptables mode too.
     let to = SocketAddr::from((env.node_ip(), NODE_PORT));
     env.until_served_by_at(env.client(), Proto::Tcp, to, &["pod-0", "pod-1"], 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. NodePort from an "external client": its own namespace (not a pod, not the node), joined to
+//    the node by a veth, default route via the node.
+
+/// The external client's namespace; its veth goes away with it.
+fn external_client(lab: &Lab) -> NetNs {
+    let ns = NetNs::new("ext");
+    // The node end lives in the node namespace, so its name only has to be unique there.
+    let node_if = "vext0";
+    lab.node.ip(&["link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]);
+    lab.node.ip(&["addr", "add", &format!("{EXT_NODE_SIDE}/24"), "dev", node_if]);
+    lab.node.ip(&["link", "set", node_if, "up"]);
+    ns.ip(&["addr", "add", &format!("{EXT_CLIENT}/24"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["route", "add", "default", "via", &EXT_NODE_SIDE.to_string()]);
+    ns
+}
+
+#[test]
+fn node_port_from_an_external_client_namespace() {
+    let Some(env) = Env::started() else { return };
+    let ext = external_client(&env.lab);
+    // The node's address facing the client, and the node IP behind it (routed through the node).
+    for node_addr in [EXT_NODE_SIDE, env.node_ip()] {
+        let to = SocketAddr::from((node_addr, NODE_PORT));
+        let tcp = env.until_served_by_at(&ext, Proto::Tcp, to, &["pod-0", "pod-1"], 20);
+        env.assert_proxied(&tcp, &format!("external client → {to} TCP"));
+        let to = SocketAddr::from((node_addr, UDP_NODE_PORT));
+        let udp = env.until_served_by_at(&ext, Proto::Udp, to, &["pod-0", "pod-1"], 20);
+        env.assert_proxied(&udp, &format!("external client → {to} UDP"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Ports on local external IPs are held; a taken one is reported, retried, then held; all are
+//    released with the Service.
+
+/// `default/ext`: external IPs `local` (an address of the node) and [`FOREIGN_IP`].
+fn ext_service(local: Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "ext", "namespace": "default" },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": EXT_CLUSTER_IP.to_string(),
+            "clusterIPs": [EXT_CLUSTER_IP.to_string()],
+            "externalIPs": [local.to_string(), FOREIGN_IP.to_string()],
+            "ports": [
+                { "name": "tcp", "port": EXT_TCP_PORT, "targetPort": 8080, "protocol": "TCP" },
+                { "name": "udp", "port": EXT_UDP_PORT, "targetPort": 5353, "protocol": "UDP" },
+                { "name": "squat", "port": EXT_SQUAT_PORT, "targetPort": 8080, "protocol": "TCP" },
+            ],
+        },
+    })
+}
+
+/// argv: ip port tcp|udp. Prints `taken` when the port cannot be bound (in use), `free` when it
+/// can, else the error.
+const PORT_PROBE_PY: &str = r#"
+import errno, socket, sys
+ip, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+try:
+    s.bind((ip, port))
+    print("free")
+except OSError as e:
+    print("taken" if e.errno == errno.EADDRINUSE else "error " + str(e))
+"#;
+
+/// argv: ip port. Listens on ip:port (TCP) until killed.
+const SQUATTER_PY: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("ready", flush=True)
+time.sleep(120)
+"#;
+
+/// The conflicts gauge of the userspace proxy.
+const PORT_CONFLICTS: &str = "kubenat_userspace_port_conflicts";
+
+impl Env {
+    fn port_state(&self, ip: Ipv4Addr, port: u16, proto: &str) -> String {
+        let (ip, port) = (ip.to_string(), port.to_string());
+        let argv = self.lab.node.argv(&[daemon::python(), "-c", PORT_PROBE_PY, &ip, &port, proto]);
+        String::from_utf8_lossy(&process::run(&argv, Duration::from_secs(5)).stdout).trim().to_string()
+    }
+
+    fn until_port(&self, ip: Ipv4Addr, port: u16, proto: &str, want: &str) {
+        let wait = Duration::from_secs(20); // a retried claim waits for the next sync (5 s period)
+        let mut last = String::new();
+        let found = poll(wait, Duration::from_millis(200), || {
+            last = self.port_state(ip, port, proto);
+            (last == want).then_some(())
+        });
+        if found.is_none() {
+            self.fail(&format!("{ip}:{port}/{proto}: {last}, want {want} within {wait:?}"));
+        }
+    }
+
+    fn conflicts(&self) -> Option<f64> {
+        self.daemon.as_ref()?.metrics().map(|m| m.get(PORT_CONFLICTS))
+    }
+}
+
+#[test]
+fn local_external_ip_ports_are_held_conflicts_reported_and_released() {
+    let Some(env) = Env::started() else { return };
+    let local = env.lab.pod(1).gateway;
+    let (ip, squat_port) = (local.to_string(), EXT_SQUAT_PORT.to_string());
+    let squatter = Spawned::until_ready(
+        &env.lab.node.argv(&[daemon::python(), "-c", SQUATTER_PY, &ip, &squat_port]),
+        Duration::from_secs(5),
+    );
+    env.api.apply(ext_service(local));
+    env.api.apply(slice(
+        "ext",
+        &[env.lab.pod(0).ip, env.lab.pod(1).ip],
+        json!([
+            { "name": "tcp", "port": 8080, "protocol": "TCP" },
+            { "name": "udp", "port": 5353, "protocol": "UDP" },
+            { "name": "squat", "port": 8080, "protocol": "TCP" },
+        ]),
+    ));
+    // The external IP is served through the proxy (portal rules), and its ports are held.
+    for (proto, port) in [(Proto::Tcp, EXT_TCP_PORT), (Proto::Udp, EXT_UDP_PORT), (Proto::Tcp, EXT_SQUAT_PORT)] {
+        let to = SocketAddr::from((local, port));
+        let replies = env.until_served_by_at(env.client(), proto, to, &["pod-0", "pod-1"], 10);
+        env.assert_proxied(&replies, &format!("pod → external IP {to}"));
+    }
+    env.until_port(local, EXT_TCP_PORT, "tcp", "taken");
+    env.until_port(local, EXT_UDP_PORT, "udp", "taken");
+    env.until("the taken port is reported in the conflicts gauge", || (env.conflicts()? == 1.0).then_some(()));
+    let log = env.daemon.as_ref().map(|d| d.log()).unwrap_or_default();
+    if !log.contains("could not claim the port") {
+        env.fail("the conflict was not logged");
+    }
+    // Freed: the claim is retried and the port held by the daemon.
+    drop(squatter);
+    env.until_port(local, EXT_SQUAT_PORT, "tcp", "taken");
+    env.until("the conflict clears", || (env.conflicts()? == 0.0).then_some(()));
+    // Released with the Service.
+    env.api.delete("Service", "default", "ext");
+    for (port, proto) in [(EXT_TCP_PORT, "tcp"), (EXT_UDP_PORT, "udp"), (EXT_SQUAT_PORT, "tcp")] {
+        env.until_port(local, port, proto, "free");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Without --node-ip the host IP is the node's own source address toward the cluster IPs,
+//     not merely the Node object's InternalIP: node-originated UDP only works with that one.
+
+/// `src` of `ip route get dst` in `ns`.
+fn route_source(ns: &NetNs, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    let out = ns.run_ok(&["ip", "route", "get", &dst.to_string()]);
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "src")?;
+    words.next()?.parse().ok()
+}
+
+#[test]
+fn without_node_ip_flag_node_traffic_is_dnated_to_its_own_source_address() {
+    let Some(mut env) = Env::new() else { return };
+    let Some(source) = route_source(&env.lab.node, CLUSTER_IP) else {
+        env.fail("no route source toward the ClusterIP")
+    };
+    // The Node object names another local address of the node.
+    let other = [env.lab.pod(0).gateway, env.lab.pod(1).gateway].into_iter().find(|ip| *ip != source);
+    let Some(other) = other else { env.fail("no second node address") };
+    env.api.apply(node(other));
+    env.node_ip_flag = false;
+    env.start_daemon(true);
+    if !env.save().contains(&format!("--to-destination {source}:")) {
+        env.fail(&format!("HOST chains do not DNAT to the node's source address {source}"));
+    }
+    let node = &env.lab.node;
+    let udp = env.until_served_by_at(node, Proto::Udp, SocketAddr::from((CLUSTER_IP, 53)), &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&udp, "node → ClusterIP UDP without --node-ip");
+    let tcp = env.until_served_by_at(node, Proto::Tcp, SocketAddr::from((CLUSTER_IP, 80)), &["pod-0", "pod-1"], 20);
+    env.assert_proxied(&tcp, "node → ClusterIP TCP without --node-ip");
 }
