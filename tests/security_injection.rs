@@ -17,8 +17,7 @@ use kubenat::iptables::{check, parse, render};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_str;
 use kubenat::model::{
-    ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
-    TrafficPolicy,
+    ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
 };
 use proptest::prelude::*;
 use serde_json::json;
