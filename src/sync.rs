@@ -20,6 +20,7 @@ use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
+use crate::iptables::chain_names::KUBE_PROXY_CANARY;
 use crate::iptables::cleanup::{plan_scoped_cleanup, Scope};
 use crate::iptables::exec::{Iptables, RestoreOptions};
 use crate::iptables::plan::{plan_partial_with, PlanOptions};
@@ -281,6 +282,9 @@ impl Syncer {
             saved.push_str(&text);
         }
         let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
+        if self.applied.contains_key(&family) {
+            warn_if_flushed(family, &current);
+        }
         let mut input = apply::plan(&desired, &jumps, &current);
         // A node switching modes loses the other mode's chains (and their jumps) here.
         let other = if self.userspace.is_some() { Scope::IptablesMode } else { Scope::UserspaceMode };
@@ -335,6 +339,17 @@ impl Syncer {
             tracing::warn!(problem = %problem, "object skipped");
         }
         self.logged_problems = current;
+    }
+}
+
+/// Warns about each table whose canary chain vanished although we had applied our rules: someone
+/// flushed it behind our back (the mangle canary is checked by `canary_missing`; the filter and
+/// nat ones are read here for free, by the full sync that is about to put every rule back).
+fn warn_if_flushed(family: IpFamily, current: &Ruleset) {
+    for table in [TableName::Filter, TableName::Nat] {
+        if !current.table(table).is_some_and(|t| t.is_declared(KUBE_PROXY_CANARY)) {
+            tracing::warn!(%family, %table, "KUBE-PROXY-CANARY is gone: the table was flushed behind our back; restoring every rule");
+        }
     }
 }
 

@@ -157,9 +157,7 @@ where
     let what = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
     // Retries are paced here (see `retry`) rather than by `.default_backoff()`, so that a 410
     // after an outage relists at once instead of after the backoff the outage built up.
-    let stream = watcher(api, config)
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .reflect(writer);
+    let stream = watcher(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut retry = Retry::default();

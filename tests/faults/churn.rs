@@ -86,6 +86,7 @@ pub struct Churn {
 
 /// At most this many non-probed Services exist at once.
 const MAX_OTHERS: usize = 40;
+const PROTOCOLS: [&str; 2] = ["TCP", "UDP"];
 const STATES: [EpState; 3] = [EpState::Ready, EpState::NotReady, EpState::Terminating];
 
 impl Churn {
@@ -181,7 +182,8 @@ impl Churn {
                     };
                 } else {
                     let n = svc.ports.len() as u16;
-                    svc.ports.push(Port::new(&format!("p{n}"), 1000 + n, 9000 + n, *self.rng.pick(&["TCP", "UDP"])));
+                    let protocol = PROTOCOLS[self.rng.below(PROTOCOLS.len())];
+                    svc.ports.push(Port::new(&format!("p{n}"), 1000 + n, 9000 + n, protocol));
                 }
                 api.apply(objects::service(&name, svc.ip, &svc.ports, svc.node_port));
                 api.apply(objects::slice(&name, &svc.endpoints, &svc.ports));
@@ -220,7 +222,7 @@ impl Churn {
         self.next_other += 1;
         let name = format!("c{id}");
         let ip = Ipv4Addr::new(10, 96, 2 + (id / 250) as u8, 1 + (id % 250) as u8);
-        let protocol = *self.rng.pick(&["TCP", "UDP"]);
+        let protocol = PROTOCOLS[self.rng.below(PROTOCOLS.len())];
         let ports = vec![Port::new("main", 80, 8080, protocol)];
         let node_port = (self.rng.below(4) == 0).then(|| node_port_of(&name));
         let count = self.rng.below(4);

@@ -59,6 +59,9 @@ fn nat_table_flushed_behind_our_back_is_restored_within_one_sync_period() {
     if !outside.is_empty() {
         env.fail(&format!("probe failures outside the flush window:\n{}", report.describe(&outside)));
     }
+    if !env.daemon().log().contains("KUBE-PROXY-CANARY is gone") {
+        env.fail("the daemon repaired the rules without noticing the flush (no canary warning in its log)");
+    }
     let converged = env.assert_converged(Duration::from_secs(10));
     eprintln!("[nat flush] rules equal `kubenat render` ({} ms after the probe stopped)", converged.as_millis());
 }
