@@ -8,6 +8,9 @@
 #   3. `kubectl kustomize deploy/` builds (skipped when kubectl is not installed);
 #   4. kubenat itself accepts config.conf: the daemon runs for 3 s in --dry-run mode against
 #      examples/demo and programs the clusterCIDR and masquerade bit from the file.
+#   5. least privilege: the kubenat container is unprivileged, drops ALL capabilities and adds
+#      exactly NET_ADMIN and NET_RAW, cannot escalate; the ClusterRole grants only get, list
+#      and watch; metrics are bound to 127.0.0.1 in config.conf.
 # Exits non-zero on the first failing step. Usage: scripts/validate-manifests.sh
 set -euo pipefail
 
@@ -157,6 +160,69 @@ else
         "$DEPLOY/configmap.yaml" >"$work/config.conf"
 fi
 [ -s "$work/config.conf" ] || fail "could not extract config.conf from $DEPLOY/configmap.yaml"
+
+# --- 5. least privilege (run before the slower steps) -------------------------------------
+echo "== least privilege: securityContext, RBAC verbs, metrics address"
+"$py" - "$DEPLOY" <<'PY' || fail "least privilege"
+import glob
+import sys
+import yaml
+
+deploy = sys.argv[1]
+docs = []
+for path in sorted(glob.glob(f"{deploy}/*.yaml")):
+    with open(path) as f:
+        docs += [(path, d) for d in yaml.safe_load_all(f) if d]
+errors = []
+
+dss = [(p, d) for p, d in docs if d.get("kind") == "DaemonSet"]
+for path, ds in dss:
+    pod = ds["spec"]["template"]["spec"]
+    for key in ("hostPID", "hostIPC"):
+        if pod.get(key):
+            errors.append(f"{path}: {key} is set")
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        sc = c.get("securityContext") or {}
+        caps = sc.get("capabilities") or {}
+        name = f"{path}: container {c['name']}"
+        if sc.get("privileged"):
+            errors.append(f"{name} is privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            errors.append(f"{name}: allowPrivilegeEscalation is not false")
+        if caps.get("drop") != ["ALL"]:
+            errors.append(f"{name}: capabilities.drop is {caps.get('drop')!r}, not [ALL]")
+        if c["name"] == "kubenat" and sorted(caps.get("add") or []) != ["NET_ADMIN", "NET_RAW"]:
+            errors.append(f"{name}: capabilities.add is {caps.get('add')!r}, not [NET_ADMIN, NET_RAW]")
+        if c["name"] != "kubenat" and caps.get("add"):
+            errors.append(f"{name}: adds capabilities {caps['add']!r}")
+if not dss:
+    errors.append("no DaemonSet found")
+
+read_only = {"get", "list", "watch"}
+roles = [(p, d) for p, d in docs if d.get("kind") in ("ClusterRole", "Role")]
+for path, role in roles:
+    for rule in role.get("rules") or []:
+        verbs = set(rule.get("verbs") or [])
+        if not verbs <= read_only:
+            errors.append(f"{path}: {role['kind']} {role['metadata']['name']} grants {sorted(verbs - read_only)}")
+        if "*" in (rule.get("resources") or []) or "*" in (rule.get("apiGroups") or []):
+            errors.append(f"{path}: {role['kind']} {role['metadata']['name']} uses a wildcard")
+if not roles:
+    errors.append("no ClusterRole found")
+
+for path, cm in docs:
+    if cm.get("kind") == "ConfigMap" and "config.conf" in (cm.get("data") or {}):
+        config = yaml.safe_load(cm["data"]["config.conf"]) or {}
+        metrics = config.get("metricsBindAddress", "127.0.0.1:10249")
+        if not str(metrics).startswith("127.0.0.1:"):
+            errors.append(f"{path}: metricsBindAddress {metrics!r} is not on 127.0.0.1")
+
+for e in errors:
+    print(f"ERROR {e}")
+if not errors:
+    print(f"OK {len(dss)} DaemonSet(s): drop ALL, add NET_ADMIN+NET_RAW only; {len(roles)} role(s) read-only; metrics on 127.0.0.1")
+sys.exit(1 if errors else 0)
+PY
 
 # --- 3. kustomize -------------------------------------------------------------------------
 echo "== kubectl kustomize $DEPLOY"
