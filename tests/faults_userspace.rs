@@ -16,10 +16,10 @@ mod env;
 mod objects;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{self, DaemonOptions};
-use common::probe::{ProbeConfig, Target};
+use common::probe::{Outcome, ProbeConfig, Target};
 use common::process::Spawned;
 use common::traffic::{self, Proto};
 use env::{probed_ip, Env, BACKENDS};
@@ -71,9 +71,12 @@ fn backends_killed_and_restarted_under_load() {
     // Ten rounds: one backend at a time dies for 0.7 s, then comes back (two always live).
     let rounds = 10;
     let started = Instant::now();
+    let mut kills = Vec::new();
     for round in 0..rounds {
         let victim = round % BACKENDS;
+        let before = SystemTime::now();
         env.kill_backend(victim);
+        kills.push((before, SystemTime::now()));
         std::thread::sleep(Duration::from_millis(700));
         env.start_backend(victim);
         std::thread::sleep(Duration::from_millis(300));
@@ -81,12 +84,22 @@ fn backends_killed_and_restarted_under_load() {
     let killing = started.elapsed();
     probe.wait_for_more(20, Duration::from_secs(10));
     let report = probe.stop();
+    // A connection the proxy had already handed to a backend dies with that backend (it was in
+    // the backend's accept queue, or being answered, when the process was killed): the proxy
+    // cannot retry it, as no proxy can. Only those are excused: the attempt overlaps a kill and
+    // ended with the connection closed or reset, not refused or timed out.
+    let slack = Duration::from_millis(50);
+    let (failures, excused) = report.split(|a| {
+        let cut = matches!(&a.outcome, Outcome::Failed(why) if why == "error empty answer" || why == "reset");
+        cut && kills.iter().any(|(from, to)| a.start <= *to + slack && a.end + slack >= *from)
+    });
     eprintln!(
-        "[userspace kills] {rounds} backend kills and restarts in {:.1} s; probe: {}",
+        "[userspace kills] {rounds} backend kills and restarts in {:.1} s; probe: {}; {} excused (open when their \
+         backend was killed)",
         killing.as_secs_f64(),
-        report.summary()
+        report.summary(),
+        excused.len()
     );
-    let failures = report.failures();
     if !failures.is_empty() {
         env.fail(&format!("fresh connections failed while a backend lived:\n{}", report.describe(&failures)));
     }
@@ -94,8 +107,8 @@ fn backends_killed_and_restarted_under_load() {
         .attempts
         .iter()
         .filter_map(|a| match &a.outcome {
-            common::probe::Outcome::Answer(server) => Some(server.as_str()),
-            common::probe::Outcome::Failed(_) => None,
+            Outcome::Answer(server) => Some(server.as_str()),
+            Outcome::Failed(_) => None,
         })
         .collect();
     assert_eq!(answered.len(), BACKENDS, "every backend served some connections: {answered:?}");
