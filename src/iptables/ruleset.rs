@@ -10,6 +10,9 @@ use ipnet::IpNet;
 
 use crate::model::Protocol;
 
+mod args;
+pub use args::{ArgRef, Args, Iter as ArgsIter, Values};
+
 /// Longest chain name iptables accepts.
 pub const MAX_CHAIN_NAME_LEN: usize = 28;
 
