@@ -3,21 +3,23 @@
 //! `iptables-restore`, and real TCP connections from a pod namespace reach their backend
 //! through two or more levels of dispatch chains; pod → pod traffic passes untouched; the
 //! kernel's `iptables-save` compares equal to the flat render; `cleanup` removes every chain.
+//! An IPv6 tree loads with `ip6tables-restore` and reads back equal to the flat render.
 //! Needs root (skips otherwise, fails under CI).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use common::lab::Lab;
+use common::netns::NetNs;
 use common::traffic::{self, Proto, Reply, Server};
 use kubenat::iptables::apply::{apply_once, plan};
 use kubenat::iptables::chain_names::is_dispatch_chain;
 use kubenat::iptables::cleanup::cleanup;
 use kubenat::iptables::diff::{diff, DiffOptions};
-use kubenat::iptables::exec::{Backend, Tool};
+use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, Tool};
 use kubenat::iptables::parse::parse;
 use kubenat::iptables::render::{jump_rules, render};
 use kubenat::iptables::ruleset::{Ruleset, TableName};
@@ -143,6 +145,60 @@ fn carries_traffic_through_the_tree(backend: Backend) {
     assert!(report.chains > 0);
     let after = lab.node_save(backend);
     assert!(!after.contains("KUBE-DISP-"), "{backend}: dispatch chains survived cleanup:\n{after}");
+}
+
+/// IPv6: 300 services at random addresses of fd00:10:96::/108 load with ip6tables-restore, the
+/// kernel keeps every dispatch rule on a nibble boundary, and the dump diffs equal to flat.
+fn loads_on_ipv6(backend: Backend) {
+    if !(available(backend) && common::require_program(&backend.binary(IpFamily::V6, Tool::Restore))) {
+        return;
+    }
+    let ns = NetNs::new("disp6");
+    let ipt = ExecIptables::new(backend).in_netns(ns.name());
+    let mut state = ClusterState::default();
+    let mut x: u32 = 0x1234_5678;
+    for s in 0..300u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let ip: Ipv6Addr = Ipv6Addr::from(0xfd00_0010_0096_0000_0000_0000_0000_0000u128 | u128::from(x & 0xf_ffff));
+        let name = ServicePortName {
+            namespace: "default".into(),
+            name: format!("svc6-{s:04}"),
+            port: "http".into(),
+            protocol: Protocol::Tcp,
+        };
+        let mut svc = ServicePort::new(name.clone(), vec![IpAddr::V6(ip)], 80);
+        let ep = Ipv6Addr::new(0xfd00, 0x10, 0x244, 2, 0, 0, 0, 2);
+        svc.endpoints =
+            vec![Endpoint { addr: SocketAddr::new(IpAddr::V6(ep), TARGET_PORT), ..endpoint(Ipv4Addr::LOCALHOST) }];
+        state.services.insert(name, svc);
+    }
+    let v6 = |dispatch| NodeConfig {
+        family: IpFamily::V6,
+        local_detector: LocalDetector::Cidr("fd00:10:244::/56".parse().expect("cidr")),
+        ..node(dispatch)
+    };
+    let tree = render(&state, &v6(ServicesDispatch::Tree));
+    apply_once(&ipt, IpFamily::V6, &tree, &jump_rules(&v6(ServicesDispatch::Tree)))
+        .unwrap_or_else(|e| panic!("{backend}: loading the IPv6 tree: {e:?}"));
+    let saved = parse(&ipt.save(IpFamily::V6, Some(TableName::Nat)).expect("ip6tables-save")).expect("parses");
+    assert!(depth(&saved, "KUBE-SERVICES", 0) >= 2, "{backend}: IPv6 tree too shallow");
+    let flat_node = v6(ServicesDispatch::Flat);
+    let flat = plan(&render(&state, &flat_node), &jump_rules(&flat_node), &Ruleset::default());
+    let nat_only = |r: &Ruleset| Ruleset { tables: r.table(TableName::Nat).into_iter().cloned().collect() };
+    let d = diff(&nat_only(&flat), &saved, &DiffOptions { kube_only: true });
+    assert!(d.is_empty(), "{backend}: IPv6 kernel tree differs from the flat render:\n{d}");
+}
+
+#[test]
+fn tree_dispatch_ipv6_nft() {
+    loads_on_ipv6(Backend::Nft);
+}
+
+#[test]
+fn tree_dispatch_ipv6_legacy() {
+    loads_on_ipv6(Backend::Legacy);
 }
 
 #[test]
