@@ -285,7 +285,9 @@ fn random_churn_keeps_services_with_ready_endpoints_answering() {
     let targets = web_targets(&named);
     env.until_all_answer(&targets);
 
-    let probe = env.probe(targets.clone(), ProbeConfig::default());
+    // The probe outlives the churn (it stops by itself only at its own bound).
+    let bound = Duration::from_secs(events as u64 / rate.max(1) + 120);
+    let probe = env.probe(targets.clone(), ProbeConfig { max_duration: bound, ..ProbeConfig::default() });
     let backend_ips = (0..BACKENDS).map(|i| env.backend_ip(i)).collect();
     let mut churn = Churn::new(seed, &probed, backend_ips);
     let took = run(&mut churn, &env.api, events, rate);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use kubenat::iptables::diff::{diff, DiffOptions};
 use kubenat::iptables::exec::{Backend, Tool};
 use kubenat::iptables::parse::parse;
+use kubenat::iptables::ruleset::TableName;
 use kubenat::model::IpFamily;
 use serde_json::json;
 use tempfile::TempDir;
@@ -191,12 +192,15 @@ impl Env {
     pub fn render_diff(&self) -> Option<String> {
         let rendered = self.mask_proxy_ports(&self.rendered());
         let saved = self.mask_proxy_ports(&self.save());
-        // The canary chain is made by the apply step, not the renderer: it must exist (its
-        // absence would mean a flush went unnoticed), and is then left out of the comparison.
-        let canary = ":KUBE-PROXY-CANARY ";
-        if !saved.lines().any(|l| l.starts_with(canary)) {
-            return Some(format!("no KUBE-PROXY-CANARY chain in the kernel:\n{saved}"));
+        // The canary chain is made by the apply step, not the renderer: it must be in the filter
+        // and nat tables (its absence would mean a flush went unnoticed), and is then left out.
+        let full = parse(&saved).unwrap_or_else(|e| self.fail(&format!("iptables-save does not parse: {e}")));
+        for table in [TableName::Filter, TableName::Nat] {
+            if !full.table(table).is_some_and(|t| t.is_declared("KUBE-PROXY-CANARY")) {
+                return Some(format!("no KUBE-PROXY-CANARY chain in the kernel's {table} table"));
+            }
         }
+        let canary = ":KUBE-PROXY-CANARY ";
         let saved: String = saved.lines().filter(|l| !l.starts_with(canary)).map(|l| format!("{l}\n")).collect();
         let ours = parse(&rendered).unwrap_or_else(|e| self.fail(&format!("rendered rules do not parse: {e}")));
         let kernel = parse(&saved).unwrap_or_else(|e| self.fail(&format!("iptables-save does not parse: {e}")));
