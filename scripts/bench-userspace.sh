@@ -7,11 +7,13 @@
 # and (c) the same with `--userspace-relay splice` (the default):
 #   - single-stream TCP throughput (send SIZE_MB MB to a sink, time until it acknowledges),
 #   - latency of 1,000 sequential 64-byte request/response round trips on one connection,
+#   - for the userspace paths, the proxy's CPU time (user + system) per GB of that stream, which
+#     is far less sensitive to other load on the machine than the throughput itself,
 # prints the userspace/DNAT ratios of the medians, then opens CONNS concurrent TCP connections
 # through the userspace proxy (python asyncio, in processes other than the proxy) and checks all
 # are established at once and echo. CONNS defaults to 10,000, or to what the proxy's open-file
 # hard limit can hold ((hard - 600) / 2: two descriptors per connection, 600 for the pipe pool
-# and the daemon's own files) when that is less.
+# of 128 pipes and the daemon's own files) when that is less.
 # Usage: sudo scripts/bench-userspace.sh [SIZE_MB=500] [CONNS=auto] [ROUNDS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -196,11 +198,18 @@ async def main():
 asyncio.run(main())
 PY
 
-measure() {   # label
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of a process
+
+measure() {   # label [proxy pid: also report its CPU seconds per GB moved]
     ip netns exec "$cli" python3 "$work/client.py" wait 10.96.0.10 81 >/dev/null || { echo "$1: service never answered" >&2; exit 1; }
+    local t0=0 t1=0
+    [ -n "${2:-}" ] && t0=$(cpu_ticks "$2")
     tput=$(ip netns exec "$cli" python3 "$work/client.py" throughput 10.96.0.10 80 "$SIZE_MB")
+    [ -n "${2:-}" ] && t1=$(cpu_ticks "$2")
+    cpu=$(python3 -c "print('%.2f' % (($t1 - $t0) / $(getconf CLK_TCK) / ($SIZE_MB * 1048576 / 1e9)))")
     read -r p50 p99 < <(ip netns exec "$cli" python3 "$work/client.py" latency 10.96.0.10 81)
-    printf '%-22s throughput %8s MB/s   latency p50 %7s us  p99 %7s us\n' "$1" "$tput" "$p50" "$p99"
+    printf '%-22s throughput %8s MB/s   latency p50 %7s us  p99 %7s us   proxy CPU %5s s/GB\n' \
+        "$1" "$tput" "$p50" "$p99" "$cpu"
 }
 
 start_daemon() {   # relay
@@ -225,13 +234,13 @@ for round in $(seq "$ROUNDS"); do
     ip netns exec "$node" "$BIN" apply --objects "$work/objects.yaml" --hostname-override node-1 \
         --cluster-cidr 10.244.0.0/16 >/dev/null
     measure "iptables (DNAT)"
-    results[dnat]+="$tput $p50 $p99;"
+    results[dnat]+="$tput $p50 $p99 $cpu;"
     ip netns exec "$node" "$BIN" --cleanup --iptables-backend nft >/dev/null 2>&1 || true
     # (b), (c) userspace mode: the daemon is the proxy.
     for relay in copy splice; do
         start_daemon "$relay"
-        measure "userspace ($relay)"
-        results[$relay]+="$tput $p50 $p99;"
+        measure "userspace ($relay)" "$daemon"
+        results[$relay]+="$tput $p50 $p99 $cpu;"
         stop_daemon
     done
 done
@@ -244,7 +253,8 @@ def medians(text):
 dnat, copy, splice = (medians(a) for a in sys.argv[1:])
 print("medians of %d rounds:" % len(sys.argv[1].strip(";").split(";")))
 for name, m in (("iptables (DNAT)", dnat), ("userspace (copy)", copy), ("userspace (splice)", splice)):
-    print("  %-20s throughput %8.1f MB/s   latency p50 %7.1f us  p99 %7.1f us" % (name, *m))
+    cpu = "" if name.startswith("iptables") else "   proxy CPU %.2f s/GB" % m[3]
+    print("  %-20s throughput %8.1f MB/s   latency p50 %7.1f us  p99 %7.1f us%s" % (name, *m[:3], cpu))
 for name, m in (("copy", copy), ("splice", splice)):
     print("userspace %s/DNAT: throughput x%.2f, latency p50 x%.2f, p99 x%.2f"
           % (name, m[0] / dnat[0], m[1] / dnat[1], m[2] / dnat[2]))

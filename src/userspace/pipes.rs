@@ -8,14 +8,17 @@ use std::sync::Mutex;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-/// Default bound on pipes (each costs two descriptors).
-pub const DEFAULT_MAX_PIPES: usize = 256;
+/// Default bound on pipes: each costs two descriptors, and a pipe whose reader stalls pins up to
+/// its capacity in memory (128 × 1 MiB at worst).
+pub const DEFAULT_MAX_PIPES: usize = 128;
 
 /// Default number of drained pipes kept open for reuse; the rest are closed on return.
 pub const DEFAULT_MAX_IDLE: usize = 32;
 
-/// Capacity asked for each pipe (the kernel default is 64 KiB); a refusal keeps the default.
-pub const DEFAULT_PIPE_SIZE: usize = 256 * 1024;
+/// Capacity asked for each pipe: 1 MiB (the unprivileged `pipe-max-size`) halved the proxy's CPU
+/// per byte against 256 KiB in `scripts/bench-userspace.sh`; the kernel default is 64 KiB, and a
+/// refusal keeps whatever the pipe has.
+pub const DEFAULT_PIPE_SIZE: usize = 1024 * 1024;
 
 /// How a [`PipePool`] is bounded.
 #[derive(Debug, Clone, Copy)]
