@@ -118,6 +118,18 @@ const EXPECTED: &[(&str, &[&str], bool)] = &[
     ("59-", &["59-not-utf8.yaml: not UTF-8 text"], false),
     ("60-", &["invalid JSON: recursion limit exceeded"], false),
     ("61-", &[], false),
+    (
+        "63-",
+        &[
+            "Service bad-63/web: externalIPs: invalid IP \"fe80::1%eth0\"",
+            "externalIPs: invalid IP \"[fd00::1]\"",
+            "loadBalancerSourceRanges: invalid CIDR \"fd00::/64 -j ACCEPT\"",
+            "loadBalancerSourceRanges: invalid CIDR \"2001:db8::/129\"",
+            "EndpointSlice bad-63/web-v6: endpoint address 10.244.63.7 is IPv4 but the slice's addressType is IPv6",
+            "endpoint address \"fd00:10:244::63%1\" is not a valid IP",
+        ],
+        true,
+    ),
     ("62-", &["62-tab-indentation.yaml#1: invalid YAML: found character that cannot start any token at line 4"], true),
 ];
 
@@ -132,13 +144,17 @@ fn render_ok(args: &[&str]) -> (String, String) {
 }
 
 fn load_into_kernel(text: &str, what: &str) {
+    load_family_into_kernel(IpFamily::V4, text, what);
+}
+
+fn load_family_into_kernel(family: IpFamily, text: &str, what: &str) {
     for backend in [Backend::Nft, Backend::Legacy] {
-        if !common::require_root() || !common::require_program(&backend.binary(IpFamily::V4, Tool::Restore)) {
+        if !common::require_root() || !common::require_program(&backend.binary(family, Tool::Restore)) {
             return;
         }
         let ns = NetNs::new("bad");
         let ipt = ExecIptables::new(backend).in_netns(ns.name());
-        ipt.restore(IpFamily::V4, text, RestoreOptions { noflush: true, counters: false })
+        ipt.restore(family, text, RestoreOptions { noflush: true, counters: false })
             .unwrap_or_else(|e| panic!("{backend} rejected the rules rendered from {what}: {e}"));
     }
 }
@@ -229,6 +245,11 @@ fn hostile_manifests_are_reported_and_the_rest_renders() {
     let problems = check::check(&ruleset);
     assert!(problems.is_empty(), "{problems:?}");
     load_into_kernel(&text, "fixtures/bad");
+    let (v6, _) =
+        render_ok(&["render", "--objects", "fixtures/bad", "--hostname-override=node-1", "--ip-family", "ipv6"]);
+    assert!(check::check(&parse::parse(&v6).expect("IPv6 render parses")).is_empty());
+    assert!(v6.contains("\"bad-63/ok:http cluster IP\"") && v6.contains("-d 2001:db8::63 "), "{v6}");
+    load_family_into_kernel(IpFamily::V6, &v6, "fixtures/bad (IPv6)");
 }
 
 #[test]
