@@ -11,8 +11,9 @@
 //! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
 //!   healthCheckNodePort servers.
 //! - `conntrack`: stale UDP flow cleanup.
-//! - `userspace`: the legacy userspace proxy's parts (balancer, port allocator, TCP and UDP
-//!   relays); its portal rules are rendered by `iptables::render::userspace`.
+//! - `userspace`: the legacy userspace proxy's parts (balancer, port allocator, TCP relay with a
+//!   splice pipe pool, UDP relay, port claims, host IP); its portal rules are rendered by
+//!   `iptables::render::userspace`.
 //! - `iptables::ruleset`: the typed ruleset (tables, chains, rules).
 //! - `iptables::chain_names`: every chain name, fixed and hashed.
 //! - `iptables::render`: pure `render(&ClusterState, &NodeConfig) -> Ruleset`, plus the

@@ -1,6 +1,7 @@
 //! Legacy userspace proxy mode (kube-proxy ≤ 1.25): per service port a real socket whose traffic
-//! is copied to a backend. Owns balancing, proxy-port allocation and the TCP/UDP relays; does not
-//! own the iptables portal rules that steer service traffic to those sockets.
+//! is relayed to a backend. Owns balancing, proxy-port allocation, the TCP (spliced or copied)
+//! and UDP relays, holding the local ports services claim, and choosing the host IP; does not own
+//! the iptables portal rules that steer service traffic to those sockets.
 
 pub mod balancer;
 pub mod claims;

@@ -138,7 +138,13 @@ mod tests {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
     }
 
+    /// 8 MiB up, half-close, 4 bytes down; bounded so a lost end of stream fails, not hangs.
     async fn transfer(pool: Arc<PipePool>) {
+        let bounded = tokio::time::timeout(std::time::Duration::from_secs(60), transfer_unbounded(pool));
+        bounded.await.expect("transfer finished in time");
+    }
+
+    async fn transfer_unbounded(pool: Arc<PipePool>) {
         let (mut user, mut server, task) = relayed(pool).await;
         let up = pattern(8 << 20);
         let writer = tokio::spawn(async move {
@@ -177,6 +183,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pool_exhaustion_falls_back_and_every_stream_stays_intact() {
+        let pool = Arc::new(PipePool::new(PoolConfig { max_pipes: 1, max_idle: 1, ..PoolConfig::default() }));
+        let streams: Vec<_> = (0..4).map(|_| tokio::spawn(transfer(pool.clone()))).collect();
+        for stream in futures::future::join_all(streams).await {
+            stream.unwrap();
+        }
+        let stats = pool.stats();
+        assert!(stats.fallbacks > 0, "four streams share one pipe: some chunks were copied ({stats:?})");
+        assert!(stats.open <= 1 && stats.in_use == 0, "{stats:?}");
+    }
+
+    #[tokio::test]
     async fn idle_connections_hold_no_pipe() {
         let pool = Arc::new(PipePool::new(PoolConfig { max_pipes: 4, max_idle: 4, ..PoolConfig::default() }));
         let mut ends = Vec::new();
@@ -184,7 +202,8 @@ mod tests {
             let (mut user, mut server, task) = relayed(pool.clone()).await;
             user.write_all(b"ping").await.unwrap();
             let mut buf = [0u8; 4];
-            server.read_exact(&mut buf).await.unwrap();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), server.read_exact(&mut buf));
+            read.await.expect("relayed in time").unwrap();
             assert_eq!(&buf, b"ping");
             ends.push((user, server, task));
         }
