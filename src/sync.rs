@@ -27,6 +27,7 @@ use crate::iptables::plan::{plan_partial_with, PlanOptions};
 use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
 use crate::iptables::render::{jump_rules, render, JumpRule};
 use crate::iptables::ruleset::{Ruleset, TableName};
+use crate::iptables::write::Merged;
 use crate::iptables::{apply, parse};
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, SyncKind};
@@ -281,15 +282,20 @@ impl Syncer {
             let text = self.ipt.save(family, Some(table)).map_err(|source| Error::Save { family, source })?;
             saved.push_str(&text);
         }
-        let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
-        if self.applied.contains_key(&family) {
+        // Only declarations and built-in chains' rules matter here (stale chains, missing jumps,
+        // the other mode's jumps): the rules inside thousands of user chains are not parsed.
+        let current = parse::parse(&without_user_chain_rules(&saved)).map_err(|source| Error::Parse { family, source })?;
+        drop(saved);
+        // A full sync does not need the last applied ruleset: free it before building the input.
+        if self.applied.remove(&family).is_some() {
             warn_if_flushed(family, &current);
         }
-        let mut input = apply::plan(&desired, &jumps, &current);
+        let mut extra = apply::extras(&desired, &jumps, &current);
         // A node switching modes loses the other mode's chains (and their jumps) here.
         let other = if self.userspace.is_some() { Scope::IptablesMode } else { Scope::UserspaceMode };
-        merge(&mut input, plan_scoped_cleanup(&current, other));
-        let text = input.to_string();
+        merge(&mut extra, plan_scoped_cleanup(&current, other));
+        drop(current);
+        let text = Merged(&desired, &extra).to_string();
         tracing::trace!(%family, input = %text, "full restore");
         self.ipt.restore(family, &text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
         self.metrics.observe_restore_bytes(SyncKind::Full, text.len());
@@ -351,6 +357,22 @@ fn warn_if_flushed(family: IpFamily, current: &Ruleset) {
             tracing::warn!(%family, %table, "KUBE-PROXY-CANARY is gone: the table was flushed behind our back; restoring every rule");
         }
     }
+}
+
+/// `iptables-save` text without the `-A` lines of user-defined chains.
+fn without_user_chain_rules(saved: &str) -> String {
+    let mut out = String::new();
+    for line in saved.lines() {
+        let user_chain_rule = line
+            .strip_prefix("-A ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|chain| !matches!(chain, "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING"));
+        if !user_chain_rule {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Adds `extra`'s deletions (`-D` rules and chain deletes) to `input`.

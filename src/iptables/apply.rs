@@ -96,15 +96,35 @@ impl ApplyReport {
 /// position 1 (in `jumps` order, so the first ends up last, as with kube-proxy), stale
 /// per-service nat chains deleted, and `KUBE-PROXY-CANARY` declared in filter, nat and mangle.
 /// Idempotent: planning again against the applied result inserts no jumps.
+/// `Merged(desired, &extras(..))` writes the same text without copying `desired`.
 pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset {
-    let canary = chain_names::fixed(KUBE_PROXY_CANARY);
     let mut out = desired.clone();
+    for table in extras(desired, jumps, current).tables {
+        let target = out.table_mut(table.name);
+        for chain in &table.chains {
+            target.declare(&chain.name);
+        }
+        target.rules.extend(table.rules);
+        target.deletes.extend(table.deletes);
+    }
+    out
+}
+
+/// What [`plan`] adds to `desired`: the canaries, stale per-service nat chains to delete and
+/// missing jumps, per table (mangle, which only holds a canary, last: its canary appearing means
+/// the tables before it were committed). Only ever small, whatever the size of `desired`.
+pub fn extras(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset {
+    let canary = chain_names::fixed(KUBE_PROXY_CANARY);
+    let mut out = Ruleset::default();
     for table in [TableName::Filter, TableName::Nat] {
-        out.table_mut(table).declare(&canary);
+        if !desired.table(table).is_some_and(|t| t.is_declared(KUBE_PROXY_CANARY)) {
+            out.table_mut(table).declare(&canary);
+        }
     }
 
     let declared: BTreeSet<&str> =
         desired.table(TableName::Nat).map(|t| t.chains.iter().map(|c| c.name.as_str()).collect()).unwrap_or_default();
+    let already: Vec<_> = desired.table(TableName::Nat).map(|t| t.deletes.clone()).unwrap_or_default();
     let stale: Vec<_> = current
         .table(TableName::Nat)
         .map(|t| t.chains.iter().map(|c| &c.name).collect::<Vec<_>>())
@@ -113,9 +133,9 @@ pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset
         .filter(|name| chain_names::is_service_chain(name.as_str()) && !declared.contains(name.as_str()))
         .cloned()
         .collect();
-    let nat = out.table_mut(TableName::Nat);
     for chain in stale {
-        if !nat.deletes.contains(&chain) {
+        let nat = out.table_mut(TableName::Nat);
+        if !nat.deletes.contains(&chain) && !already.contains(&chain) {
             nat.deletes.push(chain);
         }
     }
@@ -124,7 +144,6 @@ pub fn plan(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Ruleset
         // The jump's own op says where it goes (kube-proxy's are `-I … 1`).
         out.table_mut(jump.table).rules.push(jump.rule.clone());
     }
-    // Mangle last: its canary appearing means the tables before it were committed.
     out.table_mut(TableName::Mangle).declare(&canary);
     out
 }

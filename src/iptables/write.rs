@@ -86,20 +86,51 @@ impl Display for Rule {
 
 impl Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "*{}", self.name)?;
-        for chain in &self.chains {
-            writeln!(f, ":{} {} [0:0]", chain.name, chain.policy.as_deref().unwrap_or("-"))?;
+        write_sections(f, &[self])
+    }
+}
+
+/// Writes several sections of one table as one: every part's declarations, then deleted
+/// chains' flushes, then every part's rules, then the deletes.
+fn write_sections(f: &mut fmt::Formatter<'_>, parts: &[&Table]) -> fmt::Result {
+    let Some(first) = parts.first() else {
+        return Ok(());
+    };
+    writeln!(f, "*{}", first.name)?;
+    for chain in parts.iter().flat_map(|t| &t.chains) {
+        writeln!(f, ":{} {} [0:0]", chain.name, chain.policy.as_deref().unwrap_or("-"))?;
+    }
+    for chain in parts.iter().flat_map(|t| &t.deletes) {
+        writeln!(f, ":{chain} - [0:0]")?;
+    }
+    for rule in parts.iter().flat_map(|t| &t.rules) {
+        writeln!(f, "{rule}")?;
+    }
+    for chain in parts.iter().flat_map(|t| &t.deletes) {
+        writeln!(f, "-X {chain}")?;
+    }
+    writeln!(f, "COMMIT")
+}
+
+/// Two rulesets written as one restore input, table by table (tables of the first in its
+/// order, then those only in the second), without copying either: how a full sync writes a
+/// large rendered ruleset plus its few extras (canaries, jumps, deletes). The parts must not
+/// declare or delete the same chain twice.
+pub struct Merged<'a>(pub &'a Ruleset, pub &'a Ruleset);
+
+impl Display for Merged<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Merged(main, extra) = *self;
+        for table in &main.tables {
+            match extra.table(table.name) {
+                Some(more) => write_sections(f, &[table, more])?,
+                None => write_sections(f, &[table])?,
+            }
         }
-        for chain in &self.deletes {
-            writeln!(f, ":{chain} - [0:0]")?;
+        for table in extra.tables.iter().filter(|t| main.table(t.name).is_none()) {
+            write_sections(f, &[table])?;
         }
-        for rule in &self.rules {
-            writeln!(f, "{rule}")?;
-        }
-        for chain in &self.deletes {
-            writeln!(f, "-X {chain}")?;
-        }
-        writeln!(f, "COMMIT")
+        Ok(())
     }
 }
 

@@ -182,3 +182,17 @@ fn in_input(rule: Rule) -> Ruleset {
     table.rules.push(rule);
     Ruleset { tables: vec![table] }
 }
+
+#[test]
+fn merged_extras_write_the_same_text_as_the_plan() {
+    let current = Ruleset {
+        tables: vec![saved(TableName::Nat, &["PREROUTING", "OUTPUT"], &["KUBE-SVC-OLD", "KUBE-SERVICES"], Vec::new())],
+    };
+    for current in [Ruleset::default(), current] {
+        let extra = extras(&desired(), &jumps(), &current);
+        let merged = crate::iptables::write::Merged(&desired(), &extra).to_string();
+        assert_eq!(merged, plan(&desired(), &jumps(), &current).to_string());
+        // Only the additions, never a copy of the rendered rules.
+        assert_eq!(extra.rule_count(), jumps().len());
+    }
+}
