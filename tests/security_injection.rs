@@ -88,10 +88,15 @@ fn names() -> impl Strategy<Value = Names> {
         .prop_map(|(namespaces, names, ports, nodes, zones)| Names { namespaces, names, ports, nodes, zones })
 }
 
+/// An endpoint's choices: node name, zone and host indexes, and its condition.
+type EndpointShape = (usize, usize, usize, u8);
+/// A service's choices: namespace, name and port name indexes, flags, endpoints.
+type ServiceShape = (usize, usize, usize, u8, Vec<EndpointShape>);
+
 /// Choices that shape the state, independent of the strings.
 #[derive(Debug, Clone)]
 struct Shape {
-    services: Vec<(usize, usize, usize, u8, Vec<(usize, usize, usize, u8)>)>,
+    services: Vec<ServiceShape>,
     node: usize,
     zone: usize,
 }
