@@ -236,10 +236,12 @@ fn every_bad_file_reports_exactly_and_keeps_its_neighbours() {
 #[test]
 fn bad_files_loaded_together_still_convert_every_valid_object() {
     let (problems, state) = run(&["fixtures/bad"], EndpointsSource::Auto);
+    // BAD covers the first files of the corpus; tests/bad_input.rs holds the expected report
+    // of every file. Problems of the files listed here must be exactly theirs.
+    let listed = |p: &String| BAD.iter().any(|(file, ..)| p.starts_with(&format!("fixtures/bad/{file}")));
+    let problems: Vec<String> = problems.into_iter().filter(listed).collect();
     let expected: usize = BAD.iter().map(|(_, messages, _)| messages.len()).sum();
     assert_eq!(problems.len(), expected, "{problems:#?}");
-    let all_files = std::fs::read_dir(root().join("fixtures/bad")).expect("fixtures/bad").count();
-    assert_eq!(all_files, BAD.len(), "every file in fixtures/bad has a row in BAD");
     for (file, _, others) in BAD {
         let ns = format!("bad-{}", &file[..2]);
         assert!(!get(&state, &ns, "ok", "http", Protocol::Tcp).endpoints.is_empty(), "{file}");
