@@ -1,12 +1,15 @@
 //! Partial-sync planning time for synthetic clusters (N ClusterIP services × 10 ready
-//! endpoints): one endpoint changed, one service added, one removed.
-//! `cargo bench --bench plan`; prints each plan's size next to the full ruleset's once.
+//! endpoints): one endpoint changed, one service added, one removed — with big chains edited
+//! rule by rule (the nft options, `edits/…`) and with every changed chain rewritten
+//! (kube-proxy's way, `rewrite/…`). `cargo bench --bench plan`; prints each plan's size next to
+//! the full ruleset's once.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kubenat::iptables::plan::{plan_partial, PlanStats};
+use kubenat::iptables::exec::Backend;
+use kubenat::iptables::plan::{plan_partial_with, PlanOptions, PlanStats};
 use kubenat::iptables::render::render;
 use kubenat::iptables::ruleset::Ruleset;
 use kubenat::model::ClusterState;
@@ -42,7 +45,8 @@ fn bench_plan(c: &mut Criterion) {
     let mut group = c.benchmark_group("plan_partial");
     group.sample_size(20);
     let node = node();
-    for services in [1_000u32, 10_000] {
+    let modes = [("edits", PlanOptions::for_backend(Backend::Nft)), ("rewrite", PlanOptions::REWRITE)];
+    for services in [1_000u32, 10_000, 20_000] {
         let base = synthetic(services);
         let last = render(&base, &node);
         let full = PlanStats::of(&last);
@@ -52,18 +56,20 @@ fn bench_plan(c: &mut Criterion) {
         );
         for (change, state) in changes(&base, services) {
             let next: Ruleset = render(&state, &node);
-            let plan = PlanStats::of(&plan_partial(&last, &next));
-            println!(
-                "N={services} {change}: partial {} rules, {} chains written, {} deleted, {} bytes ({:.3}% of full)",
-                plan.rules_written,
-                plan.chains_written,
-                plan.chains_deleted,
-                plan.bytes,
-                100.0 * plan.bytes as f64 / full.bytes as f64
-            );
-            group.bench_with_input(BenchmarkId::new(change, services), &next, |b, next| {
-                b.iter(|| black_box(plan_partial(&last, next)))
-            });
+            for (mode, opts) in modes {
+                let plan = PlanStats::of(&plan_partial_with(&last, &next, &opts));
+                println!(
+                    "N={services} {change} {mode}: partial {} rules, {} chains written, {} deleted, {} bytes ({:.3}% of full)",
+                    plan.rules_written,
+                    plan.chains_written,
+                    plan.chains_deleted,
+                    plan.bytes,
+                    100.0 * plan.bytes as f64 / full.bytes as f64
+                );
+                group.bench_with_input(BenchmarkId::new(format!("{mode}/{change}"), services), &next, |b, next| {
+                    b.iter(|| black_box(plan_partial_with(&last, next, &opts)))
+                });
+            }
         }
     }
     group.finish();

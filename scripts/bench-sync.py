@@ -2,11 +2,16 @@
 """Times the real iptables-restore for kubenat's sync inputs, in throwaway network namespaces.
 
 Driven by scripts/bench-sync.sh (which builds the input generator); run that instead. For each
-N and backend: the first full sync into an empty namespace, then REPS rounds of the floor (one
+N and backend: a full load into an empty namespace (without --noflush: see --noflush-full-max),
+then REPS rounds of the floor (one
 service's SVC+SEP chains rewritten), each change as kubenat plans it for this backend, as a
 kube-proxy-style rewrite and with deletes by rule number (each followed by the plan that reverts
-it, so every round starts from the same tables), a periodic full sync, and `iptables-save -t nat`.
-Medians and ratios to the floor of the same run go to results.json and a Markdown table.
+it, so every round starts from the same tables), a periodic full sync as the daemon writes it
+(--noflush), and `iptables-save -t nat`. Medians and ratios to the floor of the same run go to
+results.json and a Markdown table. iptables-nft-restore 1.8.9 takes superlinear time for a
+--noflush input that declares many chains (1k services ≈8 s, 2k ≈105 s, 10k > 600 s, against
+0.9 s / 1.7 s / ≈25 s without --noflush), so the nft full sync is only timed up to
+--noflush-full-max services.
 """
 
 import argparse
@@ -48,8 +53,9 @@ class Namespace:
         return elapsed, done.stdout
 
 
-def restore(ns, backend, text):
-    return ns.run([f"iptables-{backend}-restore", "--noflush", "-w", "5"], text)[0]
+def restore(ns, backend, text, noflush=True):
+    flags = ["--noflush"] if noflush else []
+    return ns.run([f"iptables-{backend}-restore"] + flags + ["-w", "5"], text)[0]
 
 
 def read(path):
@@ -57,7 +63,7 @@ def read(path):
         return f.read()
 
 
-def measure(inputs, n, backend, reps, full_reps, large):
+def measure(inputs, n, backend, reps, full_reps, large, noflush_full_max):
     files = {name: read(os.path.join(inputs, name)) for name in os.listdir(inputs) if name.endswith(".txt")}
     times = {}
 
@@ -65,7 +71,7 @@ def measure(inputs, n, backend, reps, full_reps, large):
         times.setdefault(key, []).append(seconds)
 
     with Namespace() as ns:
-        add("first_full", restore(ns, backend, files["base.txt"]))
+        add("first_full", restore(ns, backend, files["base.txt"], noflush=False))
         save_time, saved = ns.run([f"iptables-{backend}-save", "-t", "nat"])
         add("save_nat", save_time)
         for rep in range(reps):
@@ -75,7 +81,7 @@ def measure(inputs, n, backend, reps, full_reps, large):
                     name = f"{change}.{backend if variant == 'kubenat' else variant}.txt"
                     add(f"{change}.{variant}", restore(ns, backend, files[name]))
                     restore(ns, backend, files[f"{change}.revert.txt"])
-            if rep < full_reps:
+            if rep < full_reps and (backend != "nft" or n <= noflush_full_max):
                 add("full", restore(ns, backend, files["full.txt"]))
         save_time, after = ns.run([f"iptables-{backend}-save", "-t", "nat"])
         add("save_nat", save_time)
@@ -85,7 +91,7 @@ def measure(inputs, n, backend, reps, full_reps, large):
         for _ in range(full_reps):
             for key, name in [("load_no_comments", "base.txt"), ("load_comments", "base-comments.txt")]:
                 with Namespace() as fresh:
-                    add(key, restore(fresh, backend, files[name]))
+                    add(key, restore(fresh, backend, files[name], noflush=False))
     sizes = {name: len(text) for name, text in files.items()}
     return times, sizes
 
@@ -119,11 +125,12 @@ def table(rows):
                        f"| {b[c + '.' + r['backend'] + '.txt']:,} | {x[c + '.kubenat']:.2f} "
                        f"| {m[c + '.kubeproxy'] * 1000:.0f} ms | {b[c + '.kubeproxy.txt']:,} | {x[c + '.kubeproxy']:.2f} "
                        f"| {m[c + '.bynum'] * 1000:.0f} ms | {m['floor'] * 1000:.0f} ms |")
-    out += ["", "| backend | services | first full sync | bytes | periodic full sync | `iptables-save -t nat` "
-            "| render | plan (worst change) | render + plan ÷ first full sync |", "|---|---|---|---|---|---|---|---|---|"]
+    out += ["", "| backend | services | full load, empty namespace | bytes | full sync (`--noflush`) "
+            "| `iptables-save -t nat` "
+            "| render | plan (worst change) | render + plan ÷ full load |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["median_s"]
-        full = f"{m['full']:.2f} s" if "full" in m else "—"
+        full = f"{m['full']:.2f} s" if "full" in m else "not timed"
         share = r.get("render_plan_share_of_full")
         out.append(f"| {r['backend']} | {r['services']:,} | {m['first_full']:.2f} s | {r['bytes']['base.txt']:,} "
                    f"| {full} | {m['save_nat']:.2f} s | {r['render_ms']:.0f} ms | {max(r['plan_ms'].values()):.0f} ms "
@@ -149,6 +156,7 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--full-reps", type=int, default=3)
     p.add_argument("--large", type=int, default=10000, help="N at which large-cluster mode is measured")
+    p.add_argument("--noflush-full-max", type=int, default=2000, help="largest N for a --noflush nft full sync")
     p.add_argument("--out", required=True, help="results.json to write")
     a = p.parse_args()
     rows = []
@@ -158,7 +166,7 @@ def main():
             stats = json.load(f)
         for backend in a.backends.split():
             print(f"bench-sync: N={n} {backend} …", file=sys.stderr, flush=True)
-            times, sizes = measure(inputs, n, backend, a.reps, a.full_reps, n == a.large)
+            times, sizes = measure(inputs, n, backend, a.reps, a.full_reps, n == a.large, a.noflush_full_max)
             rows.append(summarize(n, backend, times, sizes, stats))
             with open(a.out, "w") as f:
                 json.dump(rows, f, indent=1)

@@ -46,12 +46,12 @@ pub(super) fn edit_lines(old: &[&Rule], new: &[&Rule], max_edits: usize) -> Opti
     for rule in doomed.iter().rev() {
         lines.push(Rule { op: RuleOp::Delete, ..(*rule).clone() });
     }
-    let mut len = old.len() - deleted.len();
-    for j in inserted {
+    let kept = old.len() - deleted.len();
+    for (done, j) in inserted.into_iter().enumerate() {
+        // The chain holds `kept + done` rules when this one goes in.
         let position = prefix + j + 1;
-        let op = if position == len + 1 { RuleOp::Append } else { RuleOp::Insert(Some(to_u32(position)?)) };
+        let op = if position == kept + done + 1 { RuleOp::Append } else { RuleOp::Insert(Some(to_u32(position)?)) };
         lines.push(Rule { op, ..new_mid[j].clone() });
-        len += 1;
     }
     Some(lines)
 }
