@@ -28,8 +28,9 @@ use common::traffic::{Proto, Server};
 use serde_json::{json, Value};
 use support::apiserver::ApiServer;
 
-/// How long the first full sync of the whole state may take (a 20k-service nft restore is ≈1 min).
-const FIRST_SYNC: Duration = Duration::from_secs(600);
+/// How long the first full sync of the whole state may take (a 20k-service nft restore is ≈1 min
+/// on an idle machine, many times that on a loaded one).
+const FIRST_SYNC: Duration = Duration::from_secs(1800);
 /// How long one change may take to become visible to traffic.
 const CHANGE: Duration = Duration::from_secs(60);
 /// The backend pod's TCP port.
