@@ -284,7 +284,8 @@ impl Syncer {
         }
         // Only declarations and built-in chains' rules matter here (stale chains, missing jumps,
         // the other mode's jumps): the rules inside thousands of user chains are not parsed.
-        let current = parse::parse(&without_user_chain_rules(&saved)).map_err(|source| Error::Parse { family, source })?;
+        let current =
+            parse::parse(&without_user_chain_rules(&saved)).map_err(|source| Error::Parse { family, source })?;
         drop(saved);
         // A full sync does not need the last applied ruleset: free it before building the input.
         if self.applied.remove(&family).is_some() {
