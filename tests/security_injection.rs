@@ -177,9 +177,9 @@ fn shape_of(rule: &Rule) -> String {
     let mut out = generic(rule.chain.as_str());
     for arg in &rule.args {
         out.push(' ');
-        out.push_str(&arg.flag);
+        out.push_str(arg.flag);
         if arg.flag != "--comment" {
-            for v in &arg.values {
+            for v in arg.values.iter() {
                 out.push(' ');
                 out.push_str(&generic(v));
             }

@@ -251,7 +251,7 @@ impl Open<'_> {
                 GroupError::MisplacedNegation => "'!' not before a flag or value".to_string(),
             })
         })?;
-        self.section.table.rules.push(Rule { op, chain, args });
+        self.section.table.rules.push(Rule::new(op, chain, args));
         Ok(())
     }
 

@@ -189,18 +189,23 @@ pub struct Rule {
     pub op: RuleOp,
     /// The chain the rule lives in.
     pub chain: ChainName,
-    /// Matches and target, in the order they are written.
-    pub args: Vec<Arg>,
+    /// Matches and target, in the order they are written (compact: one buffer per rule).
+    pub args: Args,
 }
 
 impl Rule {
     /// Starts an `-A chain` rule.
     pub fn append(chain: &ChainName) -> RuleBuilder {
-        RuleBuilder { rule: Rule { op: RuleOp::Append, chain: chain.clone(), args: Vec::new() } }
+        RuleBuilder { rule: Rule { op: RuleOp::Append, chain: chain.clone(), args: Args::new() } }
+    }
+
+    /// A rule from owned groups.
+    pub fn new(op: RuleOp, chain: ChainName, args: Vec<Arg>) -> Rule {
+        Rule { op, chain, args: args.into() }
     }
 
     /// The first group with `flag`.
-    pub fn get(&self, flag: &str) -> Option<&Arg> {
+    pub fn get(&self, flag: &str) -> Option<ArgRef<'_>> {
         self.args.iter().find(|a| a.flag == flag)
     }
 
@@ -214,12 +219,12 @@ impl Rule {
         self.args
             .iter()
             .find(|a| a.flag == "-j" || a.flag == "--jump" || a.flag == "-g" || a.flag == "--goto")
-            .and_then(Arg::value)
+            .and_then(|a| a.value())
     }
 
     /// The `--comment` text, if any.
     pub fn comment(&self) -> Option<&str> {
-        self.get("--comment").and_then(Arg::value)
+        self.get("--comment").and_then(|a| a.value())
     }
 }
 
@@ -232,19 +237,27 @@ pub struct RuleBuilder {
 impl RuleBuilder {
     /// Adds an arbitrary group.
     pub fn arg(mut self, arg: Arg) -> Self {
-        self.rule.args.push(arg);
+        self.rule.args.push(&arg);
+        self
+    }
+
+    /// Adds `flag value` without building an [`Arg`] (the renderer's hot path).
+    pub fn flag(mut self, flag: &str, value: &str) -> Self {
+        self.rule.args.push_parts(false, flag, std::iter::once(value));
         self
     }
 
     /// Adds several groups.
     pub fn args(mut self, args: impl IntoIterator<Item = Arg>) -> Self {
-        self.rule.args.extend(args);
+        for arg in args {
+            self.rule.args.push(&arg);
+        }
         self
     }
 
     /// `-m module`
     pub fn module(self, module: &str) -> Self {
-        self.arg(Arg::new("-m", module))
+        self.flag("-m", module)
     }
 
     /// `-m comment --comment text`; the text is made safe by [`write::comment_text`].
@@ -257,56 +270,57 @@ impl RuleBuilder {
         } else {
             super::write::comment_text(&text)
         };
-        self.module("comment").arg(Arg::new("--comment", text))
+        self.module("comment").flag("--comment", &text)
     }
 
     /// `-m proto -p proto`
     pub fn proto(self, p: Protocol) -> Self {
-        self.module(p.as_str()).arg(Arg::new("-p", p.as_str()))
+        self.module(p.as_str()).flag("-p", p.as_str())
     }
 
     /// `-d ip`
     pub fn dst(self, ip: IpAddr) -> Self {
-        self.arg(Arg::new("-d", ip.to_string()))
+        self.flag("-d", &ip.to_string())
     }
 
     /// `-s cidr`
     pub fn src_net(self, net: IpNet) -> Self {
-        self.arg(Arg::new("-s", net.to_string()))
+        self.flag("-s", &net.to_string())
     }
 
     /// `-s ip`
     pub fn src(self, ip: IpAddr) -> Self {
-        self.arg(Arg::new("-s", ip.to_string()))
+        self.flag("-s", &ip.to_string())
     }
 
     /// `--dport port`
     pub fn dport(self, port: u16) -> Self {
-        self.arg(Arg::new("--dport", port.to_string()))
+        self.flag("--dport", &port.to_string())
     }
 
     /// `-m addrtype --src-type LOCAL`
     pub fn src_type_local(self) -> Self {
-        self.module("addrtype").arg(Arg::new("--src-type", "LOCAL"))
+        self.module("addrtype").flag("--src-type", "LOCAL")
     }
 
     /// `-m addrtype --dst-type LOCAL`
     pub fn dst_type_local(self) -> Self {
-        self.module("addrtype").arg(Arg::new("--dst-type", "LOCAL"))
+        self.module("addrtype").flag("--dst-type", "LOCAL")
     }
 
     /// `-j target` and finishes the rule.
     pub fn jump(self, target: &str) -> Rule {
-        self.arg(Arg::new("-j", target)).build()
+        self.flag("-j", target).build()
     }
 
     /// `-j target` followed by target options, and finishes the rule.
     pub fn jump_with(self, target: &str, options: impl IntoIterator<Item = Arg>) -> Rule {
-        self.arg(Arg::new("-j", target)).args(options).build()
+        self.flag("-j", target).args(options).build()
     }
 
     /// Finishes a rule without a target.
-    pub fn build(self) -> Rule {
+    pub fn build(mut self) -> Rule {
+        self.rule.args.shrink_to_fit();
         self.rule
     }
 }
@@ -423,7 +437,7 @@ mod tests {
             .dst("10.0.0.1".parse().unwrap())
             .dport(80)
             .jump("KUBE-SVC-X");
-        let flags: Vec<&str> = rule.args.iter().map(|a| a.flag.as_ref()).collect();
+        let flags: Vec<&str> = rule.args.iter().map(|a| a.flag).collect();
         assert_eq!(flags, ["-m", "--comment", "-m", "-p", "-d", "--dport", "-j"]);
         assert_eq!(rule.target(), Some("KUBE-SVC-X"));
         assert_eq!(rule.comment(), Some("ns/svc:p cluster IP"));

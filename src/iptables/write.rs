@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Display, Write as _};
 
-use super::ruleset::{Arg, Rule, RuleOp, Ruleset, Table};
+use super::ruleset::{Arg, ArgRef, Rule, RuleOp, Ruleset, Table};
 
 /// Longest `--comment` the kernel's comment match stores (256 bytes including the final NUL).
 pub const MAX_COMMENT_BYTES: usize = 255;
@@ -62,6 +62,20 @@ impl Display for Arg {
         }
         f.write_str(&self.flag)?;
         for v in &self.values {
+            f.write_char(' ')?;
+            write_value(f, v)?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for ArgRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.negated {
+            f.write_str("! ")?;
+        }
+        f.write_str(self.flag)?;
+        for v in self.values.iter() {
             f.write_char(' ')?;
             write_value(f, v)?;
         }

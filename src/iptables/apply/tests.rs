@@ -156,7 +156,7 @@ fn planning_is_idempotent_once_applied() {
 
 #[test]
 fn normaliser_compares_meaning_not_spelling() {
-    let a = |args: Vec<Arg>| Rule { op: RuleOp::Append, chain: chain("INPUT"), args };
+    let a = |args: Vec<Arg>| Rule::new(RuleOp::Append, chain("INPUT"), args);
     let ours = a(vec![
         Arg::new("-m", "tcp"),
         Arg::new("-p", "tcp"),

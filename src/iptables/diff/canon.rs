@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::iptables::ruleset::{Arg, Rule};
+use crate::iptables::ruleset::{ArgRef, Rule};
 
 /// Module tag of groups that belong to no match: `-s`, `-d`, `-p`, `-i`, `-o`, `-j`, `-g`.
 const BASE: &str = "";
@@ -100,12 +100,13 @@ fn is_protocol_option(flag: &str) -> bool {
 /// Canonicalises `rule`: aliases resolved, defaults dropped, values normalised, group order
 /// erased, as described in the `diff` module docs.
 pub fn canonical(rule: &Rule) -> CanonicalRule {
-    let proto = rule.args.iter().rev().find(|a| alias(&a.flag) == "-p").and_then(Arg::value).and_then(protocol);
+    let proto = rule.args.iter().filter(|a| alias(a.flag) == "-p").last().and_then(|a| a.value()).and_then(protocol);
     let mut out: Vec<CanonArg> = Vec::new();
     let mut context = BASE.to_string();
     let mut bare_module: Option<CanonArg> = None;
     for arg in &rule.args {
-        let flag = alias(&arg.flag);
+        let arg = &arg;
+        let flag = alias(arg.flag);
         match flag {
             "-m" => {
                 out.extend(bare_module.take());
@@ -114,13 +115,13 @@ pub fn canonical(rule: &Rule) -> CanonicalRule {
                     context = PROTO.to_string();
                 } else {
                     context = module.to_string();
-                    bare_module = Some(group(BASE, arg, "-m", arg.values.clone()));
+                    bare_module = Some(group(BASE, arg, "-m", arg.values.to_vec()));
                 }
             }
             "-j" | "-g" => {
                 out.extend(bare_module.take());
                 context = TARGET.to_string();
-                out.push(group(BASE, arg, flag, arg.values.clone()));
+                out.push(group(BASE, arg, flag, arg.values.to_vec()));
             }
             "-s" | "-d" | "-p" | "-i" | "-o" | "-f" => out.extend(base(arg, flag)),
             _ => {
@@ -135,26 +136,26 @@ pub fn canonical(rule: &Rule) -> CanonicalRule {
     CanonicalRule(out)
 }
 
-fn group(module: &str, arg: &Arg, flag: &str, values: Vec<String>) -> CanonArg {
+fn group(module: &str, arg: &ArgRef, flag: &str, values: Vec<String>) -> CanonArg {
     CanonArg { module: module.to_string(), negated: arg.negated, flag: flag.to_string(), values }
 }
 
 /// `-s`/`-d` as canonical CIDRs, `-p` as a canonical name (`-p all` dropped).
-fn base(arg: &Arg, flag: &str) -> Option<CanonArg> {
+fn base(arg: &ArgRef, flag: &str) -> Option<CanonArg> {
     let values = match flag {
-        "-s" | "-d" => arg.values.iter().map(|v| address_list(v)).collect(),
+        "-s" | "-d" => arg.values.iter().map(address_list).collect(),
         "-p" => match arg.value().and_then(protocol) {
             Some(p) => vec![p],
             None if !arg.negated => return None,
-            None => arg.values.clone(),
+            None => arg.values.to_vec(),
         },
-        _ => arg.values.clone(),
+        _ => arg.values.to_vec(),
     };
     Some(group(BASE, arg, flag, values))
 }
 
 /// A match or target option; `None` when it only restates a default.
-fn option(module: &str, arg: &Arg, flag: &str) -> Option<CanonArg> {
+fn option(module: &str, arg: &ArgRef, flag: &str) -> Option<CanonArg> {
     let value = arg.value().unwrap_or_default();
     let (flag, values) = match (module, flag) {
         (_, "--mark") if arg.values.len() == 1 => (flag, vec![mark(value, None)]),
@@ -169,9 +170,9 @@ fn option(module: &str, arg: &Arg, flag: &str) -> Option<CanonArg> {
         ("recent", "--mask") if is_all_ones(value) => return None,
         ("statistic", "--probability") => (flag, vec![probability(value)]),
         (_, "--ctstate" | "--state" | "--src-type" | "--dst-type") => {
-            (flag, arg.values.iter().map(|v| upper_set(v)).collect())
+            (flag, arg.values.iter().map(upper_set).collect())
         }
-        _ => (flag, arg.values.clone()),
+        _ => (flag, arg.values.to_vec()),
     };
     Some(group(module, arg, flag, values))
 }

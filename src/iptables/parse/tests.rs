@@ -14,7 +14,7 @@ fn chain(name: &str) -> ChainName {
 }
 
 fn args(rule: &Rule) -> Vec<String> {
-    rule.args.iter().map(ToString::to_string).collect()
+    rule.args.iter().map(|a| a.to_string()).collect()
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn parses_restore_input_with_unquoted_comments() {
     assert_eq!(nodeport.target(), Some("KUBE-EXT-CDGGSHYLG3RE2FKL"));
     let filter = rs.table(TableName::Filter).unwrap();
     let firewall = filter.chain_rules("KUBE-FIREWALL").next().unwrap();
-    let negated: Vec<&str> = firewall.args.iter().filter(|a| a.negated).map(|a| a.flag.as_ref()).collect();
+    let negated: Vec<&str> = firewall.args.iter().filter(|a| a.negated).map(|a| a.flag).collect();
     assert_eq!(negated, ["-s", "--ctstate"]);
     let extras = parse(EXTRAS).unwrap();
     let nat = extras.table(TableName::Nat).unwrap();
@@ -170,9 +170,9 @@ fn parse_inverts_write() {
     nat.rules.push(Rule {
         op: RuleOp::Insert(Some(3)),
         chain: chain("PREROUTING"),
-        args: vec![Arg::new("-j", "KUBE-SERVICES")],
+        args: vec![Arg::new("-j", "KUBE-SERVICES")].into(),
     });
-    nat.rules.push(Rule { op: RuleOp::Delete, chain: chain("KUBE-SERVICES"), args: vec![] });
+    nat.rules.push(Rule::new(RuleOp::Delete, chain("KUBE-SERVICES"), vec![]));
     nat.deletes.push(chain("KUBE-SVC-OLD"));
     let rs = Ruleset { tables: vec![nat, Table::new(TableName::Filter)] };
     assert_eq!(parse(&rs.to_string()).unwrap(), rs);
@@ -221,7 +221,7 @@ fn table(name: TableName) -> impl Strategy<Value = Table> {
         chains.extend(users.iter().cloned().map(ChainDecl::user));
         let targets: Vec<ChainName> = builtins.iter().map(|b| chain(b)).chain(users.iter().cloned()).collect();
         let rule = (op(), prop::sample::select(targets), prop::collection::vec(arg(), 0..5))
-            .prop_map(|(op, chain, args)| Rule { op, chain, args });
+            .prop_map(|(op, chain, args)| Rule::new(op, chain, args));
         let deletes = deletes.to_vec();
         prop::collection::vec(rule, 0..8).prop_map(move |rules| Table {
             name,

@@ -73,15 +73,10 @@ fn same_text(a: &str, b: &str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// `a == b` for two rules of the same chain, without comparing the chain names, and with
-/// the renderer's static flags compared by address first.
+/// `a == b` for two rules of the same chain, without comparing the chain names (the
+/// arguments are one buffer each, compared as bytes).
 fn same_rule(a: &Rule, b: &Rule) -> bool {
-    a.op == b.op
-        && a.args.len() == b.args.len()
-        && a.args
-            .iter()
-            .zip(&b.args)
-            .all(|(x, y)| x.negated == y.negated && same_text(&x.flag, &y.flag) && x.values == y.values)
+    a.op == b.op && a.args == b.args
 }
 
 /// A chain's rules as runs of consecutive rules of the ruleset.

@@ -48,7 +48,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::iptables::chain_names::{self, dispatch_chain, is_dispatch_chain, KUBE_NODEPORTS, KUBE_SERVICES};
-use crate::iptables::ruleset::{Arg, ChainName, Rule, RuleOp, Ruleset, Table, TableName};
+use crate::iptables::ruleset::{Arg, ArgRef, ChainName, Rule, RuleOp, Ruleset, Table, TableName};
 use crate::model::IpFamily;
 
 /// A node with at most this many rules becomes a leaf chain. With 16-way levels this keeps
@@ -226,12 +226,14 @@ pub fn dispatch_tree(nat: &mut Table, family: IpFamily) {
 
 /// `-d <prefix> -j KUBE-DISP-…` and nothing else: the prefix and the target.
 fn dispatch_rule(rule: &Rule) -> Option<(IpNet, &str)> {
-    let [dst, jump] = rule.args.as_slice() else {
+    if rule.args.len() != 2 {
         return None;
-    };
+    }
+    let mut args = rule.args.iter();
+    let (dst, jump) = (args.next()?, args.next()?);
     let target = jump.value().filter(|t| is_dispatch_chain(t))?;
-    let plain = |a: &Arg, flags: [&str; 2]| !a.negated && a.values.len() == 1 && flags.contains(&a.flag.as_ref());
-    if rule.op != RuleOp::Append || !plain(dst, ["-d", "--destination"]) || !plain(jump, ["-j", "--jump"]) {
+    let plain = |a: &ArgRef, flags: [&str; 2]| !a.negated && a.values.len() == 1 && flags.contains(&a.flag);
+    if rule.op != RuleOp::Append || !plain(&dst, ["-d", "--destination"]) || !plain(&jump, ["-j", "--jump"]) {
         return None;
     }
     Some((dst.value()?.parse::<IpNet>().ok()?.trunc(), target))

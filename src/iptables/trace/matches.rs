@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::values;
-use crate::iptables::ruleset::{Arg, Rule};
+use crate::iptables::ruleset::{ArgRef, Rule};
 use crate::model::Protocol;
 
 /// What the tracer knows about the packet when it reaches a rule.
@@ -75,7 +75,8 @@ pub(super) fn evaluate(rule: &Rule, ctx: &Context<'_>) -> Evaluation {
     let mut probability = 1.0_f64;
     let mut statistic = false;
     let mut notes = Vec::new();
-    for arg in rule.args.iter().take_while(|a| !is_target_flag(&a.flag)) {
+    for arg in rule.args.iter().take_while(|a| !is_target_flag(a.flag)) {
+        let arg = &arg;
         if arg.flag == "-m" || arg.flag == "--match" {
             module = arg.value().unwrap_or("");
             continue;
@@ -106,11 +107,11 @@ pub(super) fn evaluate(rule: &Rule, ctx: &Context<'_>) -> Evaluation {
 }
 
 /// Evaluates one group in the context of the last `-m` module.
-fn check(module: &str, arg: &Arg, ctx: &Context<'_>) -> Check {
+fn check(module: &str, arg: &ArgRef, ctx: &Context<'_>) -> Check {
     let value = arg.value().unwrap_or("");
-    match arg.flag.as_ref() {
-        "-s" | "--source" => address(value, &ctx.src, &arg.flag),
-        "-d" | "--destination" => address(value, &ctx.dst, &arg.flag),
+    match arg.flag {
+        "-s" | "--source" => address(value, &ctx.src, arg.flag),
+        "-d" | "--destination" => address(value, &ctx.dst, arg.flag),
         "-p" | "--protocol" => Check::Bool(values::protocol_matches(value, ctx.protocol.as_str())),
         "-i" | "--in-interface" => Check::Bool(ctx.in_interface.is_some_and(|i| interface_matches(value, i))),
         "-f" | "--fragment" => Check::Bool(false),
@@ -183,9 +184,9 @@ fn ct_state(state: &str, ctx: &Context<'_>) -> bool {
     }
 }
 
-fn statistic(arg: &Arg) -> Check {
+fn statistic(arg: &ArgRef) -> Check {
     let value = arg.value().unwrap_or("");
-    match arg.flag.as_ref() {
+    match arg.flag {
         "--mode" if value == "random" => Check::Ignore,
         "--probability" => match value.parse::<f64>() {
             Ok(p) if (0.0..=1.0).contains(&p) => Check::Probability(p),
@@ -195,8 +196,8 @@ fn statistic(arg: &Arg) -> Check {
     }
 }
 
-fn recent(arg: &Arg) -> Check {
-    match arg.flag.as_ref() {
+fn recent(arg: &ArgRef) -> Check {
+    match arg.flag {
         "--rcheck" | "--update" => Check::History,
         "--set" => Check::Bool(true),
         "--remove" => Check::Bool(false),

@@ -82,10 +82,10 @@ pub(crate) fn rules(text: &str) -> Ruleset {
         let chain = ChainName::new(w[1].as_str()).unwrap();
         match w[0].as_str() {
             "-X" => t.deletes.push(chain),
-            "-A" => t.rules.push(Rule { op: RuleOp::Append, chain, args: args(&w[2..]) }),
+            "-A" => t.rules.push(Rule::new(RuleOp::Append, chain, args(&w[2..]))),
             "-I" => match w.get(2).and_then(|p| p.parse().ok()) {
-                Some(pos) => t.rules.push(Rule { op: RuleOp::Insert(Some(pos)), chain, args: args(&w[3..]) }),
-                None => t.rules.push(Rule { op: RuleOp::Insert(None), chain, args: args(&w[2..]) }),
+                Some(pos) => t.rules.push(Rule::new(RuleOp::Insert(Some(pos)), chain, args(&w[3..]))),
+                None => t.rules.push(Rule::new(RuleOp::Insert(None), chain, args(&w[2..]))),
             },
             other => panic!("unsupported line {other}: {line}"),
         }

@@ -304,7 +304,7 @@ fn is_builtin_chain(name: &str) -> bool {
 fn apply_mark(rule: &Rule, mark: u32) -> Option<u32> {
     let arg = rule.args.iter().skip_while(|a| a.flag != "-j" && a.flag != "--jump").nth(1)?;
     let value = arg.value()?;
-    Some(match arg.flag.as_ref() {
+    Some(match arg.flag {
         "--set-xmark" => {
             let (v, m) = values::mark(value)?;
             (mark & !m) ^ v

@@ -150,12 +150,12 @@ fn rules_of_one_address_stay_together_in_order() {
     }
     let flat = render(&state, &node(IpFamily::V4, ServicesDispatch::Flat));
     let tree = render(&state, &node(IpFamily::V4, ServicesDispatch::Tree));
-    let on_ip = |r: &&Rule| r.get("-d").and_then(Arg::value) == Some("10.100.7.7");
+    let on_ip = |r: &&Rule| r.get("-d").and_then(|a| a.value()) == Some("10.100.7.7");
     let flat_rules: Vec<&Rule> = rules_of(&flat, KUBE_SERVICES).into_iter().filter(on_ip).collect();
     let leaves: BTreeSet<&str> = nat(&tree)
         .rules
         .iter()
-        .filter(|r| r.get("-d").and_then(Arg::value) == Some("10.100.7.7"))
+        .filter(|r| r.get("-d").and_then(|a| a.value()) == Some("10.100.7.7"))
         .map(|r| r.chain.as_str())
         .filter(|c| *c == KUBE_SERVICES || is_dispatch_chain(c))
         .collect();
@@ -175,7 +175,7 @@ fn nodeport_address_rules_stay_in_the_tail() {
     let tree = render(&state, &config);
     let services = rules_of(&tree, KUBE_SERVICES);
     let last = services.last().unwrap();
-    assert_eq!((last.target(), last.get("-d").and_then(Arg::value)), (Some(KUBE_NODEPORTS), Some("192.168.1.10")));
+    assert_eq!((last.target(), last.get("-d").and_then(|a| a.value())), (Some(KUBE_NODEPORTS), Some("192.168.1.10")));
     assert!(services[..services.len() - 1].iter().all(|r| dispatch_rule(r).is_some()));
 }
 
