@@ -54,8 +54,9 @@ class Namespace:
 
 
 def restore(ns, backend, text, noflush=True):
+    # legacy takes the host-wide xtables lock, which other iptables users may hold for a while.
     flags = ["--noflush"] if noflush else []
-    return ns.run([f"iptables-{backend}-restore"] + flags + ["-w", "5"], text)[0]
+    return ns.run([f"iptables-{backend}-restore"] + flags + ["-w", "60"], text)[0]
 
 
 def read(path):
