@@ -120,6 +120,10 @@ impl Keys {
         let mut env = SubnetEnv::default();
         cidrs("FLANNEL_NETWORK", self.network, &mut env.networks)?;
         cidrs("FLANNEL_IPV6_NETWORK", self.ipv6_network, &mut env.networks)?;
+        if env.networks.is_empty() {
+            // Set, but to separators only (`FLANNEL_NETWORK=,`): no network either.
+            return Err(Error::NoNetwork);
+        }
         cidrs("FLANNEL_SUBNET", self.subnet, &mut env.subnets)?;
         cidrs("FLANNEL_IPV6_SUBNET", self.ipv6_subnet, &mut env.subnets)?;
         for net in &mut env.subnets {
@@ -238,6 +242,9 @@ mod tests {
     fn no_network_is_an_error() {
         assert!(matches!(parse(""), Err(Error::NoNetwork)));
         assert!(matches!(parse("FLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_NETWORK=\n"), Err(Error::NoNetwork)));
+        // Found by fuzzing: a network key holding only separators names no network.
+        assert!(matches!(parse("export FLANNEL_NETWORK=,"), Err(Error::NoNetwork)));
+        assert!(matches!(parse("FLANNEL_NETWORK= , ,\nFLANNEL_IPV6_NETWORK=,"), Err(Error::NoNetwork)));
     }
 
     #[test]
