@@ -21,8 +21,9 @@ use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::iptables::chain_names::KUBE_PROXY_CANARY;
+use crate::iptables::chunks::{self, NFT_CHAINS_PER_TRANSACTION as NFT_CHAINS};
 use crate::iptables::cleanup::{plan_scoped_cleanup, Scope};
-use crate::iptables::exec::{Iptables, RestoreOptions};
+use crate::iptables::exec::{Backend, Iptables, RestoreOptions};
 use crate::iptables::plan::{plan_partial_with, PlanOptions};
 use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
 use crate::iptables::render::{jump_rules, render, JumpRule};
@@ -262,13 +263,27 @@ impl Syncer {
             if input.tables.is_empty() {
                 return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: 0, partial_failed });
             }
-            let text = input.to_string();
-            tracing::trace!(%family, input = %text, "partial restore");
-            match self.ipt.restore(family, &text, NOFLUSH) {
+            // Many services added at once declare many chains: same nft limit as a full sync.
+            let none = Ruleset::default();
+            let texts = if self.ipt.backend() == Backend::Nft && chunks::needs_split(&input, &none, NFT_CHAINS) {
+                chunks::split(&input, &none, NFT_CHAINS)
+            } else {
+                vec![input.to_string()]
+            };
+            let bytes = texts.iter().map(String::len).sum();
+            let mut applied = Ok(());
+            for text in &texts {
+                tracing::trace!(%family, input = %text, "partial restore");
+                applied = self.ipt.restore(family, text, NOFLUSH);
+                if applied.is_err() {
+                    break;
+                }
+            }
+            match applied {
                 Ok(()) => {
-                    self.metrics.observe_restore_bytes(SyncKind::Partial, text.len());
+                    self.metrics.observe_restore_bytes(SyncKind::Partial, bytes);
                     self.applied.insert(family, desired);
-                    return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: text.len(), partial_failed });
+                    return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes, partial_failed });
                 }
                 Err(err) => {
                     tracing::warn!(%family, error = %err, "partial restore failed; falling back to a full sync");
@@ -296,12 +311,24 @@ impl Syncer {
         let other = if self.userspace.is_some() { Scope::IptablesMode } else { Scope::UserspaceMode };
         merge(&mut extra, plan_scoped_cleanup(&current, other));
         drop(current);
-        let text = Merged(&desired, &extra).to_string();
-        tracing::trace!(%family, input = %text, "full restore");
-        self.ipt.restore(family, &text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
-        self.metrics.observe_restore_bytes(SyncKind::Full, text.len());
+        // nft's --noflush restore is superlinear in the chains one transaction declares: a big
+        // ruleset goes in bottom-up pieces, each leaving a consistent state (see `chunks`).
+        let texts = if self.ipt.backend() == Backend::Nft && chunks::needs_split(&desired, &extra, NFT_CHAINS) {
+            chunks::split(&desired, &extra, NFT_CHAINS)
+        } else {
+            vec![Merged(&desired, &extra).to_string()]
+        };
+        let bytes = texts.iter().map(String::len).sum();
+        if texts.len() > 1 {
+            tracing::debug!(%family, transactions = texts.len(), bytes, "full restore in pieces");
+        }
+        for text in &texts {
+            tracing::trace!(%family, input = %text, "full restore");
+            self.ipt.restore(family, text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
+        }
+        self.metrics.observe_restore_bytes(SyncKind::Full, bytes);
         self.applied.insert(family, desired);
-        Ok(FamilyReport { family, kind: SyncKind::Full, bytes: text.len(), partial_failed })
+        Ok(FamilyReport { family, kind: SyncKind::Full, bytes, partial_failed })
     }
 
     /// Deletes conntrack entries of UDP flows whose endpoint went away or that were

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod chain_names;
 pub mod check;
+pub mod chunks;
 pub mod cleanup;
 pub mod diff;
 pub mod exec;
