@@ -251,6 +251,9 @@ fn daemon_at_scale() {
     }
     let (rss_end, hwm_end) = rss_mib(daemon.pid());
     daemon.terminate();
+    if std::env::var_os("KUBENAT_SCALE_SHOW_LOG").is_some() {
+        println!("{}", daemon.log());
+    }
 
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
