@@ -42,6 +42,7 @@ pub async fn run(
     }
     health.queued(SystemTime::now());
 
+    let worker = SyncThread::start();
     let mut dirty = true;
     let mut force_full = true;
     let mut last_sync: Option<Instant> = None;
@@ -62,11 +63,12 @@ pub async fn run(
             // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
             // workers so /healthz, /metrics and the watchers stay responsive meanwhile.
             let snap = snapshot.clone();
-            let (returned, result) = match tokio::task::spawn_blocking(move || {
-                let result = syncer.sync(&snap, &taken, full);
-                (syncer, result)
-            })
-            .await
+            let (returned, result) = match worker
+                .run(move || {
+                    let result = syncer.sync(&snap, &taken, full);
+                    (syncer, result)
+                })
+                .await
             {
                 Ok(done) => done,
                 Err(err) => {
@@ -135,4 +137,38 @@ pub async fn run(
         }
     }
     tracing::info!("sync loop stopped; rules left in place");
+}
+
+/// The one OS thread every sync runs on. Not tokio's blocking pool: a sync allocates and frees
+/// the whole ruleset (tens of MB at 10k services), and with the pool's changing threads glibc
+/// served those from a different malloc arena each time, each arena keeping its freed pages
+/// (RSS grew by ≈200 MB over six syncs at 10k services). One thread reuses one arena.
+struct SyncThread {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl SyncThread {
+    fn start() -> SyncThread {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let spawned = std::thread::Builder::new().name("kubenat-sync".into()).spawn(move || {
+            while let Ok(job) = queue.recv() {
+                job();
+            }
+        });
+        if let Err(err) = spawned {
+            // The job's result channel is dropped with it: `run` reports the sync as dead.
+            tracing::error!(error = %err, "cannot start the sync thread");
+        }
+        SyncThread { jobs }
+    }
+
+    /// Runs `job` on the sync thread; `Err` when the thread is gone or the job panicked.
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, &'static str> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = done.send(job());
+        });
+        self.jobs.send(job).map_err(|_| "the sync thread is gone")?;
+        result.await.map_err(|_| "the sync job panicked")
+    }
 }
