@@ -148,9 +148,14 @@ struct SyncThread {
 }
 
 impl SyncThread {
+    /// Starts the thread; must be called inside the runtime.
     fn start() -> SyncThread {
         let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        // Syncs may start tasks (the userspace proxier's listeners): give the thread the
+        // runtime's context, as the blocking pool had.
+        let runtime = tokio::runtime::Handle::current();
         let spawned = std::thread::Builder::new().name("kubenat-sync".into()).spawn(move || {
+            let _context = runtime.enter();
             while let Ok(job) = queue.recv() {
                 job();
             }
