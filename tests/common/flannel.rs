@@ -1,5 +1,5 @@
 //! `FlannelCluster`: a two-node flannel-style cluster in namespaces, built the way flanneld and
-//! the CNI bridge plugin program a real node (see /work/shared/reference/flannel.md §1.1, §3.1,
+//! the CNI bridge plugin program a real node (see the project reference on flannel, §1.1, §3.1,
 //! §3.2, §5):
 //!
 //! - an underlay namespace with bridge `br0`; node namespaces (`eth0` 192.168.50.N/24) and an
