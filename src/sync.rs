@@ -263,24 +263,8 @@ impl Syncer {
             if input.tables.is_empty() {
                 return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: 0, partial_failed });
             }
-            // Many services added at once declare many chains: same nft limit as a full sync.
-            let none = Ruleset::default();
-            let texts = if self.ipt.backend() == Backend::Nft && chunks::needs_split(&input, &none, NFT_CHAINS) {
-                chunks::split(&input, &none, NFT_CHAINS)
-            } else {
-                vec![input.to_string()]
-            };
-            let bytes = texts.iter().map(String::len).sum();
-            let mut applied = Ok(());
-            for text in &texts {
-                tracing::trace!(%family, input = %text, "partial restore");
-                applied = self.ipt.restore(family, text, NOFLUSH);
-                if applied.is_err() {
-                    break;
-                }
-            }
-            match applied {
-                Ok(()) => {
+            match self.restore_in_transactions(family, &input, &Ruleset::default(), "partial") {
+                Ok(bytes) => {
                     self.metrics.observe_restore_bytes(SyncKind::Partial, bytes);
                     self.applied.insert(family, desired);
                     return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes, partial_failed });
@@ -311,24 +295,39 @@ impl Syncer {
         let other = if self.userspace.is_some() { Scope::IptablesMode } else { Scope::UserspaceMode };
         merge(&mut extra, plan_scoped_cleanup(&current, other));
         drop(current);
-        // nft's --noflush restore is superlinear in the chains one transaction declares: a big
-        // ruleset goes in bottom-up pieces, each leaving a consistent state (see `chunks`).
-        let texts = if self.ipt.backend() == Backend::Nft && chunks::needs_split(&desired, &extra, NFT_CHAINS) {
-            chunks::split(&desired, &extra, NFT_CHAINS)
-        } else {
-            vec![Merged(&desired, &extra).to_string()]
-        };
-        let bytes = texts.iter().map(String::len).sum();
-        if texts.len() > 1 {
-            tracing::debug!(%family, transactions = texts.len(), bytes, "full restore in pieces");
-        }
-        for text in &texts {
-            tracing::trace!(%family, input = %text, "full restore");
-            self.ipt.restore(family, text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
-        }
+        let bytes = self
+            .restore_in_transactions(family, &desired, &extra, "full")
+            .map_err(|source| Error::Restore { family, source })?;
         self.metrics.observe_restore_bytes(SyncKind::Full, bytes);
         self.applied.insert(family, desired);
         Ok(FamilyReport { family, kind: SyncKind::Full, bytes, partial_failed })
+    }
+
+    /// Restores `main` plus `extra` (`--noflush`) and returns the bytes written. One transaction,
+    /// except on nft when the input declares more than [`NFT_CHAINS`] chains: nft's restore is
+    /// superlinear in the chains one transaction declares, so the input goes in bottom-up pieces,
+    /// each leaving a consistent state (see `iptables::chunks`). Stops at the first failure.
+    fn restore_in_transactions(
+        &self,
+        family: IpFamily,
+        main: &Ruleset,
+        extra: &Ruleset,
+        kind: &'static str,
+    ) -> std::result::Result<usize, crate::iptables::exec::Error> {
+        let texts = if self.ipt.backend() == Backend::Nft && chunks::needs_split(main, extra, NFT_CHAINS) {
+            chunks::split(main, extra, NFT_CHAINS)
+        } else {
+            vec![Merged(main, extra).to_string()]
+        };
+        let bytes = texts.iter().map(String::len).sum();
+        if texts.len() > 1 {
+            tracing::debug!(%family, kind, transactions = texts.len(), bytes, "restore in pieces");
+        }
+        for text in &texts {
+            tracing::trace!(%family, kind, input = %text, "restore");
+            self.ipt.restore(family, text, NOFLUSH)?;
+        }
+        Ok(bytes)
     }
 
     /// Deletes conntrack entries of UDP flows whose endpoint went away or that were

@@ -23,6 +23,7 @@ use common::daemon::{
 };
 use common::lab::Lab;
 use common::netns::NetNs;
+use common::objects;
 use common::traffic::{self, Proto, Reply, Server};
 use kubenat::iptables::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
@@ -79,27 +80,11 @@ fn empty() -> Value {
 
 /// The EndpointSlice of `default/web` with one ready endpoint on node-1 per address.
 fn web_slice(addresses: &[Ipv4Addr]) -> Value {
-    let endpoints: Vec<Value> = addresses
-        .iter()
-        .map(|ip| {
-            json!({
-                "addresses": [ip.to_string()],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-                "nodeName": "node-1",
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": { "name": "web-abcde", "namespace": "default", "labels": { "kubernetes.io/service-name": "web" } },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [
-            { "name": "http", "port": 8080, "protocol": "TCP" },
-            { "name": "dns", "port": 5353, "protocol": "UDP" },
-        ],
-    })
+    let ports = json!([
+        { "name": "http", "port": 8080, "protocol": "TCP" },
+        { "name": "dns", "port": 5353, "protocol": "UDP" },
+    ]);
+    objects::ready_slice("web", &objects::on_node(addresses, "node-1"), ports)
 }
 
 /// The node the daemon runs as (`--hostname-override node-1`).

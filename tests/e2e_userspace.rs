@@ -24,6 +24,7 @@ use std::time::Duration;
 use common::daemon::{self, poll, Daemon, DaemonOptions};
 use common::lab::Lab;
 use common::netns::NetNs;
+use common::objects;
 use common::process::{self, Spawned};
 use common::traffic::{self, Proto, Reply, Server};
 use kubenat::iptables::exec::{Backend, Tool};
@@ -68,28 +69,7 @@ const PORT_RANGE: std::ops::RangeInclusive<u16> = 36000..=36999;
 // Objects.
 
 fn slice(service: &str, addresses: &[Ipv4Addr], ports: Value) -> Value {
-    let endpoints: Vec<Value> = addresses
-        .iter()
-        .map(|ip| {
-            json!({
-                "addresses": [ip.to_string()],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-                "nodeName": "node-1",
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"),
-            "namespace": "default",
-            "labels": { "kubernetes.io/service-name": service },
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": ports,
-    })
+    objects::ready_slice(service, &objects::on_node(addresses, "node-1"), ports)
 }
 
 /// `default/web`: NodePort Service, `http` 80→8080/TCP (nodePort 30080), `dns` 53→5353/UDP.

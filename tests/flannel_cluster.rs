@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use common::daemon::poll;
 use common::flannel::{self, Backend, FlannelCluster, NodeDaemon, Relay, EXTERNAL_IP};
+use common::objects;
 use common::traffic::{self, Proto, Reply, Server};
 use serde_json::{json, Value};
 use support::apiserver::ApiServer;
@@ -66,27 +67,8 @@ fn service(name: &str, ip: Ipv4Addr, node_port: Option<u16>, local: bool) -> Val
 }
 
 fn slice(service: &str, endpoints: &[(Ipv4Addr, u8)]) -> Value {
-    let eps: Vec<Value> = endpoints
-        .iter()
-        .map(|(ip, node)| {
-            json!({
-                "addresses": [ip.to_string()],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-                "nodeName": format!("node-{node}"),
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"), "namespace": "default",
-            "labels": { "kubernetes.io/service-name": service },
-        },
-        "addressType": "IPv4",
-        "endpoints": eps,
-        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
-    })
+    let endpoints: Vec<(Ipv4Addr, String)> = endpoints.iter().map(|(ip, node)| (*ip, format!("node-{node}"))).collect();
+    objects::ready_slice(service, &endpoints, json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]))
 }
 
 /// Soft checks: each records pass/fail with detail; `finish` prints the table and fails.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon::{Daemon, DaemonOptions, Scrape, RESTORE_BYTES_PARTIAL, RESTORE_COUNT_PARTIAL};
 use common::lab::Lab;
+use common::objects;
 use common::traffic::{Proto, Server};
 use serde_json::{json, Value};
 use support::apiserver::ApiServer;
@@ -59,27 +60,8 @@ fn service(name: &str, ip: Ipv4Addr) -> Value {
 }
 
 fn slice(service: &str, addresses: &[Ipv4Addr]) -> Value {
-    let endpoints: Vec<Value> = addresses
-        .iter()
-        .map(|ip| {
-            json!({
-                "addresses": [ip.to_string()],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-                "nodeName": "node-2",
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"), "namespace": "default",
-            "labels": { "kubernetes.io/service-name": service },
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{ "name": "http", "port": BACKEND_PORT, "protocol": "TCP" }],
-    })
+    let ports = json!([{ "name": "http", "port": BACKEND_PORT, "protocol": "TCP" }]);
+    objects::ready_slice(service, &objects::on_node(addresses, "node-2"), ports)
 }
 
 /// Synthetic endpoints that never answer (outside the lab's pod CIDR, nothing routes them).

@@ -16,7 +16,7 @@
 //! edits) and chain deletions go in the table's last transaction, after every chain that could
 //! still refer to a deleted chain has been rewritten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use super::ruleset::{ChainDecl, ChainName, Rule, Ruleset, Table};
@@ -103,7 +103,7 @@ fn split_table(parts: &[&Table], max_chains: usize, out: &mut Vec<String>) {
 /// refuses anyway) cannot loop: a chain on the current path counts as depth 0.
 fn depths<'a>(decls: &[&'a ChainDecl], by_chain: &HashMap<&'a str, Vec<&'a Rule>>) -> HashMap<&'a str, usize> {
     let mut depth: HashMap<&'a str, usize> = HashMap::with_capacity(decls.len());
-    let mut on_path: HashMap<&'a str, ()> = HashMap::new();
+    let mut on_path: HashSet<&'a str> = HashSet::new();
     for decl in decls {
         let root = decl.name.as_str();
         if depth.contains_key(root) {
@@ -111,12 +111,12 @@ fn depths<'a>(decls: &[&'a ChainDecl], by_chain: &HashMap<&'a str, Vec<&'a Rule>
         }
         // (chain, its targets, index of the next target to visit)
         let mut stack: Vec<(&'a str, Vec<&'a str>, usize)> = vec![(root, targets(root, by_chain), 0)];
-        on_path.insert(root, ());
+        on_path.insert(root);
         while let Some((chain, next_targets, next)) = stack.last_mut() {
             if let Some(&target) = next_targets.get(*next) {
                 *next += 1;
-                if !depth.contains_key(target) && !on_path.contains_key(target) {
-                    on_path.insert(target, ());
+                if !depth.contains_key(target) && !on_path.contains(target) {
+                    on_path.insert(target);
                     let t = targets(target, by_chain);
                     stack.push((target, t, 0));
                 }

@@ -25,6 +25,7 @@ pub mod flannel;
 pub mod golden;
 pub mod lab;
 pub mod netns;
+pub mod objects;
 pub mod probe;
 pub mod process;
 pub mod traffic;
