@@ -19,6 +19,11 @@ if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]
   echo "dependency-audit: cargo-deny installed in $(($(date +%s) - start)) s"
 fi
 
+# cargo deny reads `cargo metadata` offline, which needs every crate in Cargo.lock on disk,
+# including the platform-specific ones no Linux build downloads: fetch them first, so the audit
+# also works in a fresh clone on a machine that has never built the project.
+cargo fetch --locked
+
 echo "dependency-audit: licences, bans and sources"
 cargo deny --offline check --hide-inclusion-graph licenses bans sources
 
