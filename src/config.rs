@@ -1,10 +1,26 @@
-//! Proxy configuration shared by the daemon and the offline commands: the kube-proxy options
-//! that shape the rules, how they combine with the Node object and flannel's subnet.env into a
-//! per-family `NodeConfig`, and the `KubeProxyConfiguration` file format.
+//! Proxy configuration shared by the daemon and the offline commands: kube-proxy's
+//! `KubeProxyConfiguration` and flags (decoded, defaulted, overlaid and validated as kube-proxy
+//! does), and the options that shape the rules, combined with the Node object and flannel's
+//! subnet.env into a per-family `NodeConfig`.
+//!
+//! - `types`: the configuration type, every field; `decode`: reading a file; `defaults`:
+//!   kube-proxy's defaults; `flags`: every kube-proxy flag; `validate`: start-up validation;
+//!   `effective`: file → defaults → flags → validation, plus the start-up notes; `features`:
+//!   feature gates; `duration`: Go durations; `watch`: exit when the `--config` file changes.
 
-mod file;
+pub mod decode;
+pub mod defaults;
+pub mod duration;
+pub mod effective;
+pub mod features;
+pub mod flags;
+pub mod types;
+pub mod validate;
+pub mod watch;
 
-pub use file::{load_file, KubeProxyConfiguration};
+pub use effective::{resolve, Effective};
+pub use flags::KubeProxyFlags;
+pub use types::KubeProxyConfiguration;
 
 use std::net::IpAddr;
 
@@ -28,6 +44,24 @@ pub enum Error {
     /// A `--nodeport-addresses` entry that is neither a CIDR nor `primary`.
     #[error("--nodeport-addresses: {0:?} is not a CIDR or \"primary\"")]
     NodePortAddress(String),
+    /// A configuration value (from the file or a flag) that kube-proxy would reject.
+    #[error("{field} ({flag}): {reason}")]
+    Field {
+        /// The `KubeProxyConfiguration` field.
+        field: &'static str,
+        /// The flag that sets it.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// A flag value that does not parse.
+    #[error("{flag}: {reason}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
     /// The configuration file could not be used.
     #[error("--config {path}: {reason}")]
     File {

@@ -34,24 +34,37 @@ enum Command {
     Apply(cli::apply::Args),
 }
 
+impl Command {
+    /// The logging flags given to an offline tool (`-v`, `--logging-format`).
+    fn logging(&self) -> kubenat::config::types::Logging {
+        let flags = match self {
+            Command::Render(args) => Some(args.kube()),
+            Command::Trace(args) => Some(args.kube()),
+            Command::Apply(args) => Some(args.kube()),
+            Command::Diff(_) => None,
+        };
+        kubenat::config::types::Logging {
+            verbosity: flags.and_then(|f| f.verbosity).unwrap_or(0),
+            format: flags.and_then(|f| f.logging_format.clone()).unwrap_or_else(|| "text".into()),
+            ..Default::default()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The daemon logs its progress at info unless told otherwise; the offline tools stay quiet.
-    let default_level = if cli.command.is_none() { "info" } else { "warn" };
-    let level = cli.log.as_deref().unwrap_or(default_level);
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    // The daemon sets up logging from its effective configuration; the offline tools stay quiet
+    // (warnings only) unless -v or --log says otherwise.
+    if let Some(command) = &cli.command {
+        let logging = command.logging();
+        cli::logging::init(cli.log.as_deref(), &logging, "warn");
+    }
     let result = match cli.command {
         Some(Command::Render(args)) => cli::render::run(args),
         Some(Command::Diff(args)) => cli::diff::run(args),
         Some(Command::Trace(args)) => cli::trace::run(args),
         Some(Command::Apply(args)) => cli::apply::run(args),
-        None => cli::daemon::run(cli.daemon),
+        None => cli::daemon::run(cli.daemon, cli.log.as_deref()),
     };
     match result {
         Ok(code) => code,

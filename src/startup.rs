@@ -3,6 +3,7 @@
 //! warning line and one metric per check). Nothing here is fatal, and nothing changes a sysctl.
 
 mod gather;
+pub mod oom;
 
 pub use gather::{count_flannel_lines, flannel_lines, gather, gather_host, Error, Result, SysctlReader};
 

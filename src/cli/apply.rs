@@ -35,8 +35,15 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
     /// Print the restore input that would be applied instead of applying it.
-    #[arg(long)]
-    dry_run: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = kubenat::config::flags::parse_go_bool)]
+    dry_run: Option<bool>,
+}
+
+impl Args {
+    /// The kube-proxy flags given.
+    pub fn kube(&self) -> &kubenat::config::KubeProxyFlags {
+        &self.input.kube
+    }
 }
 
 /// Runs `kubenat apply`.
@@ -50,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         BackendArg::Nft => with_netns(ExecIptables::new(Backend::Nft), &args.netns),
         BackendArg::Legacy => with_netns(ExecIptables::new(Backend::Legacy), &args.netns),
     };
-    if args.dry_run {
+    if args.dry_run == Some(true) {
         let mut saved = String::new();
         for table in [TableName::Filter, TableName::Nat] {
             saved.push_str(&ipt.save(family, Some(table)).context("reading the current rules")?);

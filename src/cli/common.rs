@@ -1,56 +1,19 @@
 //! Arguments shared by `render`, `trace` and `apply`: where the objects come from and every
 //! fact about the node that the daemon would probe on a live node.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use ipnet::IpNet;
-use kubenat::config::{self, NodeOptions};
+use kubenat::config::effective::Level;
+use kubenat::config::flags::parse_go_bool;
+use kubenat::config::{self, KubeProxyConfiguration, KubeProxyFlags, NodeOptions};
 use kubenat::flannel::subnet_env;
 use kubenat::iptables::render::{self, JumpRule};
 use kubenat::iptables::ruleset::Ruleset;
 use kubenat::k8s::convert::{self, EndpointsSource};
 use kubenat::k8s::manifests;
-use kubenat::model::{ClusterState, IpFamily, NodeConfig, ServicesDispatch};
-
-/// `--detect-local-mode` values (kube-proxy's names, plus an explicit `none`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DetectLocalMode {
-    /// Pod traffic = source inside `--cluster-cidr`.
-    #[value(name = "ClusterCIDR", alias = "clustercidr")]
-    ClusterCidr,
-    /// Pod traffic = source inside this node's pod CIDR.
-    #[value(name = "NodeCIDR", alias = "nodecidr")]
-    NodeCidr,
-    /// Pod traffic = arrives on `--pod-bridge-interface`.
-    #[value(name = "BridgeInterface", alias = "bridgeinterface")]
-    BridgeInterface,
-    /// Pod traffic = arrives on an interface named `--pod-interface-name-prefix`*.
-    #[value(name = "InterfaceNamePrefix", alias = "interfacenameprefix")]
-    InterfaceNamePrefix,
-    /// No detector: no ClusterIP masquerade rule, no pod short-circuit.
-    #[value(name = "none", alias = "None")]
-    None,
-}
-
-/// `--services-dispatch` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ServicesDispatchArg {
-    /// kube-proxy's layout: nat KUBE-SERVICES scanned rule by rule.
-    Flat,
-    /// KUBE-SERVICES dispatches on the destination address into sub-chains (O(log N)).
-    Tree,
-}
-
-impl From<ServicesDispatchArg> for ServicesDispatch {
-    fn from(arg: ServicesDispatchArg) -> Self {
-        match arg {
-            ServicesDispatchArg::Flat => ServicesDispatch::Flat,
-            ServicesDispatchArg::Tree => ServicesDispatch::Tree,
-        }
-    }
-}
+use kubenat::model::{ClusterState, IpFamily, NodeConfig};
 
 /// `--ip-family` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,73 +35,43 @@ pub enum EndpointsSourceArg {
     Endpoints,
 }
 
-/// Manifests plus the node facts and kube-proxy flags that shape the rules.
+/// Manifests plus every kube-proxy flag (and `--config`) and the node facts the daemon would
+/// probe on a live node.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderInput {
+    /// kube-proxy's flags, read exactly as the daemon reads them.
+    #[command(flatten)]
+    pub kube: KubeProxyFlags,
     /// Manifest files or directories (YAML/JSON, multi-document, `kind: List`).
     #[arg(long = "objects", value_name = "PATH", num_args = 1..)]
     pub objects: Vec<PathBuf>,
-    /// Node name whose endpoints count as local (also picks the Node object from the input).
-    #[arg(long = "hostname-override", alias = "node", value_name = "NAME", env = "NODE_NAME", default_value = "")]
-    pub node: String,
     /// IP family to render.
     #[arg(long, value_enum, default_value = "ipv4")]
     pub ip_family: FamilyArg,
-    /// Pod network CIDR(s), comma-separated (default: from the flannel subnet file).
-    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
-    pub cluster_cidr: Vec<IpNet>,
     /// flannel's subnet.env; used for the cluster and node CIDRs when it exists.
     #[arg(long, value_name = "FILE")]
     pub flannel_subnet_file: Option<PathBuf>,
-    /// How pod traffic is recognised.
-    #[arg(long, value_enum, default_value = "ClusterCIDR")]
-    pub detect_local_mode: DetectLocalMode,
-    /// Bridge for `--detect-local-mode BridgeInterface`.
-    #[arg(long, value_name = "NAME")]
-    pub pod_bridge_interface: Option<String>,
-    /// Interface prefix for `--detect-local-mode InterfaceNamePrefix`.
-    #[arg(long, value_name = "PREFIX")]
-    pub pod_interface_name_prefix: Option<String>,
-    /// The node's primary IP(s) (default: the Node object's InternalIP).
-    #[arg(long, value_delimiter = ',', value_name = "IP")]
-    pub node_ip: Vec<IpAddr>,
     /// The node's interface addresses with prefix (default: the node IPs).
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub node_addresses: Vec<IpNet>,
-    /// Only these CIDRs accept NodePorts (default: every local address); `primary` = the node IPs.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary")]
-    pub nodeport_addresses: Vec<String>,
-    /// Masquerade all ClusterIP traffic.
-    #[arg(long)]
-    pub masquerade_all: bool,
-    /// Bit of the packet mark used for masquerading (0–31).
-    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
-    pub iptables_masquerade_bit: u8,
-    /// Allow NodePorts on 127.0.0.1 (IPv4).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub iptables_localhost_nodeports: bool,
-    /// iptables supports `MASQUERADE --random-fully`.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub random_fully: bool,
+    /// iptables supports `MASQUERADE --random-fully` [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub random_fully: Option<bool>,
     /// The nfacct counters exist (adds kube-proxy's `-m nfacct` metering rules).
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub nfacct: bool,
-    /// `nf_conntrack_tcp_be_liberal` is set (omits the INVALID drop rule).
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub conntrack_tcp_be_liberal: bool,
-    /// Layout of nat KUBE-SERVICES: `flat` (kube-proxy's) or `tree` (destination-prefix dispatch).
-    #[arg(long, value_enum, default_value = "flat", env = "KUBENAT_SERVICES_DISPATCH")]
-    pub services_dispatch: ServicesDispatchArg,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub nfacct: Option<bool>,
     /// Where endpoints come from.
     #[arg(long, value_enum, default_value = "auto")]
     pub endpoints_source: EndpointsSourceArg,
     /// Treat any skipped object as an error (exit 2).
-    #[arg(long)]
-    pub strict: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub strict: Option<bool>,
 }
 
 /// What the shared input produces.
 pub struct Prepared {
+    /// The effective kube-proxy configuration (file + defaults + flags).
+    pub config: KubeProxyConfiguration,
     /// The cluster view.
     pub state: ClusterState,
     /// The node configuration for the chosen family.
@@ -160,6 +93,8 @@ impl Prepared {
 impl RenderInput {
     /// Loads the manifests, reports bad objects on stderr, and builds state and node config.
     pub fn prepare(&self) -> anyhow::Result<Prepared> {
+        // Flags and the configuration file first: a bad value is named before any file is read.
+        let (opts, config) = self.options()?;
         if self.objects.is_empty() {
             bail!("--objects PATH… is required: the manifests (files or directories) to render");
         }
@@ -178,11 +113,11 @@ impl RenderInput {
         for problem in &problems {
             eprintln!("kubenat: warning: {problem}");
         }
-        if self.strict && !problems.is_empty() {
+        if self.strict == Some(true) && !problems.is_empty() {
             bail!("{} object(s) skipped and --strict is set", problems.len());
         }
-        let node = self.node_config(&loaded.objects)?;
-        Ok(Prepared { state: converted.state, node })
+        let node = self.node_config(&opts, &loaded.objects)?;
+        Ok(Prepared { config, state: converted.state, node })
     }
 
     fn family(&self) -> IpFamily {
@@ -192,40 +127,38 @@ impl RenderInput {
         }
     }
 
-    /// The shared node options these flags describe.
-    pub fn node_options(&self) -> NodeOptions {
-        NodeOptions {
-            node_name: self.node.clone(),
-            cluster_cidrs: self.cluster_cidr.clone(),
-            detect_local_mode: match self.detect_local_mode {
-                DetectLocalMode::ClusterCidr => config::DetectLocalMode::ClusterCidr,
-                DetectLocalMode::NodeCidr => config::DetectLocalMode::NodeCidr,
-                DetectLocalMode::BridgeInterface => config::DetectLocalMode::BridgeInterface,
-                DetectLocalMode::InterfaceNamePrefix => config::DetectLocalMode::InterfaceNamePrefix,
-                DetectLocalMode::None => config::DetectLocalMode::None,
-            },
-            pod_bridge_interface: self.pod_bridge_interface.clone(),
-            pod_interface_name_prefix: self.pod_interface_name_prefix.clone(),
-            node_ips: self.node_ip.clone(),
-            node_addresses: self.node_addresses.clone(),
-            nodeport_addresses: self.nodeport_addresses.clone(),
-            masquerade_all: self.masquerade_all,
-            masquerade_bit: self.iptables_masquerade_bit,
-            localhost_nodeports: self.iptables_localhost_nodeports,
-            random_fully: self.random_fully,
-            nfacct: self.nfacct,
-            conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
-            services_dispatch: self.services_dispatch.into(),
+    /// The daemon actions an offline tool does not perform.
+    fn check_no_daemon_action(&self) -> anyhow::Result<()> {
+        if self.kube.write_config_to.is_some() || self.kube.init_only.is_some() {
+            bail!("--write-config-to and --init-only are actions of the daemon (kubenat with no subcommand)");
         }
+        Ok(())
+    }
+
+    /// The shared node options these flags (and `--config`) describe, exactly as the daemon
+    /// resolves them; the probed facts come from this command's own flags.
+    pub fn options(&self) -> anyhow::Result<(NodeOptions, KubeProxyConfiguration)> {
+        self.check_no_daemon_action()?;
+        let effective = config::resolve(&self.kube)?;
+        for note in effective.notes.iter().filter(|n| n.level == Level::Warn && !n.daemon_only) {
+            eprintln!("kubenat: warning: {}", note.text);
+        }
+        let name = effective.config.hostname_override.trim().to_lowercase();
+        let mut opts = effective.node_options(name, self.kube.node_ip.clone())?;
+        opts.node_addresses.clone_from(&self.node_addresses);
+        opts.random_fully = self.random_fully.unwrap_or(true);
+        opts.nfacct = self.nfacct.unwrap_or(false);
+        opts.conntrack_tcp_be_liberal = effective.config.conntrack.tcp_be_liberal;
+        Ok((opts, effective.config))
     }
 
     /// Builds the node configuration from flags, the Node object and flannel's subnet.env.
-    fn node_config(&self, objects: &manifests::Objects) -> anyhow::Result<NodeConfig> {
+    fn node_config(&self, opts: &NodeOptions, objects: &manifests::Objects) -> anyhow::Result<NodeConfig> {
         let family = self.family();
         let node_obj = objects
             .nodes
             .iter()
-            .find(|n| !self.node.is_empty() && n.object.metadata.name.as_deref() == Some(self.node.as_str()));
+            .find(|n| !opts.node_name.is_empty() && n.object.metadata.name.as_deref() == Some(opts.node_name.as_str()));
         let facts = node_obj.map(|n| convert::node_facts(&n.object));
         let flannel = match &self.flannel_subnet_file {
             Some(path) => {
@@ -233,7 +166,6 @@ impl RenderInput {
             }
             None => None,
         };
-        let opts = self.node_options();
         if opts.detect_local_mode == config::DetectLocalMode::ClusterCidr
             && opts.cluster_cidr(family, flannel.as_ref()).is_none()
         {

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ipnet::IpNet;
-use kubenat::config::{self, DetectLocalMode, KubeProxyConfiguration, NodeOptions};
+use kubenat::config::effective::Level;
+use kubenat::config::flags::parse_go_bool;
+use kubenat::config::watch::ConfigWatch;
+use kubenat::config::{self, Effective, KubeProxyConfiguration, KubeProxyFlags, NodeOptions};
 use kubenat::conntrack::ExecConntrack;
 use kubenat::flannel::subnet_env;
 use kubenat::flannel::watch::{self, SubnetWatch};
@@ -21,7 +23,7 @@ use kubenat::iptables::fake::FakeIptables;
 use kubenat::k8s::convert::EndpointsSource;
 use kubenat::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use kubenat::metrics::Metrics;
-use kubenat::model::{IpFamily, ServicesDispatch};
+use kubenat::model::IpFamily;
 use kubenat::startup::{self, CheckConfig};
 use kubenat::sync::{self, SyncOptions, Syncer};
 use kubenat::userspace::proxier::{Proxier, ProxierConfig};
@@ -49,63 +51,14 @@ pub enum RelayArg {
     Copy,
 }
 
-/// The daemon's flags (kube-proxy's names; each also from a `KUBENAT_*` environment variable).
+/// The daemon's flags: every kube-proxy flag (shared with the offline tools) plus kubenat's own.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
-    /// Proxy mode.
-    #[arg(long = "proxy-mode", alias = "mode", value_enum, env = "KUBENAT_PROXY_MODE")]
-    proxy_mode: Option<ProxyMode>,
-    /// A `KubeProxyConfiguration` file; flags given on the command line override it.
-    #[arg(long, value_name = "FILE", env = "KUBENAT_CONFIG")]
-    config: Option<PathBuf>,
-    /// kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
-    #[arg(long, value_name = "FILE", env = "KUBENAT_KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// API server address (overrides the kubeconfig's).
-    #[arg(long, value_name = "URL", env = "KUBENAT_MASTER")]
-    master: Option<String>,
-    /// Node name (default: $NODE_NAME, else the hostname).
-    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
-    hostname_override: Option<String>,
-    /// Pod network CIDR(s), comma-separated (default: flannel's FLANNEL_NETWORK).
-    #[arg(long, value_name = "CIDR", value_delimiter = ',', env = "KUBENAT_CLUSTER_CIDR")]
-    cluster_cidr: Option<Vec<IpNet>>,
-    /// ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix or none.
-    #[arg(long, value_name = "MODE", env = "KUBENAT_DETECT_LOCAL_MODE")]
-    detect_local_mode: Option<String>,
-    /// Bridge for `--detect-local-mode BridgeInterface`.
-    #[arg(long, value_name = "NAME", env = "KUBENAT_POD_BRIDGE_INTERFACE")]
-    pod_bridge_interface: Option<String>,
-    /// Interface prefix for `--detect-local-mode InterfaceNamePrefix`.
-    #[arg(long, value_name = "PREFIX", env = "KUBENAT_POD_INTERFACE_NAME_PREFIX")]
-    pod_interface_name_prefix: Option<String>,
-    /// Masquerade all ClusterIP traffic.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "KUBENAT_MASQUERADE_ALL")]
-    masquerade_all: Option<bool>,
-    /// Bit of the packet mark used for masquerading (0–31).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=31), env = "KUBENAT_IPTABLES_MASQUERADE_BIT")]
-    iptables_masquerade_bit: Option<u8>,
-    /// Forced full sync interval (default 30s).
-    #[arg(long, value_parser = humantime::parse_duration, env = "KUBENAT_IPTABLES_SYNC_PERIOD")]
-    iptables_sync_period: Option<Duration>,
-    /// Minimum gap between syncs (default 1s).
-    #[arg(long, value_parser = humantime::parse_duration, env = "KUBENAT_IPTABLES_MIN_SYNC_PERIOD")]
-    iptables_min_sync_period: Option<Duration>,
-    /// CIDRs (or `primary`) whose addresses accept NodePorts (default: all local addresses).
-    #[arg(long, value_delimiter = ',', value_name = "CIDR", env = "KUBENAT_NODEPORT_ADDRESSES")]
-    nodeport_addresses: Option<Vec<String>>,
-    /// Allow NodePorts on 127.0.0.1.
-    #[arg(long, value_name = "BOOL", env = "KUBENAT_IPTABLES_LOCALHOST_NODEPORTS")]
-    iptables_localhost_nodeports: Option<bool>,
-    /// `/healthz` and `/livez` address; empty disables.
-    #[arg(long, value_name = "IP:PORT", env = "KUBENAT_HEALTHZ_BIND_ADDRESS")]
-    healthz_bind_address: Option<String>,
-    /// `/metrics` address; empty disables.
-    #[arg(long, value_name = "IP:PORT", env = "KUBENAT_METRICS_BIND_ADDRESS")]
-    metrics_bind_address: Option<String>,
+    #[command(flatten)]
+    kube: KubeProxyFlags,
     /// Remove kube-proxy's and kubenat's rules and exit.
-    #[arg(long, env = "KUBENAT_CLEANUP")]
-    cleanup: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, env = "KUBENAT_CLEANUP")]
+    cleanup: Option<bool>,
     /// iptables backend.
     #[arg(long, value_enum, default_value = "auto", env = "KUBENAT_IPTABLES_BACKEND")]
     iptables_backend: BackendArg,
@@ -121,9 +74,6 @@ pub struct DaemonArgs {
     /// flannel's subnet.env (cluster CIDR and node pod CIDR when not given).
     #[arg(long, value_name = "FILE", default_value = subnet_env::DEFAULT_PATH, env = "KUBENAT_FLANNEL_SUBNET_FILE")]
     flannel_subnet_file: PathBuf,
-    /// Userspace mode: range for the proxy ports (`begin-end`, `begin+offset`; empty = any).
-    #[arg(long, value_name = "RANGE", env = "KUBENAT_PROXY_PORT_RANGE")]
-    proxy_port_range: Option<String>,
     /// Userspace mode: idle time after which a UDP session is dropped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms", env = "KUBENAT_UDP_TIMEOUT")]
     udp_timeout: Duration,
@@ -131,18 +81,6 @@ pub struct DaemonArgs {
     /// pipes, copying when none is free) or `copy` (through buffers only).
     #[arg(long, value_enum, default_value = "splice", env = "KUBENAT_USERSPACE_RELAY")]
     userspace_relay: RelayArg,
-    /// Userspace mode: address the proxy sockets listen on (0.0.0.0 = all; loopback refused).
-    #[arg(long, value_name = "IP", env = "KUBENAT_BIND_ADDRESS")]
-    bind_address: Option<IpAddr>,
-    /// The node's IP(s) (default: the Node object's InternalIP); userspace mode DNATs
-    /// node-originated service traffic to it (default there: the node's own source address
-    /// toward the cluster IPs, i.e. the default-route interface's on most nodes).
-    #[arg(long, value_name = "IP", value_delimiter = ',', env = "KUBENAT_NODE_IP")]
-    node_ip: Vec<IpAddr>,
-    /// Layout of nat KUBE-SERVICES: `flat` (kube-proxy's, default) or `tree` (destination-prefix
-    /// dispatch: a new connection walks O(log N) rules instead of every service's).
-    #[arg(long, value_name = "flat|tree", env = "KUBENAT_SERVICES_DISPATCH")]
-    services_dispatch: Option<String>,
     /// Also program IPv6 (ip6tables); default: when an IPv6 cluster CIDR is configured.
     #[arg(long, value_name = "BOOL", env = "KUBENAT_IPV6")]
     ipv6: Option<bool>,
@@ -150,6 +88,7 @@ pub struct DaemonArgs {
 
 /// Everything resolved from flags, file and defaults.
 struct Resolved {
+    effective: Effective,
     mode: ProxyMode,
     userspace: Option<(ProxierConfig, IpAddr)>,
     node: NodeOptions,
@@ -160,153 +99,60 @@ struct Resolved {
     kubeconfig: Option<PathBuf>,
 }
 
-fn bind_address(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    // kube-proxy accepts a bare IP (port defaulted) or IP:port.
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Ok(Some(addr));
-    }
-    bail!("{flag} {value:?} is not IP:PORT (or empty to disable)")
-}
-
-fn go_duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(value).with_context(|| format!("{flag}: {value:?} is not a duration like 30s"))
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_default()
 }
 
 impl DaemonArgs {
     fn resolve(&self) -> anyhow::Result<Resolved> {
-        let file = match &self.config {
-            Some(path) => config::load_file(path)?,
-            None => KubeProxyConfiguration::default(),
+        let effective = config::resolve(&self.kube)?;
+        let c = &effective.config;
+        // kube-proxy: the override is trimmed and lower-cased; empty means the hostname.
+        let node_name = match c.hostname_override.trim() {
+            "" => hostname(),
+            name => name.to_lowercase(),
         };
-        let mode = self.detect_local_mode.clone().or(file.detect_local_mode.clone()).unwrap_or_default();
-        let detect_local_mode = DetectLocalMode::parse(&mode).with_context(|| {
-            format!("--detect-local-mode {mode:?}: expected ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix or none")
-        })?;
-        let cluster_cidrs = match (&self.cluster_cidr, &file.cluster_cidr) {
-            (Some(flag), _) => flag.clone(),
-            (None, Some(text)) => text
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.trim().parse().with_context(|| format!("--config clusterCIDR: {s:?} is not a CIDR")))
-                .collect::<anyhow::Result<_>>()?,
-            (None, None) => Vec::new(),
-        };
-        let masquerade_bit = match (self.iptables_masquerade_bit, file.iptables.masquerade_bit) {
-            (Some(bit), _) => bit,
-            (None, Some(bit)) => u8::try_from(bit)
-                .ok()
-                .filter(|b| *b <= 31)
-                .with_context(|| format!("--config iptables.masqueradeBit {bit} is not in 0-31"))?,
-            (None, None) => 14,
-        };
-        let node_name = self
-            .hostname_override
-            .clone()
-            .or(file.hostname_override.clone())
-            .filter(|h| !h.trim().is_empty())
-            .map(|h| h.trim().to_lowercase())
-            .unwrap_or_else(hostname);
         if node_name.is_empty() {
             bail!("--hostname-override: no node name (set it, or NODE_NAME)");
         }
-        let node = NodeOptions {
-            node_name,
-            cluster_cidrs,
-            detect_local_mode,
-            pod_bridge_interface: self.pod_bridge_interface.clone().or(file.detect_local.bridge_interface.clone()),
-            pod_interface_name_prefix: self
-                .pod_interface_name_prefix
-                .clone()
-                .or(file.detect_local.interface_name_prefix.clone()),
-            node_ips: self.node_ip.clone(),
-            nodeport_addresses: self
-                .nodeport_addresses
-                .clone()
-                .or(file.node_port_addresses.clone())
-                .unwrap_or_default(),
-            masquerade_all: self.masquerade_all.or(file.iptables.masquerade_all).unwrap_or(false),
-            masquerade_bit,
-            localhost_nodeports: self
-                .iptables_localhost_nodeports
-                .or(file.iptables.localhost_node_ports)
-                .unwrap_or(true),
-            services_dispatch: {
-                let text = self.services_dispatch.clone().or(file.iptables.services_dispatch.clone());
-                let text = text.unwrap_or_else(|| "flat".into());
-                ServicesDispatch::parse(&text)
-                    .with_context(|| format!("--services-dispatch {text:?}: expected flat or tree"))?
-            },
-            ..NodeOptions::default()
-        };
-        node.validate()?;
-        let sync_period = match (self.iptables_sync_period, &file.iptables.sync_period) {
-            (Some(d), _) => d,
-            (None, Some(text)) => go_duration("--config iptables.syncPeriod", text)?,
-            (None, None) => Duration::from_secs(30),
-        };
-        let min_sync_period = match (self.iptables_min_sync_period, &file.iptables.min_sync_period) {
-            (Some(d), _) => d,
-            (None, Some(text)) => go_duration("--config iptables.minSyncPeriod", text)?,
-            (None, None) => Duration::from_secs(1),
-        };
-        if sync_period.is_zero() {
-            bail!("--iptables-sync-period must be greater than 0");
-        }
-        let healthz_text =
-            self.healthz_bind_address.clone().or(file.healthz_bind_address.clone()).unwrap_or("0.0.0.0:10256".into());
-        let metrics_text =
-            self.metrics_bind_address.clone().or(file.metrics_bind_address.clone()).unwrap_or("127.0.0.1:10249".into());
-        let mode = match (self.proxy_mode, file.mode.as_deref()) {
-            (Some(mode), _) => mode,
-            (None, None | Some("") | Some("iptables")) => ProxyMode::Iptables,
-            (None, Some("userspace")) => ProxyMode::Userspace,
-            (None, Some(other)) => bail!("--config mode {other:?}: kubenat supports iptables and userspace"),
-        };
+        let node = effective.node_options(node_name, self.kube.node_ip.clone())?;
+        let mode = if c.mode == "userspace" { ProxyMode::Userspace } else { ProxyMode::Iptables };
         let userspace = match mode {
             ProxyMode::Iptables => None,
-            ProxyMode::Userspace => {
-                let range_text = self.proxy_port_range.clone().or(file.port_range.clone()).unwrap_or_default();
-                let range = PortRange::parse(&range_text).map_err(|e| anyhow::anyhow!("--proxy-port-range: {e}"))?;
-                let bind = match (self.bind_address, &file.bind_address) {
-                    (Some(ip), _) => ip,
-                    (None, Some(text)) if !text.is_empty() => {
-                        text.parse().with_context(|| format!("--config bindAddress {text:?} is not an IP"))?
-                    }
-                    _ => IpAddr::from([0, 0, 0, 0]),
-                };
-                if bind.is_loopback() {
-                    bail!("--bind-address {bind}: the userspace proxy cannot listen on loopback (pods could not reach it)");
-                }
-                let config = ProxierConfig {
-                    bind,
-                    range,
-                    udp_timeout: self.udp_timeout,
-                    max_udp_sessions: 10_000,
-                    tcp: match self.userspace_relay {
-                        RelayArg::Splice => Limits::default(),
-                        RelayArg::Copy => Limits { pipes: None, ..Limits::default() },
-                    },
-                };
-                Some((config, bind))
-            }
+            ProxyMode::Userspace => Some(self.userspace(c)?),
         };
+        let kubeconfig = Some(&c.client_connection.kubeconfig).filter(|p| !p.is_empty()).map(PathBuf::from);
         Ok(Resolved {
             mode,
             userspace,
             node,
-            sync_period,
-            min_sync_period,
-            healthz: bind_address("--healthz-bind-address", &healthz_text)?,
-            metrics: bind_address("--metrics-bind-address", &metrics_text)?,
-            kubeconfig: self.kubeconfig.clone().or(file.client_connection.kubeconfig.clone().map(PathBuf::from)),
+            sync_period: effective.sync_period(),
+            min_sync_period: effective.min_sync_period(),
+            healthz: effective.healthz_address(),
+            metrics: effective.metrics_address(),
+            kubeconfig,
+            effective,
         })
+    }
+
+    fn userspace(&self, c: &KubeProxyConfiguration) -> anyhow::Result<(ProxierConfig, IpAddr)> {
+        let range = PortRange::parse(&c.port_range).map_err(|e| anyhow::anyhow!("--proxy-port-range: {e}"))?;
+        let bind: IpAddr =
+            c.bind_address.parse().with_context(|| format!("--bind-address {:?} is not an IP", c.bind_address))?;
+        if bind.is_loopback() {
+            bail!("--bind-address {bind}: the userspace proxy cannot listen on loopback (pods could not reach it)");
+        }
+        let config = ProxierConfig {
+            bind,
+            range,
+            udp_timeout: self.udp_timeout,
+            max_udp_sessions: 10_000,
+            tcp: match self.userspace_relay {
+                RelayArg::Splice => Limits::default(),
+                RelayArg::Copy => Limits { pipes: None, ..Limits::default() },
+            },
+        };
+        Ok((config, bind))
     }
 
     /// The iptables implementation and the backend it writes (`None` for `--dry-run`).
@@ -347,7 +193,7 @@ impl Iptables for DryRun {
     }
 }
 
-async fn client(resolved: &Resolved, master: &Option<String>) -> anyhow::Result<kube::Client> {
+async fn client(resolved: &Resolved, master: Option<&String>) -> anyhow::Result<kube::Client> {
     let mut config = match &resolved.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -361,36 +207,90 @@ async fn client(resolved: &Resolved, master: &Option<String>) -> anyhow::Result<
     if let Some(url) = master {
         config.cluster_url = url.parse().with_context(|| format!("--master {url:?} is not a URL"))?;
     }
-    kube::Client::try_from(config).context("building the API client")
+    // clientConnection.qps / burst, as client-go's token bucket: at most `burst` requests in
+    // any window of burst/qps seconds (qps 0 after defaulting cannot happen; guard anyway).
+    let client = &resolved.effective.config.client_connection;
+    let burst = u64::try_from(client.burst.max(1)).unwrap_or(1);
+    let window = Duration::from_secs_f64(burst as f64 / f64::from(client.qps.max(0.001)));
+    let builder = kube::client::ClientBuilder::try_from(config).context("building the API client")?;
+    Ok(builder.with_layer(&tower::limit::RateLimitLayer::new(burst, window)).build())
 }
 
-/// Runs the daemon until SIGTERM/SIGINT (or `--cleanup` and exit).
-pub fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+/// Runs the daemon until SIGTERM/SIGINT, or until the `--config` file changes (or performs
+/// `--write-config-to`, `--cleanup` or `--init-only` and exits). Sets up logging itself, from
+/// the effective configuration; `log_filter` is `--log`.
+pub fn run(args: DaemonArgs, log_filter: Option<&str>) -> anyhow::Result<ExitCode> {
+    // Fingerprint the file as it was read: a change from here on restarts the pod.
+    let config_watch = args.kube.config.clone().map(ConfigWatch::new);
     let resolved = args.resolve()?;
-    if args.cleanup {
-        let (ipt, _) = args.iptables();
-        let mut failed = false;
-        for family in [IpFamily::V4, IpFamily::V6] {
-            match cleanup::cleanup(ipt.as_ref(), family) {
-                Ok(report) => println!("{family}: removed {} jump rules and {} chains", report.jumps, report.chains),
-                Err(err) => {
-                    eprintln!("kubenat: cleanup: {err}");
-                    failed = true;
-                }
+    super::logging::init(log_filter, &resolved.effective.config.logging, "info");
+    for note in &resolved.effective.notes {
+        match note.level {
+            Level::Info => tracing::info!("{}", note.text),
+            Level::Warn => tracing::warn!("{}", note.text),
+        }
+    }
+    if let Some(path) = &args.kube.write_config_to {
+        std::fs::write(path, resolved.effective.to_yaml())
+            .with_context(|| format!("--write-config-to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "wrote the effective configuration");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.cleanup == Some(true) {
+        return Ok(cleanup_rules(&args));
+    }
+    if let Some(adj) = resolved.effective.config.oom_score_adj {
+        match startup::oom::set_oom_score_adj(adj) {
+            Ok(value) => tracing::info!(oom_score_adj = value, "set the process's OOM score"),
+            Err(err) => {
+                tracing::warn!(oom_score_adj = adj, error = %err, "could not set the process's OOM score (needs CAP_SYS_RESOURCE to lower it)")
             }
         }
-        return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+    }
+    if args.kube.init_only == Some(true) {
+        let (_, backend) = args.iptables();
+        let checks = CheckConfig { localhost_nodeports: resolved.node.localhost_nodeports, ipv6: false, backend };
+        let (metrics, _) = Metrics::new();
+        let failed = startup::check_host(&checks, &metrics).iter().filter(|r| !r.ok).count();
+        tracing::info!(failed_checks = failed, "--init-only: start-up steps done, exiting");
+        return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, resolved))
+    runtime.block_on(serve(args, resolved, config_watch))
 }
 
-async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode> {
+/// `--cleanup`: removes kube-proxy's and kubenat's rules in both families.
+fn cleanup_rules(args: &DaemonArgs) -> ExitCode {
+    let (ipt, _) = args.iptables();
+    let mut failed = false;
+    for family in [IpFamily::V4, IpFamily::V6] {
+        match cleanup::cleanup(ipt.as_ref(), family) {
+            Ok(report) => println!("{family}: removed {} jump rules and {} chains", report.jumps, report.chains),
+            Err(err) => {
+                eprintln!("kubenat: cleanup: {err}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<ConfigWatch>) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
+    let config_changed = async {
+        match config_watch {
+            Some(watch) => watch.changed(config::watch::POLL_INTERVAL, CancellationToken::new()).await,
+            None => std::future::pending().await,
+        }
+    };
     let subnet_watch = SubnetWatch::start(args.flannel_subnet_file.clone(), watch::DEFAULT_INTERVAL, shutdown.clone());
     let flannel = subnet_watch.current();
     let v6_cidr = resolved.node.cluster_cidr(IpFamily::V6, flannel.as_ref()).is_some();
@@ -409,19 +309,20 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     let check_metrics = metrics.clone();
     let _ = tokio::task::spawn_blocking(move || startup::check_host(&checks, &check_metrics)).await;
     let health = HealthState::new(resolved.sync_period * 2);
+    let hard_fail = resolved.effective.config.bind_address_hard_fail;
     if let Some(addr) = resolved.healthz {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--healthz-bind-address {addr}"))?;
-        tokio::spawn(health::serve_healthz(listener, health.clone(), shutdown.clone()));
+        let (state, stop) = (health.clone(), shutdown.clone());
+        let serve = move |listener| health::serve_healthz(listener, state, stop);
+        start_server("--healthz-bind-address", addr, hard_fail, shutdown.clone(), serve).await?;
     }
     if let Some(addr) = resolved.metrics {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-bind-address {addr}"))?;
         let mode = match resolved.mode {
             ProxyMode::Iptables => "iptables",
             ProxyMode::Userspace => "userspace",
         };
-        tokio::spawn(health::serve_metrics(listener, Arc::new(registry), mode, shutdown.clone()));
+        let (registry, stop) = (Arc::new(registry), shutdown.clone());
+        let serve = move |listener| health::serve_metrics(listener, registry, mode, stop);
+        start_server("--metrics-bind-address", addr, hard_fail, shutdown.clone(), serve).await?;
     }
     let (feed, changes) = ChangeFeed::new();
     let endpoints_source = match args.endpoints_source {
@@ -430,7 +331,7 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
         EndpointsSourceArg::Auto => EndpointsSource::Auto,
     };
     let source: Arc<dyn StateSource> = if args.objects.is_empty() {
-        let client = client(&resolved, &args.master).await?;
+        let client = client(&resolved, args.kube.master.as_ref()).await?;
         Arc::new(ApiSource::start(client, &resolved.node.node_name, endpoints_source, feed.clone(), shutdown.clone()))
     } else {
         Arc::new(FileSource::start(
@@ -456,7 +357,7 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     let mut syncer = Syncer::new(opts, ipt, conntrack, metrics, health);
     if let Some((config, bind)) = resolved.userspace.clone() {
         raise_nofile_limit();
-        let node_ip = args.node_ip.iter().copied().find(|ip| ip.is_ipv4());
+        let node_ip = args.kube.node_ip.iter().copied().find(|ip| ip.is_ipv4());
         syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()).with_node_ip(node_ip), bind);
     }
     let loop_handle = tokio::spawn(sync::run(
@@ -476,11 +377,68 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
             shutdown.cancel();
             bail!("the sync loop stopped unexpectedly (rules stay in place); exiting so the node agent is restarted");
         }
+        change = config_changed => {
+            // As kube-proxy: exit with an error so the kubelet restarts the pod with the new file.
+            tracing::error!(change = %change, "the configuration file changed; exiting so kubenat restarts with it (rules stay in place)");
+            shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
+            return Ok(ExitCode::FAILURE);
+        }
     }
     tracing::info!("shutting down; rules stay in place");
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long kube-proxy waits before binding a healthz/metrics address again.
+const BIND_RETRY: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and runs `serve` on it in a task. A bind failure is fatal with
+/// `--bind-address-hard-fail`; otherwise it is logged and retried every 5 s, as kube-proxy does.
+async fn start_server<F, Fut>(
+    flag: &'static str,
+    addr: SocketAddr,
+    hard_fail: bool,
+    shutdown: CancellationToken,
+    serve: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send,
+{
+    let first = tokio::net::TcpListener::bind(addr).await;
+    let listener = match first {
+        Ok(listener) => listener,
+        Err(err) if hard_fail => {
+            return Err(anyhow::Error::new(err).context(format!("{flag} {addr} (--bind-address-hard-fail is set)")))
+        }
+        Err(err) => {
+            tracing::warn!(%addr, error = %err, "{flag}: cannot bind; retrying every 5 s (--bind-address-hard-fail=true makes this fatal)");
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(BIND_RETRY) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(listener) => {
+                            tracing::info!(%addr, "{flag}: bound after retrying");
+                            serve(listener).await;
+                            return;
+                        }
+                        Err(err) => tracing::warn!(%addr, error = %err, "{flag}: still cannot bind; retrying in 5 s"),
+                    }
+                }
+            });
+            return Ok(());
+        }
+    };
+    tokio::spawn(async move {
+        serve(listener).await;
+    });
+    Ok(())
 }
 
 /// The current (soft, hard) open-file limits, from `/proc/self/limits`.

@@ -4,5 +4,6 @@ pub mod apply;
 pub mod common;
 pub mod daemon;
 pub mod diff;
+pub mod logging;
 pub mod render;
 pub mod trace;

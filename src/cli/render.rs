@@ -1,7 +1,7 @@
 //! `kubenat render`: manifests → the iptables-restore input the daemon would apply.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -11,9 +11,9 @@ use kubenat::iptables::ruleset::{ChainName, RuleOp, Ruleset};
 
 use super::common::{Prepared, RenderInput};
 
-/// `--proxy-mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProxyMode {
+/// What `--proxy-mode` (or the file's `mode`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
     /// kube-proxy's iptables mode (the restore body of KUBE-SERVICES and friends).
     Iptables,
     /// Legacy userspace mode: the KUBE-PORTALS-* / KUBE-NODEPORT-* portal rules only.
@@ -33,22 +33,24 @@ pub struct Args {
     /// Run the jump-consistency checker on the result and fail (exit 2) on any problem.
     #[arg(long)]
     check: bool,
-    /// Which kube-proxy mode's rules to render.
-    #[arg(long, value_enum, default_value = "iptables")]
-    proxy_mode: ProxyMode,
     /// Userspace mode: first proxy port; service ports get consecutive ports in service order
     /// (a deterministic plan for offline use; a live userspace proxy picks free ports).
     #[arg(long, default_value_t = 36000, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     proxy_port_start: u16,
-    /// Userspace mode: the address proxy sockets bind to (0.0.0.0/:: = REDIRECT, else DNAT).
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_name = "IP")]
-    bind_address: IpAddr,
+}
+
+impl Args {
+    /// The kube-proxy flags given.
+    pub fn kube(&self) -> &kubenat::config::KubeProxyFlags {
+        &self.input.kube
+    }
 }
 
 /// The userspace portal rules, plus (with `--jumps`) the built-in jumps at their own positions.
 fn userspace_ruleset(args: &Args, prepared: &Prepared) -> anyhow::Result<Ruleset> {
     let family = prepared.node.family;
-    let bind = args.bind_address;
+    // Userspace mode: the address proxy sockets bind to (0.0.0.0/:: = REDIRECT, else DNAT).
+    let bind: IpAddr = prepared.config.bind_address.parse().context("--bind-address")?;
     if bind.is_loopback() {
         bail!("--bind-address {bind}: a loopback bind address cannot serve portals (kube-proxy refused it too)");
     }
@@ -92,13 +94,14 @@ pub fn with_jumps(mut ruleset: Ruleset, jumps: &[kubenat::iptables::render::Jump
 /// Runs `kubenat render`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prepared = args.input.prepare()?;
-    let ruleset = match args.proxy_mode {
+    let mode = if prepared.config.mode == "userspace" { ProxyMode::Userspace } else { ProxyMode::Iptables };
+    let ruleset = match mode {
         ProxyMode::Iptables if args.jumps => with_jumps(prepared.ruleset(), &prepared.jumps()),
         ProxyMode::Iptables => prepared.ruleset(),
         ProxyMode::Userspace => userspace_ruleset(&args, &prepared)?,
     };
     if args.check {
-        let problems = match args.proxy_mode {
+        let problems = match mode {
             ProxyMode::Iptables => check::check(&ruleset),
             ProxyMode::Userspace => userspace_problems(ruleset.clone(), args.jumps),
         };

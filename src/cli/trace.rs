@@ -39,6 +39,13 @@ pub struct Args {
     in_interface: Option<String>,
 }
 
+impl Args {
+    /// The kube-proxy flags given.
+    pub fn kube(&self) -> &kubenat::config::KubeProxyFlags {
+        &self.render.kube
+    }
+}
+
 /// The parsed `--dst` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Destination {
@@ -77,7 +84,7 @@ fn read_rules(path: &PathBuf) -> anyhow::Result<Ruleset> {
 
 /// The packet and node the arguments describe.
 fn packet_and_env(args: &Args, extra_local: &[IpAddr]) -> anyhow::Result<(Packet, TraceEnv)> {
-    let mut local_ips: Vec<IpAddr> = args.render.node_ip.clone();
+    let mut local_ips: Vec<IpAddr> = args.render.kube.node_ip.clone();
     local_ips.extend(args.render.node_addresses.iter().map(|n| n.addr()));
     local_ips.extend(extra_local.iter().copied());
     local_ips.dedup();
