@@ -189,6 +189,27 @@ pub struct KubeProxyFlags {
     /// Windows only (accepted, not used).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
     pub windows_service: Option<bool>,
+    /// Windows only (winkernel.sourceVip; accepted, not used).
+    #[arg(long, value_name = "IP")]
+    pub source_vip: Option<String>,
+    /// Windows only (winkernel.networkName; accepted, not used).
+    #[arg(long, value_name = "NAME")]
+    pub network_name: Option<String>,
+    /// Windows only (winkernel.enableDSR; accepted, not used).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub enable_dsr: Option<bool>,
+    /// Windows only (winkernel.rootHnsEndpointName; accepted, not used).
+    #[arg(long = "root-hnsendpoint-name", value_name = "NAME")]
+    pub root_hns_endpoint_name: Option<String>,
+    /// Windows only (winkernel.forwardHealthCheckVip; accepted, not used).
+    #[arg(long = "forward-healthcheck-vip", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub forward_health_check_vip: Option<bool>,
+    /// cAdvisor's boot-id files, registered by kube-proxy up to 1.36 (accepted, not used).
+    #[arg(long, value_name = "FILES", hide = true)]
+    pub boot_id_file: Option<String>,
+    /// cAdvisor's machine-id files, registered by kube-proxy up to 1.36 (accepted, not used).
+    #[arg(long, value_name = "FILES", hide = true)]
+    pub machine_id_file: Option<String>,
     /// kubenat: layout of nat KUBE-SERVICES, `flat` (kube-proxy's) or `tree` (destination-prefix
     /// dispatch: a new connection walks O(log N) rules instead of every service's).
     #[arg(long, value_name = "flat|tree", env = "KUBENAT_SERVICES_DISPATCH")]

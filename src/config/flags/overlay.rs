@@ -58,6 +58,11 @@ impl KubeProxyFlags {
         set(&mut c.node_port_addresses, &self.nodeport_addresses);
         set(&mut c.port_range, &self.proxy_port_range);
         set(&mut c.windows_run_as_service, &self.windows_service);
+        set(&mut c.winkernel.source_vip, &self.source_vip);
+        set(&mut c.winkernel.network_name, &self.network_name);
+        set(&mut c.winkernel.enable_dsr, &self.enable_dsr);
+        set(&mut c.winkernel.root_hns_endpoint_name, &self.root_hns_endpoint_name);
+        set(&mut c.winkernel.forward_health_check_vip, &self.forward_health_check_vip);
         set_some(&mut c.oom_score_adj, &self.oom_score_adj);
         self.overlay_modes(c);
         self.overlay_conntrack(c);
@@ -110,6 +115,11 @@ impl KubeProxyFlags {
             ("--oom-score-adj", self.oom_score_adj.is_some()),
             ("--proxy-port-range", self.proxy_port_range.is_some()),
             ("--windows-service", self.windows_service.is_some()),
+            ("--source-vip", self.source_vip.is_some()),
+            ("--network-name", self.network_name.is_some()),
+            ("--enable-dsr", self.enable_dsr.is_some()),
+            ("--root-hnsendpoint-name", self.root_hns_endpoint_name.is_some()),
+            ("--forward-healthcheck-vip", self.forward_health_check_vip.is_some()),
         ];
         given.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect()
     }
@@ -174,6 +184,8 @@ impl KubeProxyFlags {
     fn overlay_logging(&self, c: &mut KubeProxyConfiguration) -> Result<(), Error> {
         let log = &mut c.logging;
         set(&mut log.verbosity, &self.verbosity);
+        set(&mut log.format, &self.logging_format);
+        set(&mut log.flush_frequency.0, &self.log_flush_frequency);
         for (format, split, buffer) in [
             ("json", self.log_json_split_stream, &self.log_json_info_buffer_size),
             ("text", self.log_text_split_stream, &self.log_text_info_buffer_size),
