@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, Method, Uri};
+use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -38,12 +38,17 @@ enum Route<'a> {
 
 type Params = Vec<(String, String)>;
 
-async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
+async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let params: Params = Query::try_from_uri(&uri).map(|Query(params)| params).unwrap_or_default();
     let route = parse_route(&segments, &shared);
     let verb = verb_of(&route, &method, &params);
-    let response = if shared.unavailable.load(Ordering::SeqCst) {
+    let authorized = shared.bearer_token.as_ref().is_none_or(|token| {
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(format!("Bearer {token}").as_str())
+    });
+    let response = if !authorized {
+        ApiError::unauthorized().into_response()
+    } else if shared.unavailable.load(Ordering::SeqCst) {
         ApiError::unavailable().into_response()
     } else {
         respond(&shared, &method, route, &params).await.unwrap_or_else(IntoResponse::into_response)

@@ -33,6 +33,7 @@ mod selector;
 mod server;
 mod status;
 mod store;
+mod tls;
 mod watch;
 
 use std::io;
@@ -58,11 +59,15 @@ pub struct ServerConfig {
     pub netns: Option<String>,
     /// Send a BOOKMARK on every watch that allows them this often (`None`: only on `bookmark_now`).
     pub bookmark_interval: Option<Duration>,
+    /// Serve HTTPS with a fresh CA ([`ApiServer::ca_pem`]) instead of plain HTTP.
+    pub tls: bool,
+    /// Answer 401 to every request without `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { netns: None, bookmark_interval: Some(Duration::from_secs(1)) }
+        ServerConfig { netns: None, bookmark_interval: Some(Duration::from_secs(1)), tls: false, bearer_token: None }
     }
 }
 
@@ -78,11 +83,17 @@ struct Shared {
     /// Number of live [`WatchHold`]s; new watch requests wait while it is above zero.
     holds: tokio::sync::watch::Sender<u32>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The TLS identity, when serving HTTPS.
+    tls: Option<tls::TlsIdentity>,
+    /// The bearer token every request must carry, when set.
+    bearer_token: Option<String>,
 }
 
 impl Shared {
-    fn new(addr: SocketAddr) -> Shared {
+    fn new(addr: SocketAddr, config: &ServerConfig, tls: Option<tls::TlsIdentity>) -> Shared {
         Shared {
+            tls,
+            bearer_token: config.bearer_token.clone(),
             addr,
             store: Mutex::new(Store::new()),
             log: Mutex::new(RequestLog::default()),
@@ -140,9 +151,15 @@ impl ApiServer {
         Ok(ApiServer { shared, thread: Some(thread) })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.shared.addr)
+        let scheme = if self.shared.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.shared.addr)
+    }
+
+    /// The PEM of the CA that signed the server's certificate (with TLS).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.shared.tls.as_ref().map(|tls| tls.ca_pem.clone())
     }
 
     /// The port (on 127.0.0.1 in the server's namespace).

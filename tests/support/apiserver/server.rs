@@ -14,6 +14,7 @@ use std::time::Duration;
 use nix::sched::{setns, CloneFlags};
 
 use super::gate::GatedListener;
+use super::tls::{TlsIdentity, TlsListener};
 use super::{http, ServerConfig, Shared};
 
 /// After shutdown starts, connections get this long to finish before the runtime is dropped.
@@ -26,10 +27,12 @@ pub fn spawn(config: &ServerConfig) -> io::Result<(SocketAddr, Arc<Shared>, Join
     let (ready_tx, ready_rx) = mpsc::channel();
     let netns = config.netns.clone();
     let bookmark_interval = config.bookmark_interval;
+    let tls = if config.tls { Some(TlsIdentity::generate()?) } else { None };
+    let config = config.clone();
     let thread = std::thread::Builder::new().name("test-apiserver".into()).spawn(move || {
         let bound = bind(netns.as_deref()).and_then(|listener| {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let shared = Arc::new(Shared::new(listener.local_addr()?));
+            let shared = Arc::new(Shared::new(listener.local_addr()?, &config, tls));
             Ok((listener, runtime, shared))
         });
         let (listener, runtime, shared) = match bound {
@@ -79,7 +82,15 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, bookmark_interval: Op
         }
     };
     let listener = GatedListener::new(listener, shared.reachability.clone());
-    let server = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(stopped(&shared));
+    let router = http::router(shared.clone());
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>> + Send>> = match &shared.tls {
+        Some(identity) => Box::pin(
+            axum::serve(TlsListener::new(listener, identity), router)
+                .with_graceful_shutdown(stopped(&shared))
+                .into_future(),
+        ),
+        None => Box::pin(axum::serve(listener, router).with_graceful_shutdown(stopped(&shared)).into_future()),
+    };
     let grace_over = {
         let stopped = stopped(&shared);
         async move {
@@ -88,7 +99,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, bookmark_interval: Op
         }
     };
     tokio::select! {
-        result = server.into_future() => {
+        result = server => {
             if let Err(error) = result {
                 eprintln!("test apiserver: {error}");
             }

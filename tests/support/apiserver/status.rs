@@ -68,6 +68,11 @@ impl ApiError {
         ApiError::new(422, "Invalid", message)
     }
 
+    /// 401 for a request without the expected bearer token.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 503 while the test has made the server unavailable.
     pub fn unavailable() -> ApiError {
         ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request")
