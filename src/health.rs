@@ -1,5 +1,6 @@
 //! The proxy's own HTTP servers: `/healthz` + `/livez` (kube-proxy's healthz server, default
-//! `0.0.0.0:10256`) and `/metrics` + `/proxyMode` (default `127.0.0.1:10249`). Per-service
+//! `0.0.0.0:10256`) and the metrics port (`/metrics`, `/proxyMode`, `/healthz`, `/configz`,
+//! default `127.0.0.1:10249`). Per-service
 //! healthCheckNodePort servers are `healthcheck`; the metrics themselves are `metrics`.
 //!
 //! Health follows kube-proxy's ProxyHealthServer: a queued change that is not applied within
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -20,7 +21,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::exposition::{self, Format};
+use crate::metrics::Metrics;
 
 /// Errors of the health and metrics servers.
 #[derive(Debug, thiserror::Error)]
@@ -214,32 +216,57 @@ pub async fn serve_healthz(listener: TcpListener, state: HealthState, shutdown: 
         .map_err(|source| Error::Serve { server: "healthz", source })
 }
 
-/// Serves `/metrics` (OpenMetrics text), `/proxyMode` (e.g. `iptables`) and `/healthz`
-/// (`ok`) on `listener` until `shutdown` is cancelled.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    proxy_mode: &'static str,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let text = |body: String| {
-        let headers = [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        ];
-        (StatusCode::OK, headers, body).into_response()
-    };
+/// A response with `content_type` and kube-proxy's `nosniff`.
+fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ];
+    (code, headers, body).into_response()
+}
+
+/// What the metrics port serves.
+#[derive(Debug, Clone)]
+pub struct MetricsServer {
+    /// Every metric, encoded on each scrape.
+    pub registry: Arc<Registry>,
+    /// `/proxyMode`'s body, e.g. `iptables`.
+    pub proxy_mode: &'static str,
+    /// `/configz`'s body: `{"kubeproxy.config.k8s.io": {…KubeProxyConfiguration…}}`.
+    pub configz: Arc<serde_json::Value>,
+}
+
+async fn metrics(State(server): State<MetricsServer>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let format = Format::negotiate(accept);
+    let body = exposition::encode(&server.registry, format);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))], body).into_response()
+}
+
+fn plain(body: String) -> Response {
+    reply(StatusCode::OK, "text/plain; charset=utf-8", body)
+}
+
+/// Serves, until `shutdown` is cancelled: `/metrics` (Prometheus text, or OpenMetrics when the
+/// scraper's `Accept` asks for it), `/proxyMode`, `/healthz` and `/healthz/ping` (`ok`, as
+/// kube-proxy's generic healthz handler) and `/configz` (JSON).
+pub async fn serve_metrics(listener: TcpListener, server: MetricsServer, shutdown: CancellationToken) -> Result<()> {
+    let mode = server.proxy_mode;
+    let configz = server.configz.to_string();
     let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/proxyMode", get(move || async move { plain(mode.to_string()) }))
+        .route("/healthz", get(|| async { plain("ok".to_string()) }))
+        .route("/healthz/ping", get(|| async { plain("ok".to_string()) }))
         .route(
-            "/metrics",
-            get(move || async move {
-                let headers = [(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE))];
-                (headers, metrics::encode(&registry)).into_response()
+            "/configz",
+            get(move || {
+                let body = configz.clone();
+                async move { reply(StatusCode::OK, "application/json", body) }
             }),
         )
-        .route("/proxyMode", get(move || async move { text(proxy_mode.to_string()) }))
-        .route("/healthz", get(move || async move { text("ok".to_string()) }));
-    tracing::info!(addr = ?listener.local_addr().ok(), proxy_mode, "metrics server listening");
+        .with_state(server);
+    tracing::info!(addr = ?listener.local_addr().ok(), proxy_mode = mode, "metrics server listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -408,7 +408,7 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     };
     let check_metrics = metrics.clone();
     let _ = tokio::task::spawn_blocking(move || startup::check_host(&checks, &check_metrics)).await;
-    let health = HealthState::new(resolved.sync_period * 2);
+    let health = HealthState::new(resolved.sync_period * 2).with_metrics(metrics.clone());
     if let Some(addr) = resolved.healthz {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--healthz-bind-address {addr}"))?;
@@ -421,7 +421,9 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
             ProxyMode::Iptables => "iptables",
             ProxyMode::Userspace => "userspace",
         };
-        tokio::spawn(health::serve_metrics(listener, Arc::new(registry), mode, shutdown.clone()));
+        let configz = Arc::new(configz_body(&resolved, mode));
+        let server = health::MetricsServer { registry: Arc::new(registry), proxy_mode: mode, configz };
+        tokio::spawn(health::serve_metrics(listener, server, shutdown.clone()));
     }
     let (feed, changes) = ChangeFeed::new();
     let endpoints_source = match args.endpoints_source {
@@ -481,6 +483,45 @@ async fn serve(args: DaemonArgs, resolved: Resolved) -> anyhow::Result<ExitCode>
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `/configz`'s body, `{"kubeproxy.config.k8s.io": {…}}`, from what the daemon resolved:
+/// a stand-in until the effective configuration is one serializable `KubeProxyConfiguration`.
+fn configz_body(resolved: &Resolved, mode: &str) -> serde_json::Value {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let node = &resolved.node;
+    let cidrs: Vec<String> = node.cluster_cidrs.iter().map(ToString::to_string).collect();
+    let config = serde_json::json!({
+        "bindAddress": resolved.userspace.as_ref().map(|(_, bind)| bind.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+        "healthzBindAddress": addr(resolved.healthz),
+        "metricsBindAddress": addr(resolved.metrics),
+        "hostnameOverride": node.node_name,
+        "mode": mode,
+        "clusterCIDR": cidrs.join(","),
+        "nodePortAddresses": node.nodeport_addresses,
+        "iptables": {
+            "masqueradeAll": node.masquerade_all,
+            "masqueradeBit": node.masquerade_bit,
+            "localhostNodePorts": node.localhost_nodeports,
+            "syncPeriod": go_duration_text(resolved.sync_period),
+            "minSyncPeriod": go_duration_text(resolved.min_sync_period),
+        },
+    });
+    serde_json::json!({ "kubeproxy.config.k8s.io": config })
+}
+
+/// A duration as Go's `time.Duration.String()` writes whole seconds (`30s`, `1m0s`, `1h0m0s`).
+fn go_duration_text(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let millis = d.subsec_millis();
+    let s = if millis == 0 { s.to_string() } else { format!("{s}.{millis:03}").trim_end_matches('0').to_string() };
+    match (h, m) {
+        (0, 0) if secs == 0 && millis > 0 => format!("{millis}ms"),
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
 }
 
 /// The current (soft, hard) open-file limits, from `/proc/self/limits`.

@@ -10,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Syncer;
 use crate::flannel::subnet_env::SubnetEnv;
+use crate::health::HealthState;
 use crate::healthcheck::HealthCheckServers;
 use crate::k8s::watch::{ChangeFeed, StateSource};
+use crate::metrics::Metrics;
+use crate::model::IpFamily;
 
 /// Longest wait between retries after failed syncs.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -27,7 +30,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut opts = syncer.options().clone();
-    let health = syncer.health.clone();
+    let queue =
+        Queue { health: syncer.health.clone(), metrics: syncer.metrics.clone(), families: opts.families.clone() };
     // Never program a partial view: wait until Services and endpoints have been listed.
     let mut logged_wait = false;
     while source.snapshot().is_none() {
@@ -40,7 +44,7 @@ pub async fn run(
             _ = changes.changed() => {}
         }
     }
-    health.queued(SystemTime::now());
+    queue.all();
 
     let worker = SyncThread::start();
     let mut dirty = true;
@@ -109,9 +113,7 @@ pub async fn run(
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 dirty = true;
-                let now = SystemTime::now();
-                health.queued(now);
-                syncer.metrics.set_last_queued(super::unix_now());
+                queue.all();
             }
             changed = async { flannel.as_mut()?.changed().await.ok() }, if flannel.is_some() => {
                 match (changed, flannel.as_mut()) {
@@ -122,7 +124,7 @@ pub async fn run(
                         syncer.set_flannel(env);
                         dirty = true;
                         force_full = true;
-                        health.queued(SystemTime::now());
+                        queue.all();
                     }
                     _ => flannel = None,
                 }
@@ -132,11 +134,30 @@ pub async fn run(
                 if syncer.canary_missing() {
                     tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
                 }
-                health.queued(SystemTime::now());
+                queue.all();
             }
         }
     }
     tracing::info!("sync loop stopped; rules left in place");
+}
+
+/// Where a queued sync is reported: the health state and each programmed family's
+/// `…_last_queued_timestamp_seconds`.
+struct Queue {
+    health: HealthState,
+    metrics: Metrics,
+    families: Vec<IpFamily>,
+}
+
+impl Queue {
+    /// A change arrived that every programmed family must follow.
+    fn all(&self) {
+        let now = SystemTime::now();
+        self.health.queued(now);
+        for &family in &self.families {
+            self.metrics.set_last_queued(family, super::unix_seconds(now));
+        }
+    }
 }
 
 /// The one OS thread every sync runs on. Not tokio's blocking pool: a sync allocates and frees

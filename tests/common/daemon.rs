@@ -230,10 +230,11 @@ pub const RESTORE_BYTES_FULL: &str = r#"kubenat_restore_bytes_sum{kind="full"}"#
 pub const RESTORE_COUNT_PARTIAL: &str = r#"kubenat_restore_bytes_count{kind="partial"}"#;
 /// `kubenat_restore_bytes_sum{kind="partial"}`: bytes of all partial restores.
 pub const RESTORE_BYTES_PARTIAL: &str = r#"kubenat_restore_bytes_sum{kind="partial"}"#;
-/// Failed full restores.
-pub const RESTORE_FAILURES: &str = "kubeproxy_sync_proxy_rules_iptables_restore_failures_total";
-/// Failed partial restores.
-pub const PARTIAL_RESTORE_FAILURES: &str = "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total";
+/// Failed full IPv4 restores (the labs' daemons program IPv4 only).
+pub const RESTORE_FAILURES: &str = r#"kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}"#;
+/// Failed partial IPv4 restores.
+pub const PARTIAL_RESTORE_FAILURES: &str =
+    r#"kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family="IPv4"}"#;
 
 /// One `/metrics` body (Prometheus / OpenMetrics text).
 #[derive(Debug, Clone)]
