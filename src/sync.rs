@@ -234,7 +234,6 @@ impl Syncer {
         let kind = if reports.iter().any(|r| r.kind == SyncKind::Full) { SyncKind::Full } else { SyncKind::Partial };
         self.metrics.inc_service_changes(changes.services);
         self.metrics.inc_endpoint_changes(changes.endpoints);
-        self.health.updated(SystemTime::now());
         let bytes: usize = reports.iter().map(|r| r.bytes).sum();
         tracing::info!(
             services = snapshot.state.services.len(),
@@ -246,8 +245,8 @@ impl Syncer {
         Ok(reports)
     }
 
-    /// Reports one family's successful sync to the metrics, as kube-proxy's per-family
-    /// proxier does.
+    /// Reports one family's successful sync to the metrics and the health state, as
+    /// kube-proxy's per-family proxier does.
     fn family_synced(&self, report: &FamilyReport, seconds: f64, changes: &Changes) {
         let family = report.family;
         let now = SystemTime::now();
@@ -258,6 +257,7 @@ impl Syncer {
                 self.metrics.observe_network_programming(family, age.as_secs_f64());
             }
         }
+        self.health.updated(family, now);
     }
 
     fn sync_family(&mut self, family: IpFamily, snapshot: &Snapshot, full: bool) -> Result<FamilyReport> {

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use kubenat::health::{serve_healthz, serve_metrics, HealthState, MetricsServer};
 use kubenat::healthcheck::{desired, Error, HealthCheckServers, NamespacedName, ServiceHealth};
 use kubenat::metrics::Metrics;
-use kubenat::model::{ClusterState, Endpoint, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+use kubenat::model::{
+    ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -107,11 +109,12 @@ async fn healthz_and_livez_follow_queued_and_updated() {
     assert_kube_proxy_headers(&reply);
     assert_eq!(
         reply.body,
-        r#"{"lastUpdated": "2023-11-14T22:13:20.000000000Z","currentTime": "2023-11-14T22:13:20.000000000Z", "nodeEligible": true}"#
+        r#"{"lastUpdated":"2023-11-14T22:13:20Z","currentTime":"2023-11-14T22:13:20Z","nodeEligible":true,"healthy":true}"#
     );
 
-    health.updated(TestClock::at(5));
-    health.queued(TestClock::at(10));
+    health.updated(IpFamily::V4, TestClock::at(5));
+    health.updated(IpFamily::V6, TestClock::at(6));
+    health.queued(IpFamily::V6, TestClock::at(10));
     clock.set(69);
     assert_eq!(get_ok(addr, "/healthz").await.status, 200, "59 s pending is not late");
     clock.set(70);
@@ -120,15 +123,22 @@ async fn healthz_and_livez_follow_queued_and_updated() {
         assert_eq!(reply.status, 503, "{path}: {reply:?}");
         assert_kube_proxy_headers(&reply);
         let json = reply.json();
-        assert_eq!(json["lastUpdated"], "2023-11-14T22:13:25.000000000Z", "{path}: the last successful sync");
-        assert_eq!(json["currentTime"], "2023-11-14T22:14:30.000000000Z");
+        assert_eq!(json["lastUpdated"], "2023-11-14T22:13:26Z", "{path}: the last successful sync");
+        assert_eq!(json["currentTime"], "2023-11-14T22:14:30Z");
+        assert_eq!(json["healthy"], false);
+        assert_eq!(json["status"]["IPv4"], serde_json::json!({"lastUpdated": "2023-11-14T22:13:25Z", "healthy": true}));
+        assert_eq!(
+            json["status"]["IPv6"],
+            serde_json::json!({"lastUpdated": "2023-11-14T22:13:26Z", "healthy": false})
+        );
     }
     assert!(get_ok(addr, "/livez").await.json().get("nodeEligible").is_none(), "livez has no nodeEligible");
 
-    health.updated(TestClock::at(71));
+    health.updated(IpFamily::V6, TestClock::at(71));
     health.set_node_eligible(false);
     let reply = get_ok(addr, "/healthz").await;
     assert_eq!((reply.status, &reply.json()["nodeEligible"]), (503, &serde_json::Value::Bool(false)));
+    assert_eq!(reply.json()["healthy"], true, "the proxy itself is healthy");
     assert_eq!(get_ok(addr, "/livez").await.status, 200, "livez ignores node eligibility");
     assert_eq!(get_ok(addr, "/nope").await.status, 404);
 
@@ -272,11 +282,11 @@ async fn healthcheck_server_follows_local_endpoints_and_goes_away() {
     let one_local = vec![endpoint("10.244.1.5:8080", "n1", true)];
     assert!(servers.sync(&desired(&lb_state(port, one_local.clone()), &node())).await.is_empty());
     assert_eq!(get_ok(addr, "/").await.status, 200);
-    health.queued(TestClock::at(0));
+    health.queued(IpFamily::V4, TestClock::at(0));
     clock.set(61);
     let reply = get_ok(addr, "/").await;
     assert_eq!((reply.status, &reply.json()["serviceProxyHealthy"]), (503, &serde_json::Value::Bool(false)));
-    health.updated(TestClock::at(61));
+    health.updated(IpFamily::V4, TestClock::at(61));
 
     // The healthCheckNodePort changes: the old port closes, the new one answers.
     let new_port = free_port();

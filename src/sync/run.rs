@@ -141,7 +141,7 @@ pub async fn run(
     tracing::info!("sync loop stopped; rules left in place");
 }
 
-/// Where a queued sync is reported: the health state and each programmed family's
+/// Where a queued sync is reported: each programmed family's health and
 /// `…_last_queued_timestamp_seconds`.
 struct Queue {
     health: HealthState,
@@ -153,8 +153,8 @@ impl Queue {
     /// A change arrived that every programmed family must follow.
     fn all(&self) {
         let now = SystemTime::now();
-        self.health.queued(now);
         for &family in &self.families {
+            self.health.queued(family, now);
             self.metrics.set_last_queued(family, super::unix_seconds(now));
         }
     }
