@@ -104,6 +104,10 @@ pub trait StateSource: Send + Sync {
     /// The current state, or `None` until Services and endpoints have both been listed once
     /// (never program a partial view).
     fn snapshot(&self) -> Option<Snapshot>;
+
+    /// This node's facts as last seen (cheap: no cluster state is built), `None` while its
+    /// Node object is unknown or gone.
+    fn node(&self) -> Option<NodeFacts>;
 }
 
 /// A reflector store and whether its first list has completed.
@@ -269,8 +273,11 @@ impl StateSource for ApiSource {
             builder.add_endpoints(&ep, None);
         }
         let converted = builder.finish();
-        let node = self.nodes.store.state().first().map(|n| convert::node_facts(n));
-        Some(Snapshot { state: converted.state, node, problems: converted.problems })
+        Some(Snapshot { state: converted.state, node: self.node(), problems: converted.problems })
+    }
+
+    fn node(&self) -> Option<NodeFacts> {
+        self.nodes.store.state().first().map(|n| convert::node_facts(n))
     }
 }
 
@@ -350,6 +357,10 @@ impl FileSource {
 impl StateSource for FileSource {
     fn snapshot(&self) -> Option<Snapshot> {
         self.snapshot.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn node(&self) -> Option<NodeFacts> {
+        self.snapshot.lock().ok().and_then(|s| s.as_ref().and_then(|s| s.node.clone()))
     }
 }
 

@@ -12,6 +12,7 @@ use super::Syncer;
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::healthcheck::HealthCheckServers;
+use crate::k8s::convert::NodeFacts;
 use crate::k8s::watch::{ChangeFeed, StateSource};
 use crate::metrics::Metrics;
 use crate::model::IpFamily;
@@ -32,6 +33,8 @@ pub async fn run(
     let mut opts = syncer.options().clone();
     let queue =
         Queue { health: syncer.health.clone(), metrics: syncer.metrics.clone(), families: opts.families.clone() };
+    let mut node = NodeEligibility { health: syncer.health.clone(), seen: false };
+    node.follow(source.node().as_ref());
     // Never program a partial view: wait until Services and endpoints have been listed.
     let mut logged_wait = false;
     while source.snapshot().is_none() {
@@ -41,7 +44,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = changes.changed() => {}
+            _ = changes.changed() => node.follow(source.node().as_ref()),
         }
     }
     queue.all();
@@ -113,6 +116,7 @@ pub async fn run(
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 dirty = true;
+                node.follow(source.node().as_ref());
                 queue.all();
             }
             changed = async { flannel.as_mut()?.changed().await.ok() }, if flannel.is_some() => {
@@ -158,6 +162,27 @@ impl Queue {
             self.metrics.set_last_queued(family, super::unix_seconds(now));
         }
     }
+}
+
+/// Follows this node's Node object into `/healthz`'s node eligibility.
+struct NodeEligibility {
+    health: HealthState,
+    /// The Node has been seen: its disappearance means it was deleted.
+    seen: bool,
+}
+
+impl NodeEligibility {
+    fn follow(&mut self, node: Option<&NodeFacts>) {
+        let eligible = node_eligible(node, self.seen);
+        self.seen |= node.is_some();
+        self.health.set_node_eligible(eligible);
+    }
+}
+
+/// Eligible unless the Node is leaving (deleted or tainted by the cluster autoscaler) or was
+/// seen and is gone; a Node never seen (e.g. a name that matches none) counts as eligible.
+pub(super) fn node_eligible(node: Option<&NodeFacts>, seen_before: bool) -> bool {
+    node.map_or(!seen_before, NodeFacts::eligible)
 }
 
 /// The one OS thread every sync runs on. Not tokio's blocking pool: a sync allocates and frees

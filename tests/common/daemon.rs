@@ -188,6 +188,18 @@ impl Daemon {
         self.get(self.healthz_port, "/healthz").map(|(code, _)| code)
     }
 
+    /// Status and JSON body of `/healthz` or `/livez` (`path`), `None` when it does not answer
+    /// or the body is not JSON.
+    pub fn health(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let (code, body) = self.get(self.healthz_port, path)?;
+        Some((code, serde_json::from_str(&body).ok()?))
+    }
+
+    /// Status and body of `path` on the metrics port, `None` when it does not answer.
+    pub fn metrics_port_get(&self, path: &str) -> Option<(u16, String)> {
+        self.get(self.metrics_port, path)
+    }
+
     /// A scrape of `/metrics`, `None` when it does not answer 200.
     pub fn metrics(&self) -> Option<Scrape> {
         match self.get(self.metrics_port, "/metrics") {
