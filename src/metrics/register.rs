@@ -48,7 +48,7 @@ fn go_arch(arch: &str) -> &str {
 
 pub(super) fn register(r: &mut Registry, m: &Inner) {
     register_sync(r, m);
-    // Counters: prometheus-client appends `_total`.
+    // Counters are registered without `_total`: prometheus-client appends it.
     add(r, "kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status", m.healthz.clone());
     add(r, "kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", m.livez.clone());
     add(
@@ -131,6 +131,7 @@ fn register_sync(r: &mut Registry, m: &Inner) {
         "In Cluster Network Programming Latency in seconds",
         m.network_programming.clone(),
     );
+    // Counters are registered without `_total`: prometheus-client appends it.
     add(
         r,
         &kp("sync_proxy_rules_iptables_restore_failures"),
