@@ -1,13 +1,18 @@
-//! Prometheus metrics with kube-proxy's names (`kubeproxy_*`) plus a few of our own
-//! (`kubenat_*`); typed setters for the syncer and the health servers. Serving them is `health`.
+//! Prometheus metrics with kube-proxy's names, types and labels (`kubeproxy_*`,
+//! `kubernetes_build_info`) plus a few of our own (`kubenat_*`); typed setters for the syncer
+//! and the health servers. Registration is `register`, the text formats `exposition`; serving
+//! them is `health`.
 //!
-//! Names, types, help texts and buckets follow kube-proxy's `pkg/proxy/metrics`. The
-//! exposition is OpenMetrics text: counters are registered without `_total` and
-//! prometheus-client appends it, so every sample carries exactly kube-proxy's series name.
-//! kube-proxy's `…_iptables_total` and `…_no_local_endpoints_total` are gauges despite the
-//! suffix, and stay gauges here.
+//! Names, help texts, labels and buckets follow kube-proxy 1.33+ (`pkg/proxy/metrics`): every
+//! per-proxier metric carries `ip_family` (`IPv4`/`IPv6`). Counters are registered without
+//! `_total` and prometheus-client appends it to the samples. kube-proxy's
+//! `…_iptables_total` and `…_no_local_endpoints_total` are gauges despite the suffix, and stay
+//! gauges here.
 
-use std::sync::atomic::AtomicU64;
+pub mod exposition;
+mod register;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -17,9 +22,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets,
 use prometheus_client::registry::Registry;
 
 use crate::iptables::ruleset::TableName;
-
-/// The `Content-Type` of [`encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::model::IpFamily;
 
 /// Which kind of sync (or restore) a measurement belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,12 +61,13 @@ impl PolicyKind {
     }
 }
 
-/// A one-label label set, e.g. `[("table", "nat")]`.
-type Label = [(&'static str, String); 1];
+/// A label set, names in alphabetical order (as kube-proxy's Go client writes them).
+type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
-type HistogramFamily = Family<Label, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// kube-proxy's sync duration buckets: 1 ms doubling, 15 buckets (up to ~16 s).
+/// kube-proxy's sync duration buckets: 1 ms doubling, 15 buckets (up to ~16 s). kube-proxy
+/// uses the same for the conntrack reconciler.
 fn sync_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
@@ -78,6 +82,10 @@ fn network_programming_buckets() -> impl Iterator<Item = f64> {
         .chain(linear_buckets(120.0, 30.0, 7))
 }
 
+fn network_programming_histogram() -> Histogram {
+    Histogram::new(network_programming_buckets())
+}
+
 /// Restore input sizes: 1 KiB to 256 MiB, ×4.
 fn restore_bytes_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1024.0, 4.0, 10))
@@ -85,25 +93,30 @@ fn restore_bytes_histogram() -> Histogram {
 
 #[derive(Debug)]
 struct Inner {
-    sync_duration: Histogram,
-    sync_full_duration: Histogram,
-    sync_partial_duration: Histogram,
-    last_sync: FloatGauge,
-    last_queued: FloatGauge,
-    network_programming: Histogram,
-    restore_failures: Counter,
-    partial_restore_failures: Counter,
+    sync_duration: HistogramFamily,
+    sync_full_duration: HistogramFamily,
+    sync_partial_duration: HistogramFamily,
+    last_sync: Family<Labels, FloatGauge>,
+    last_queued: Family<Labels, FloatGauge>,
+    network_programming: HistogramFamily,
+    restore_failures: Family<Labels, Counter>,
+    partial_restore_failures: Family<Labels, Counter>,
     endpoint_changes: Counter,
     service_changes: Counter,
     endpoint_changes_pending: Gauge,
     service_changes_pending: Gauge,
-    rules_total: Family<Label, Gauge>,
-    rules_last: Family<Label, Gauge>,
-    no_local_endpoints: Family<Label, Gauge>,
-    healthz: Family<Label, Counter>,
-    livez: Family<Label, Counter>,
+    rules_total: Family<Labels, Gauge>,
+    rules_last: Family<Labels, Gauge>,
+    no_local_endpoints: Family<Labels, Gauge>,
+    healthz: Family<Labels, Counter>,
+    livez: Family<Labels, Counter>,
+    conntrack_reconcile_duration: HistogramFamily,
+    conntrack_deleted_entries: Family<Labels, Counter>,
+    ct_state_invalid_dropped: Counter,
+    localhost_nodeports_accepted: Counter,
+    build_info: Family<Labels, Gauge>,
     restore_bytes: HistogramFamily,
-    startup_checks_failed: Family<Label, Gauge>,
+    startup_checks_failed: Family<Labels, Gauge>,
     userspace_port_conflicts: Gauge,
 }
 
@@ -113,19 +126,23 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+fn histograms(constructor: fn() -> Histogram) -> HistogramFamily {
+    Family::new_with_constructor(constructor)
+}
+
 impl Metrics {
     /// Creates the metrics and a registry holding all of them (serve it with
-    /// `health::serve_metrics`).
+    /// `health::serve_metrics`). `kubernetes_build_info` is set here, once.
     pub fn new() -> (Metrics, Registry) {
         let inner = Inner {
-            sync_duration: sync_buckets(),
-            sync_full_duration: sync_buckets(),
-            sync_partial_duration: sync_buckets(),
-            last_sync: FloatGauge::default(),
-            last_queued: FloatGauge::default(),
-            network_programming: Histogram::new(network_programming_buckets()),
-            restore_failures: Counter::default(),
-            partial_restore_failures: Counter::default(),
+            sync_duration: histograms(sync_buckets),
+            sync_full_duration: histograms(sync_buckets),
+            sync_partial_duration: histograms(sync_buckets),
+            last_sync: Family::default(),
+            last_queued: Family::default(),
+            network_programming: histograms(network_programming_histogram),
+            restore_failures: Family::default(),
+            partial_restore_failures: Family::default(),
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
             endpoint_changes_pending: Gauge::default(),
@@ -135,47 +152,57 @@ impl Metrics {
             no_local_endpoints: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
-            restore_bytes: Family::new_with_constructor(restore_bytes_histogram),
+            conntrack_reconcile_duration: histograms(sync_buckets),
+            conntrack_deleted_entries: Family::default(),
+            ct_state_invalid_dropped: Counter::default(),
+            localhost_nodeports_accepted: Counter::default(),
+            build_info: Family::default(),
+            restore_bytes: histograms(restore_bytes_histogram),
             startup_checks_failed: Family::default(),
             userspace_port_conflicts: Gauge::default(),
         };
+        inner.build_info.get_or_create(&register::build_info_labels()).set(1);
         let mut registry = Registry::default();
-        register(&mut registry, &inner);
+        register::register(&mut registry, &inner);
         (Metrics { inner: Arc::new(inner) }, registry)
     }
 
-    /// One sync took `seconds`: observed in the overall and the full/partial histogram.
-    pub fn observe_sync(&self, kind: SyncKind, seconds: f64) {
-        self.inner.sync_duration.observe(seconds);
-        match kind {
-            SyncKind::Full => self.inner.sync_full_duration.observe(seconds),
-            SyncKind::Partial => self.inner.sync_partial_duration.observe(seconds),
-        }
+    /// One sync of `family` took `seconds`: observed in the overall and the full/partial
+    /// histogram.
+    pub fn observe_sync(&self, family: IpFamily, kind: SyncKind, seconds: f64) {
+        let labels = family_label(family);
+        self.inner.sync_duration.get_or_create(&labels).observe(seconds);
+        let by_kind = match kind {
+            SyncKind::Full => &self.inner.sync_full_duration,
+            SyncKind::Partial => &self.inner.sync_partial_duration,
+        };
+        by_kind.get_or_create(&labels).observe(seconds);
     }
 
-    /// Time (Unix seconds) of the last successful sync.
-    pub fn set_last_sync(&self, unix_seconds: f64) {
-        self.inner.last_sync.set(unix_seconds);
+    /// Time (Unix seconds) of `family`'s last successful sync.
+    pub fn set_last_sync(&self, family: IpFamily, unix_seconds: f64) {
+        self.inner.last_sync.get_or_create(&family_label(family)).set(unix_seconds);
     }
 
-    /// Time (Unix seconds) a sync was last queued (a change arrived).
-    pub fn set_last_queued(&self, unix_seconds: f64) {
-        self.inner.last_queued.set(unix_seconds);
+    /// Time (Unix seconds) a sync of `family` was last queued (a change arrived).
+    pub fn set_last_queued(&self, family: IpFamily, unix_seconds: f64) {
+        self.inner.last_queued.get_or_create(&family_label(family)).set(unix_seconds);
     }
 
-    /// EndpointSlice change trigger time → rules installed, in seconds.
-    pub fn observe_network_programming(&self, seconds: f64) {
-        self.inner.network_programming.observe(seconds);
+    /// EndpointSlice change trigger time → `family`'s rules installed, in seconds.
+    pub fn observe_network_programming(&self, family: IpFamily, seconds: f64) {
+        self.inner.network_programming.get_or_create(&family_label(family)).observe(seconds);
     }
 
-    /// A restore failed. As kube-proxy: a failed partial restore counts only in
+    /// A restore of `family` failed. As kube-proxy: a failed partial restore counts only in
     /// `…_partial_restore_failures_total` (it falls back to a full one), a failed full restore
     /// only in `…_restore_failures_total`.
-    pub fn inc_restore_failure(&self, kind: SyncKind) {
-        match kind {
-            SyncKind::Full => self.inner.restore_failures.inc(),
-            SyncKind::Partial => self.inner.partial_restore_failures.inc(),
+    pub fn inc_restore_failure(&self, family: IpFamily, kind: SyncKind) {
+        let counters = match kind {
+            SyncKind::Full => &self.inner.restore_failures,
+            SyncKind::Partial => &self.inner.partial_restore_failures,
         };
+        counters.get_or_create(&family_label(family)).inc();
     }
 
     /// `n` EndpointSlice changes were seen.
@@ -198,20 +225,24 @@ impl Metrics {
         self.inner.service_changes_pending.set(to_i64(n));
     }
 
-    /// Rules kubenat owns in `table` (`kubeproxy_sync_proxy_rules_iptables_total{table}`).
-    pub fn set_rules_total(&self, table: TableName, n: usize) {
-        self.inner.rules_total.get_or_create(&label("table", table.as_str())).set(to_i64(n));
+    /// Rules kubenat owns in `family`'s `table`
+    /// (`kubeproxy_sync_proxy_rules_iptables_total{ip_family,table}`).
+    pub fn set_rules_total(&self, family: IpFamily, table: TableName, n: usize) {
+        self.inner.rules_total.get_or_create(&table_labels(family, table)).set(to_i64(n));
     }
 
-    /// Rules written to `table` by the last sync (`kubeproxy_sync_proxy_rules_iptables_last`).
-    pub fn set_rules_last(&self, table: TableName, n: usize) {
-        self.inner.rules_last.get_or_create(&label("table", table.as_str())).set(to_i64(n));
+    /// Rules written to `family`'s `table` by the last sync
+    /// (`kubeproxy_sync_proxy_rules_iptables_last{ip_family,table}`).
+    pub fn set_rules_last(&self, family: IpFamily, table: TableName, n: usize) {
+        self.inner.rules_last.get_or_create(&table_labels(family, table)).set(to_i64(n));
     }
 
-    /// Services with a Local `policy` and no local endpoints, as of the last sync (a gauge,
-    /// set each sync, like kube-proxy's).
-    pub fn set_no_local_endpoints(&self, policy: PolicyKind, n: usize) {
-        self.inner.no_local_endpoints.get_or_create(&label("traffic_policy", policy.as_str())).set(to_i64(n));
+    /// Services with a Local `policy` and no local `family` endpoints, as of the last sync (a
+    /// gauge, set each sync, like kube-proxy's).
+    pub fn set_no_local_endpoints(&self, family: IpFamily, policy: PolicyKind, n: usize) {
+        let labels =
+            vec![("ip_family", family.api_name().to_string()), ("traffic_policy", policy.as_str().to_string())];
+        self.inner.no_local_endpoints.get_or_create(&labels).set(to_i64(n));
     }
 
     /// A `/healthz` answer with HTTP status `code` (`kubeproxy_proxy_healthz_total{code}`).
@@ -222,6 +253,31 @@ impl Metrics {
     /// A `/livez` answer with HTTP status `code` (`kubeproxy_proxy_livez_total{code}`).
     pub fn inc_livez(&self, code: u16) {
         self.inner.livez.get_or_create(&label("code", &code.to_string())).inc();
+    }
+
+    /// One conntrack reconciliation of `family` took `seconds`
+    /// (`kubeproxy_conntrack_reconciler_sync_duration_seconds{ip_family}`).
+    pub fn observe_conntrack_reconcile(&self, family: IpFamily, seconds: f64) {
+        self.inner.conntrack_reconcile_duration.get_or_create(&family_label(family)).observe(seconds);
+    }
+
+    /// The conntrack reconciler deleted `n` flows of `family`
+    /// (`kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family}`).
+    pub fn inc_conntrack_deleted_entries(&self, family: IpFamily, n: u64) {
+        self.inner.conntrack_deleted_entries.get_or_create(&family_label(family)).inc_by(n);
+    }
+
+    /// The kernel's packet count of the nfacct object behind the rule that drops packets
+    /// conntrack marked INVALID (`kubeproxy_iptables_ct_state_invalid_dropped_packets_total`).
+    /// The kernel counts; this only publishes its current value.
+    pub fn set_ct_state_invalid_dropped_packets(&self, packets: u64) {
+        self.inner.ct_state_invalid_dropped.inner().store(packets, Ordering::Relaxed);
+    }
+
+    /// The kernel's packet count of the nfacct object behind the rule accepting NodePort
+    /// traffic on loopback (`kubeproxy_iptables_localhost_nodeports_accepted_packets_total`).
+    pub fn set_localhost_nodeports_accepted_packets(&self, packets: u64) {
+        self.inner.localhost_nodeports_accepted.inner().store(packets, Ordering::Relaxed);
     }
 
     /// Size of one `iptables-restore` input (`kubenat_restore_bytes{kind}`).
@@ -242,111 +298,25 @@ impl Metrics {
     }
 }
 
-fn label(key: &'static str, value: &str) -> Label {
-    [(key, value.to_string())]
+fn label(key: &'static str, value: &str) -> Labels {
+    vec![(key, value.to_string())]
+}
+
+fn family_label(family: IpFamily) -> Labels {
+    label("ip_family", family.api_name())
+}
+
+fn table_labels(family: IpFamily, table: TableName) -> Labels {
+    vec![("ip_family", family.api_name().to_string()), ("table", table.as_str().to_string())]
 }
 
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn register(r: &mut Registry, m: &Inner) {
-    let kp = |name: &str| format!("kubeproxy_{name}");
-    r.register(kp("sync_proxy_rules_duration_seconds"), "SyncProxyRules latency in seconds", m.sync_duration.clone());
-    r.register(
-        kp("sync_full_proxy_rules_duration_seconds"),
-        "SyncProxyRules latency in seconds for full resyncs",
-        m.sync_full_duration.clone(),
-    );
-    r.register(
-        kp("sync_partial_proxy_rules_duration_seconds"),
-        "SyncProxyRules latency in seconds for partial resyncs",
-        m.sync_partial_duration.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_last_timestamp_seconds"),
-        "The last time proxy rules were successfully synced",
-        m.last_sync.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_last_queued_timestamp_seconds"),
-        "The last time a sync of proxy rules was queued",
-        m.last_queued.clone(),
-    );
-    r.register(
-        kp("network_programming_duration_seconds"),
-        "In Cluster Network Programming Latency in seconds",
-        m.network_programming.clone(),
-    );
-    // Counters: prometheus-client appends `_total`.
-    r.register(
-        kp("sync_proxy_rules_iptables_restore_failures"),
-        "Cumulative proxy iptables restore failures",
-        m.restore_failures.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_iptables_partial_restore_failures"),
-        "Cumulative proxy iptables partial restore failures",
-        m.partial_restore_failures.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_endpoint_changes"),
-        "Cumulative proxy rules Endpoint changes",
-        m.endpoint_changes.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_service_changes"),
-        "Cumulative proxy rules Service changes",
-        m.service_changes.clone(),
-    );
-    r.register(kp("proxy_healthz"), "Cumulative proxy healthz HTTP status", m.healthz.clone());
-    r.register(kp("proxy_livez"), "Cumulative proxy livez HTTP status", m.livez.clone());
-    r.register(
-        kp("sync_proxy_rules_endpoint_changes_pending"),
-        "Pending proxy rules Endpoint changes",
-        m.endpoint_changes_pending.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_service_changes_pending"),
-        "Pending proxy rules Service changes",
-        m.service_changes_pending.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_iptables_total"),
-        "Total number of iptables rules owned by kube-proxy",
-        m.rules_total.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_iptables_last"),
-        "Number of iptables rules written by kube-proxy in last sync",
-        m.rules_last.clone(),
-    );
-    r.register(
-        kp("sync_proxy_rules_no_local_endpoints_total"),
-        "Number of services with a Local traffic policy and no endpoints",
-        m.no_local_endpoints.clone(),
-    );
-    r.register("kubenat_restore_bytes", "Size of iptables-restore inputs in bytes", m.restore_bytes.clone());
-    r.register(
-        "kubenat_startup_checks_failed",
-        "Startup requirement checks that failed (1) or passed (0)",
-        m.startup_checks_failed.clone(),
-    );
-    r.register(
-        "kubenat_userspace_port_conflicts",
-        "Userspace mode: ports claimed by Services that another socket holds",
-        m.userspace_port_conflicts.clone(),
-    );
-}
-
-/// The registry in OpenMetrics text (serve with [`CONTENT_TYPE`]).
+/// The registry in Prometheus text format (what `/metrics` serves by default).
 pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut out, registry) {
-        // Writing into a String cannot fail; keep whatever was written.
-        tracing::error!(error = %err, "encoding metrics failed");
-    }
-    out
+    exposition::encode(registry, exposition::Format::Text)
 }
 
 #[cfg(test)]

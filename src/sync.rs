@@ -213,13 +213,16 @@ impl Syncer {
         self.check_pod_cidr(snapshot);
         let mut reports = Vec::new();
         for family in self.opts.families.clone() {
-            let result = self.sync_family(family, snapshot, full);
-            match result {
-                Ok(report) => reports.push(report),
+            let family_started = Instant::now();
+            match self.sync_family(family, snapshot, full) {
+                Ok(report) => {
+                    self.family_synced(&report, family_started.elapsed().as_secs_f64(), changes);
+                    reports.push(report);
+                }
                 Err(err) => {
                     self.applied.remove(&family);
                     if matches!(err, Error::Restore { .. }) {
-                        self.metrics.inc_restore_failure(SyncKind::Full);
+                        self.metrics.inc_restore_failure(family, SyncKind::Full);
                     }
                     return Err(err);
                 }
@@ -229,17 +232,8 @@ impl Syncer {
         self.applied_state = Some(snapshot.state.clone());
         let elapsed = started.elapsed().as_secs_f64();
         let kind = if reports.iter().any(|r| r.kind == SyncKind::Full) { SyncKind::Full } else { SyncKind::Partial };
-        self.metrics.observe_sync(kind, elapsed);
-        self.metrics.set_last_sync(unix_now());
         self.metrics.inc_service_changes(changes.services);
         self.metrics.inc_endpoint_changes(changes.endpoints);
-        let now = SystemTime::now();
-        for trigger in &changes.trigger_times {
-            if let Ok(age) = now.duration_since(*trigger) {
-                self.metrics.observe_network_programming(age.as_secs_f64());
-            }
-        }
-        self.health.updated(now);
         let bytes: usize = reports.iter().map(|r| r.bytes).sum();
         tracing::info!(
             services = snapshot.state.services.len(),
@@ -251,11 +245,26 @@ impl Syncer {
         Ok(reports)
     }
 
+    /// Reports one family's successful sync to the metrics and the health state, as
+    /// kube-proxy's per-family proxier does.
+    fn family_synced(&self, report: &FamilyReport, seconds: f64, changes: &Changes) {
+        let family = report.family;
+        let now = SystemTime::now();
+        self.metrics.observe_sync(family, report.kind, seconds);
+        self.metrics.set_last_sync(family, unix_seconds(now));
+        for (_, trigger) in changes.trigger_times.iter().filter(|(f, _)| *f == family) {
+            if let Ok(age) = now.duration_since(*trigger) {
+                self.metrics.observe_network_programming(family, age.as_secs_f64());
+            }
+        }
+        self.health.updated(family, now);
+    }
+
     fn sync_family(&mut self, family: IpFamily, snapshot: &Snapshot, full: bool) -> Result<FamilyReport> {
         let node = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())?;
         let (desired, jumps) = self.desired(family, snapshot, &node)?;
         for table in &desired.tables {
-            self.metrics.set_rules_total(table.name, table.rules.len());
+            self.metrics.set_rules_total(family, table.name, table.rules.len());
         }
         let mut partial_failed = false;
         if let (false, Some(last)) = (full, self.applied.get(&family)) {
@@ -271,7 +280,7 @@ impl Syncer {
                 }
                 Err(err) => {
                     tracing::warn!(%family, error = %err, "partial restore failed; falling back to a full sync");
-                    self.metrics.inc_restore_failure(SyncKind::Partial);
+                    self.metrics.inc_restore_failure(family, SyncKind::Partial);
                     partial_failed = true;
                 }
             }
@@ -415,8 +424,8 @@ fn merge(input: &mut Ruleset, extra: Ruleset) {
     }
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ fn kubeadm_configs_get_kube_proxys_defaults() {
             ("clientConnection.burst", "10"),
             ("clientConnection.contentType", "application/vnd.kubernetes.protobuf"),
             ("clusterCIDR", "10.244.0.0/16"),
-            ("mode", ""),
+            ("mode", "iptables"),
+            ("detectLocalMode", "ClusterCIDR"),
             ("hostnameOverride", "node-1"),
         ];
         for (path, value) in want {

@@ -1,5 +1,6 @@
 //! The HTTP servers over real sockets on 127.0.0.1: `/healthz` + `/livez` (status, kube-proxy's
-//! JSON and headers, node eligibility), `/metrics` + `/proxyMode`, and the healthCheckNodePort
+//! JSON and headers, node eligibility), the metrics port (`/metrics` in both formats,
+//! `/proxyMode`, `/healthz`, `/configz`), and the healthCheckNodePort
 //! servers following endpoint counts, proxy health, port changes, removal and busy ports.
 
 use std::collections::BTreeMap;
@@ -7,10 +8,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use kubenat::health::{serve_healthz, serve_metrics, HealthState};
+use kubenat::health::{serve_healthz, serve_metrics, HealthState, MetricsServer};
 use kubenat::healthcheck::{desired, Error, HealthCheckServers, NamespacedName, ServiceHealth};
 use kubenat::metrics::Metrics;
-use kubenat::model::{ClusterState, Endpoint, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+use kubenat::model::{
+    ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -38,9 +41,14 @@ impl Reply {
 
 /// A hand-written HTTP/1.1 GET with `Connection: close`; every step bounded by [`WAIT`].
 async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Reply> {
+    get_with(addr, path, "").await
+}
+
+/// [`get`] with extra header lines (each ending in `\r\n`).
+async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<Reply> {
     let timed_out = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
     let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.map_err(timed_out)??;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.map_err(timed_out)??;
@@ -101,11 +109,12 @@ async fn healthz_and_livez_follow_queued_and_updated() {
     assert_kube_proxy_headers(&reply);
     assert_eq!(
         reply.body,
-        r#"{"lastUpdated": "2023-11-14T22:13:20.000000000Z","currentTime": "2023-11-14T22:13:20.000000000Z", "nodeEligible": true}"#
+        r#"{"lastUpdated":"2023-11-14T22:13:20Z","currentTime":"2023-11-14T22:13:20Z","nodeEligible":true,"healthy":true}"#
     );
 
-    health.updated(TestClock::at(5));
-    health.queued(TestClock::at(10));
+    health.updated(IpFamily::V4, TestClock::at(5));
+    health.updated(IpFamily::V6, TestClock::at(6));
+    health.queued(IpFamily::V6, TestClock::at(10));
     clock.set(69);
     assert_eq!(get_ok(addr, "/healthz").await.status, 200, "59 s pending is not late");
     clock.set(70);
@@ -114,15 +123,22 @@ async fn healthz_and_livez_follow_queued_and_updated() {
         assert_eq!(reply.status, 503, "{path}: {reply:?}");
         assert_kube_proxy_headers(&reply);
         let json = reply.json();
-        assert_eq!(json["lastUpdated"], "2023-11-14T22:13:25.000000000Z", "{path}: the last successful sync");
-        assert_eq!(json["currentTime"], "2023-11-14T22:14:30.000000000Z");
+        assert_eq!(json["lastUpdated"], "2023-11-14T22:13:26Z", "{path}: the last successful sync");
+        assert_eq!(json["currentTime"], "2023-11-14T22:14:30Z");
+        assert_eq!(json["healthy"], false);
+        assert_eq!(json["status"]["IPv4"], serde_json::json!({"lastUpdated": "2023-11-14T22:13:25Z", "healthy": true}));
+        assert_eq!(
+            json["status"]["IPv6"],
+            serde_json::json!({"lastUpdated": "2023-11-14T22:13:26Z", "healthy": false})
+        );
     }
     assert!(get_ok(addr, "/livez").await.json().get("nodeEligible").is_none(), "livez has no nodeEligible");
 
-    health.updated(TestClock::at(71));
+    health.updated(IpFamily::V6, TestClock::at(71));
     health.set_node_eligible(false);
     let reply = get_ok(addr, "/healthz").await;
     assert_eq!((reply.status, &reply.json()["nodeEligible"]), (503, &serde_json::Value::Bool(false)));
+    assert_eq!(reply.json()["healthy"], true, "the proxy itself is healthy");
     assert_eq!(get_ok(addr, "/livez").await.status, 200, "livez ignores node eligibility");
     assert_eq!(get_ok(addr, "/nope").await.status, 404);
 
@@ -142,31 +158,43 @@ async fn healthz_and_livez_follow_queued_and_updated() {
 }
 
 #[tokio::test]
-async fn metrics_server_serves_metrics_and_proxy_mode() {
+async fn metrics_server_serves_metrics_proxy_mode_healthz_and_configz() {
     let (metrics, registry) = Metrics::new();
     metrics.inc_service_changes(4);
     let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve_metrics(listener, Arc::new(registry), "iptables", shutdown.clone()));
+    let configz = serde_json::json!({"kubeproxy.config.k8s.io": {"mode": "iptables", "clusterCIDR": "10.244.0.0/16"}});
+    let server = MetricsServer { registry: Arc::new(registry), proxy_mode: "iptables", configz: Arc::new(configz) };
+    let server = tokio::spawn(serve_metrics(listener, server, shutdown.clone()));
 
     let reply = get_ok(addr, "/metrics").await;
     assert_eq!(reply.status, 200);
-    assert!(reply.header("content-type").is_some_and(|c| c.starts_with("application/openmetrics-text")), "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"), "{reply:?}");
     assert!(reply.body.lines().any(|l| l == "kubeproxy_sync_proxy_rules_service_changes_total 4"), "{}", reply.body);
-    assert!(reply.body.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}"));
+    assert!(reply.body.contains("# TYPE kubeproxy_sync_proxy_rules_service_changes_total counter\n"));
+    assert!(!reply.body.contains("# EOF"), "{}", reply.body);
 
     metrics.inc_service_changes(1);
-    assert!(get_ok(addr, "/metrics")
-        .await
-        .body
-        .lines()
-        .any(|l| l == "kubeproxy_sync_proxy_rules_service_changes_total 5"));
+    let prometheus =
+        "Accept: application/openmetrics-text;version=1.0.0;q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\n";
+    let reply = get_with(addr, "/metrics", prometheus).await.unwrap();
+    let content_type = reply.header("content-type").unwrap_or_default();
+    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{reply:?}");
+    assert!(reply.body.lines().any(|l| l == "kubeproxy_sync_proxy_rules_service_changes_total 5"));
+    assert!(reply.body.ends_with("# EOF\n"));
 
     let mode = get_ok(addr, "/proxyMode").await;
     assert_eq!((mode.status, mode.body.as_str()), (200, "iptables"));
-    let ok = get_ok(addr, "/healthz").await;
-    assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
+    assert_eq!(mode.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(mode.header("x-content-type-options"), Some("nosniff"));
+    for path in ["/healthz", "/healthz/ping"] {
+        let ok = get_ok(addr, path).await;
+        assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "{path}");
+    }
+    let configz = get_ok(addr, "/configz").await;
+    assert_kube_proxy_headers(&configz);
+    assert_eq!(configz.json()["kubeproxy.config.k8s.io"]["clusterCIDR"], "10.244.0.0/16");
 
     shutdown.cancel();
     tokio::time::timeout(WAIT, server).await.expect("server stops on shutdown").unwrap().unwrap();
@@ -254,11 +282,11 @@ async fn healthcheck_server_follows_local_endpoints_and_goes_away() {
     let one_local = vec![endpoint("10.244.1.5:8080", "n1", true)];
     assert!(servers.sync(&desired(&lb_state(port, one_local.clone()), &node())).await.is_empty());
     assert_eq!(get_ok(addr, "/").await.status, 200);
-    health.queued(TestClock::at(0));
+    health.queued(IpFamily::V4, TestClock::at(0));
     clock.set(61);
     let reply = get_ok(addr, "/").await;
     assert_eq!((reply.status, &reply.json()["serviceProxyHealthy"]), (503, &serde_json::Value::Bool(false)));
-    health.updated(TestClock::at(61));
+    health.updated(IpFamily::V4, TestClock::at(61));
 
     // The healthCheckNodePort changes: the old port closes, the new one answers.
     let new_port = free_port();

@@ -308,7 +308,7 @@ async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<Config
     };
     let check_metrics = metrics.clone();
     let _ = tokio::task::spawn_blocking(move || startup::check_host(&checks, &check_metrics)).await;
-    let health = HealthState::new(resolved.sync_period * 2);
+    let health = HealthState::new(resolved.sync_period * 2).with_metrics(metrics.clone());
     let hard_fail = resolved.effective.config.bind_address_hard_fail;
     if let Some(addr) = resolved.healthz {
         let (state, stop) = (health.clone(), shutdown.clone());
@@ -320,8 +320,12 @@ async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<Config
             ProxyMode::Iptables => "iptables",
             ProxyMode::Userspace => "userspace",
         };
-        let (registry, stop) = (Arc::new(registry), shutdown.clone());
-        let serve = move |listener| health::serve_metrics(listener, registry, mode, stop);
+        // /configz: the effective configuration, as kube-proxy serves it.
+        let config = serde_json::to_value(&resolved.effective.config).unwrap_or_default();
+        let configz = Arc::new(serde_json::json!({ "kubeproxy.config.k8s.io": config }));
+        let server = health::MetricsServer { registry: Arc::new(registry), proxy_mode: mode, configz };
+        let stop = shutdown.clone();
+        let serve = move |listener| health::serve_metrics(listener, server, stop);
         start_server("--metrics-bind-address", addr, hard_fail, shutdown.clone(), serve).await?;
     }
     let (feed, changes) = ChangeFeed::new();

@@ -55,6 +55,14 @@ pub fn resolve(flags: &KubeProxyFlags) -> Result<Effective, Error> {
     defaults::apply(&mut config);
     let ignored = flags.overlay(&mut config)?;
     validate::validate(&config)?;
+    // kube-proxy's platform defaults, applied after the flags (what /configz and
+    // --write-config-to show).
+    if config.mode.is_empty() {
+        config.mode = "iptables".into();
+    }
+    if config.detect_local_mode.is_empty() {
+        config.detect_local_mode = "ClusterCIDR".into();
+    }
     let mut notes = Vec::new();
     if !ignored.is_empty() {
         notes.push(warn(format!(

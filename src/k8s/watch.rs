@@ -23,7 +23,7 @@ mod retry;
 use self::retry::Retry;
 use super::convert::{self, EndpointsSource, NodeFacts, StateBuilder};
 use super::manifests::{self, Problem};
-use crate::model::ClusterState;
+use crate::model::{ClusterState, IpFamily};
 
 /// The EndpointSlice annotation kube-proxy reads for `network_programming_duration_seconds`.
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -50,8 +50,8 @@ pub struct Changes {
     pub services: u64,
     /// EndpointSlice / Endpoints events.
     pub endpoints: u64,
-    /// `last-change-trigger-time` of changed EndpointSlices.
-    pub trigger_times: Vec<SystemTime>,
+    /// `last-change-trigger-time` of changed EndpointSlices, with their address family.
+    pub trigger_times: Vec<(IpFamily, SystemTime)>,
 }
 
 /// Shared between the watch tasks and the syncer: a change counter the syncer waits on, and
@@ -70,7 +70,7 @@ impl ChangeFeed {
     }
 
     /// Records one event and wakes the syncer.
-    pub fn record(&self, kind: ChangeKind, trigger: Option<SystemTime>) {
+    pub fn record(&self, kind: ChangeKind, trigger: Option<(IpFamily, SystemTime)>) {
         if let Ok(mut pending) = self.pending.lock() {
             match kind {
                 ChangeKind::Service => pending.services += 1,
@@ -104,6 +104,10 @@ pub trait StateSource: Send + Sync {
     /// The current state, or `None` until Services and endpoints have both been listed once
     /// (never program a partial view).
     fn snapshot(&self) -> Option<Snapshot>;
+
+    /// This node's facts as last seen (cheap: no cluster state is built), `None` while its
+    /// Node object is unknown or gone.
+    fn node(&self) -> Option<NodeFacts>;
 }
 
 /// A reflector store and whether its first list has completed.
@@ -132,10 +136,15 @@ pub struct ApiSource {
     nodes: Reflected<Node>,
 }
 
-fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+fn trigger_time(slice: &EndpointSlice) -> Option<(IpFamily, SystemTime)> {
+    let family = match slice.address_type.as_str() {
+        "IPv4" => IpFamily::V4,
+        "IPv6" => IpFamily::V6,
+        _ => return None,
+    };
     let text = slice.metadata.annotations.as_ref()?.get(TRIGGER_TIME_ANNOTATION)?;
     let time: Time = serde_json::from_value(serde_json::Value::String(text.clone())).ok()?;
-    Some(SystemTime::from(time.0))
+    Some((family, SystemTime::from(time.0)))
 }
 
 /// Runs one reflector until shutdown, recording every event in the feed.
@@ -144,7 +153,7 @@ fn spawn_reflector<K>(
     config: watcher::Config,
     feed: Arc<ChangeFeed>,
     kind: ChangeKind,
-    trigger: fn(&K) -> Option<SystemTime>,
+    trigger: fn(&K) -> Option<(IpFamily, SystemTime)>,
     shutdown: CancellationToken,
 ) -> Reflected<K>
 where
@@ -264,8 +273,11 @@ impl StateSource for ApiSource {
             builder.add_endpoints(&ep, None);
         }
         let converted = builder.finish();
-        let node = self.nodes.store.state().first().map(|n| convert::node_facts(n));
-        Some(Snapshot { state: converted.state, node, problems: converted.problems })
+        Some(Snapshot { state: converted.state, node: self.node(), problems: converted.problems })
+    }
+
+    fn node(&self) -> Option<NodeFacts> {
+        self.nodes.store.state().first().map(|n| convert::node_facts(n))
     }
 }
 
@@ -345,6 +357,10 @@ impl FileSource {
 impl StateSource for FileSource {
     fn snapshot(&self) -> Option<Snapshot> {
         self.snapshot.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn node(&self) -> Option<NodeFacts> {
+        self.snapshot.lock().ok().and_then(|s| s.as_ref().and_then(|s| s.node.clone()))
     }
 }
 

@@ -35,6 +35,15 @@ impl IpFamily {
         IpFamily::of(ip) == self
     }
 
+    /// `IPv4` / `IPv6`: the Kubernetes API's spelling (EndpointSlice `addressType`, Service
+    /// `ipFamilies`), also kube-proxy's `ip_family` metric label and health `status` key.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        }
+    }
+
     /// The loopback network of this family (`127.0.0.0/8` or `::1/128`).
     pub fn loopback_net(self) -> IpNet {
         match self {

@@ -10,8 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Syncer;
 use crate::flannel::subnet_env::SubnetEnv;
+use crate::health::HealthState;
 use crate::healthcheck::HealthCheckServers;
+use crate::k8s::convert::NodeFacts;
 use crate::k8s::watch::{ChangeFeed, StateSource};
+use crate::metrics::Metrics;
+use crate::model::IpFamily;
 
 /// Longest wait between retries after failed syncs.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -27,7 +31,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut opts = syncer.options().clone();
-    let health = syncer.health.clone();
+    let queue =
+        Queue { health: syncer.health.clone(), metrics: syncer.metrics.clone(), families: opts.families.clone() };
+    let mut node = NodeEligibility { health: syncer.health.clone(), seen: false };
+    node.follow(source.node().as_ref());
     // Never program a partial view: wait until Services and endpoints have been listed.
     let mut logged_wait = false;
     while source.snapshot().is_none() {
@@ -37,10 +44,10 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = changes.changed() => {}
+            _ = changes.changed() => node.follow(source.node().as_ref()),
         }
     }
-    health.queued(SystemTime::now());
+    queue.all();
 
     let worker = SyncThread::start();
     let mut dirty = true;
@@ -109,9 +116,8 @@ pub async fn run(
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 dirty = true;
-                let now = SystemTime::now();
-                health.queued(now);
-                syncer.metrics.set_last_queued(super::unix_now());
+                node.follow(source.node().as_ref());
+                queue.all();
             }
             changed = async { flannel.as_mut()?.changed().await.ok() }, if flannel.is_some() => {
                 match (changed, flannel.as_mut()) {
@@ -122,7 +128,7 @@ pub async fn run(
                         syncer.set_flannel(env);
                         dirty = true;
                         force_full = true;
-                        health.queued(SystemTime::now());
+                        queue.all();
                     }
                     _ => flannel = None,
                 }
@@ -132,11 +138,51 @@ pub async fn run(
                 if syncer.canary_missing() {
                     tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
                 }
-                health.queued(SystemTime::now());
+                queue.all();
             }
         }
     }
     tracing::info!("sync loop stopped; rules left in place");
+}
+
+/// Where a queued sync is reported: each programmed family's health and
+/// `…_last_queued_timestamp_seconds`.
+struct Queue {
+    health: HealthState,
+    metrics: Metrics,
+    families: Vec<IpFamily>,
+}
+
+impl Queue {
+    /// A change arrived that every programmed family must follow.
+    fn all(&self) {
+        let now = SystemTime::now();
+        for &family in &self.families {
+            self.health.queued(family, now);
+            self.metrics.set_last_queued(family, super::unix_seconds(now));
+        }
+    }
+}
+
+/// Follows this node's Node object into `/healthz`'s node eligibility.
+struct NodeEligibility {
+    health: HealthState,
+    /// The Node has been seen: its disappearance means it was deleted.
+    seen: bool,
+}
+
+impl NodeEligibility {
+    fn follow(&mut self, node: Option<&NodeFacts>) {
+        let eligible = node_eligible(node, self.seen);
+        self.seen |= node.is_some();
+        self.health.set_node_eligible(eligible);
+    }
+}
+
+/// Eligible unless the Node is leaving (deleted or tainted by the cluster autoscaler) or was
+/// seen and is gone; a Node never seen (e.g. a name that matches none) counts as eligible.
+pub(super) fn node_eligible(node: Option<&NodeFacts>, seen_before: bool) -> bool {
+    node.map_or(!seen_before, NodeFacts::eligible)
 }
 
 /// The one OS thread every sync runs on. Not tokio's blocking pool: a sync allocates and frees

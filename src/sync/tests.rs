@@ -192,3 +192,17 @@ fn full_sync_reads_only_declarations_and_built_in_chain_rules() {
          -A POSTROUTING -j FLANNEL-POSTRTG\nCOMMIT\n"
     );
 }
+
+#[test]
+fn node_eligibility_follows_the_node_object() {
+    use super::run::node_eligible;
+    use crate::k8s::convert::{Leaving, NodeFacts};
+    let plain = NodeFacts::default();
+    let tainted = NodeFacts { leaving: Some(Leaving::ToBeDeletedByClusterAutoscaler), ..NodeFacts::default() };
+    let deleting = NodeFacts { leaving: Some(Leaving::Deleting), ..NodeFacts::default() };
+    assert!(node_eligible(None, false), "a Node never seen counts as eligible");
+    assert!(node_eligible(Some(&plain), true));
+    assert!(!node_eligible(Some(&tainted), true));
+    assert!(!node_eligible(Some(&deleting), false));
+    assert!(!node_eligible(None, true), "a Node seen before and now gone was deleted");
+}

@@ -188,6 +188,18 @@ impl Daemon {
         self.get(self.healthz_port, "/healthz").map(|(code, _)| code)
     }
 
+    /// Status and JSON body of `/healthz` or `/livez` (`path`), `None` when it does not answer
+    /// or the body is not JSON.
+    pub fn health(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let (code, body) = self.get(self.healthz_port, path)?;
+        Some((code, serde_json::from_str(&body).ok()?))
+    }
+
+    /// Status and body of `path` on the metrics port, `None` when it does not answer.
+    pub fn metrics_port_get(&self, path: &str) -> Option<(u16, String)> {
+        self.get(self.metrics_port, path)
+    }
+
     /// A scrape of `/metrics`, `None` when it does not answer 200.
     pub fn metrics(&self) -> Option<Scrape> {
         match self.get(self.metrics_port, "/metrics") {
@@ -230,10 +242,11 @@ pub const RESTORE_BYTES_FULL: &str = r#"kubenat_restore_bytes_sum{kind="full"}"#
 pub const RESTORE_COUNT_PARTIAL: &str = r#"kubenat_restore_bytes_count{kind="partial"}"#;
 /// `kubenat_restore_bytes_sum{kind="partial"}`: bytes of all partial restores.
 pub const RESTORE_BYTES_PARTIAL: &str = r#"kubenat_restore_bytes_sum{kind="partial"}"#;
-/// Failed full restores.
-pub const RESTORE_FAILURES: &str = "kubeproxy_sync_proxy_rules_iptables_restore_failures_total";
-/// Failed partial restores.
-pub const PARTIAL_RESTORE_FAILURES: &str = "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total";
+/// Failed full IPv4 restores (the labs' daemons program IPv4 only).
+pub const RESTORE_FAILURES: &str = r#"kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}"#;
+/// Failed partial IPv4 restores.
+pub const PARTIAL_RESTORE_FAILURES: &str =
+    r#"kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family="IPv4"}"#;
 
 /// One `/metrics` body (Prometheus / OpenMetrics text).
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Reads what the proxy needs to know about its own Node: zone, pod CIDRs and addresses.
+//! Reads what the proxy needs to know about its own Node: zone, pod CIDRs, addresses, and
+//! whether it is leaving the cluster (for `/healthz`'s `nodeEligible`).
 
 use std::net::IpAddr;
 
@@ -12,7 +13,19 @@ use crate::k8s::manifests::quoted;
 /// Label holding a Node's zone, compared with endpoint zone hints.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
-/// Facts about a Node that the proxy configuration uses.
+/// The taint the cluster autoscaler puts on a Node it is about to delete.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Why a Node should stop receiving load-balancer traffic (kube-proxy's "not eligible").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// `metadata.deletionTimestamp` is set.
+    Deleting,
+    /// Tainted [`TO_BE_DELETED_TAINT`] (any value or effect).
+    ToBeDeletedByClusterAutoscaler,
+}
+
+/// Facts about a Node that the proxy configuration and health use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeFacts {
     /// `topology.kubernetes.io/zone` label, if set and not empty.
@@ -21,6 +34,25 @@ pub struct NodeFacts {
     pub pod_cidrs: Vec<IpNet>,
     /// `status.addresses` of type InternalIP, then ExternalIP; invalid entries left out.
     pub internal_ips: Vec<IpAddr>,
+    /// Set while the Node is being deleted or drained by the cluster autoscaler.
+    pub leaving: Option<Leaving>,
+}
+
+impl NodeFacts {
+    /// Whether load balancers should keep sending traffic here: `/healthz` answers 503 with
+    /// `nodeEligible: false` otherwise.
+    pub fn eligible(&self) -> bool {
+        self.leaving.is_none()
+    }
+}
+
+/// Whether (and why) `node` is leaving: deletion first, then the autoscaler's taint.
+fn leaving(node: &Node) -> Option<Leaving> {
+    if node.metadata.deletion_timestamp.is_some() {
+        return Some(Leaving::Deleting);
+    }
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
+    taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT).then_some(Leaving::ToBeDeletedByClusterAutoscaler)
 }
 
 /// Reads a Node's zone, pod CIDRs and addresses; invalid values are logged and left out.
@@ -60,5 +92,5 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             }
         }
     }
-    NodeFacts { zone, pod_cidrs, internal_ips }
+    NodeFacts { zone, pod_cidrs, internal_ips, leaving: leaving(node) }
 }

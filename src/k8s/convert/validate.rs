@@ -130,10 +130,7 @@ pub(super) fn protocol_name(protocol: Protocol) -> &'static str {
 
 /// `IPv4` / `IPv6` as an EndpointSlice's addressType spells them.
 pub(super) fn family_name(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "IPv4",
-        IpFamily::V6 => "IPv6",
-    }
+    family.api_name()
 }
 
 /// Parses a protocol: unset or empty means TCP; `Err` carries the unknown value.

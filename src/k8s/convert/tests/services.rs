@@ -157,6 +157,24 @@ fn node_facts_reads_zone_cidrs_and_addresses() {
 }
 
 #[test]
+fn node_facts_see_deletion_and_the_autoscaler_taint() {
+    let node = |extra: &str| {
+        let yaml = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n{extra}");
+        node_facts(&load_str(&yaml, Path::new("n.yaml")).objects.nodes[0].object)
+    };
+    let plain = node("spec:\n  taints: [{key: other, effect: NoSchedule}]\n");
+    assert!(plain.eligible() && plain.leaving.is_none());
+    let deleting = node("  deletionTimestamp: \"2024-01-01T00:00:00Z\"\n  finalizers: [x]\n");
+    assert_eq!(deleting.leaving, Some(Leaving::Deleting));
+    assert!(!deleting.eligible());
+    let tainted =
+        node("spec:\n  taints: [{key: ToBeDeletedByClusterAutoscaler, value: \"1700000000\", effect: NoSchedule}]\n");
+    assert_eq!(tainted.leaving, Some(Leaving::ToBeDeletedByClusterAutoscaler));
+    let both = node("  deletionTimestamp: \"2024-01-01T00:00:00Z\"\nspec:\n  taints: [{key: ToBeDeletedByClusterAutoscaler, effect: NoSchedule}]\n");
+    assert_eq!(both.leaving, Some(Leaving::Deleting), "deletion is reported first");
+}
+
+#[test]
 fn builder_reports_without_source_for_live_objects() {
     let mut svc_obj = Service::default();
     svc_obj.metadata.name = Some("web".into());
