@@ -1,0 +1,292 @@
+//! The swap test: kubeadm's kube-proxy DaemonSet and ConfigMap (fixtures) with only the image
+//! changed, run the way the kubelet runs the container — the DaemonSet's own command and args
+//! (`/usr/local/bin/kube-proxy --config=/var/lib/kube-proxy/config.conf
+//! --hostname-override=$(NODE_NAME)`, `NODE_NAME` from the pod's env), the ConfigMap mounted at
+//! the DaemonSet's mount path in the kubelet's `..data` layout, the service-account token and CA
+//! at `/var/run/secrets/kubernetes.io/serviceaccount`, and the kubeconfig kubeadm writes
+//! (token file + CA) against a TLS API server that checks the token. The process gets a
+//! private mount namespace inside the node's network namespace, as a container would. It must
+//! start, sync, and answer `/healthz` and `/livez`. The same for the k3s, kops and kube-up flag
+//! sets. Needs root (skips otherwise, fails under CI=true).
+
+mod common;
+mod support;
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{http_get, poll};
+use common::lab::Lab;
+use common::objects;
+use serde_json::{json, Value};
+use support::apiserver::{ApiServer, ServerConfig};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubenat");
+/// Every "eventually" here is bounded by this.
+const WAIT: Duration = Duration::from_secs(20);
+/// The service account token the API server insists on.
+const TOKEN: &str = "kubenat-swap-test-token";
+/// Where the kubelet puts the service account's token and CA.
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Directories the "container" gets fresh (tmpfs) copies of, so mount points can be created
+/// without touching the host: everything the DaemonSet mounts lives below one of them.
+const SCRATCH: [&str; 3] = ["/var/lib", "/run", "/usr/local/bin"];
+
+/// The Node, a Service with two endpoints, and the checks' expectations.
+fn cluster(api: &ApiServer, node: &str, pod_cidr: &str) {
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": node },
+        "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] },
+        "status": { "addresses": [{ "type": "InternalIP", "address": "192.0.2.50" }] },
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "web", "namespace": "default" },
+        "spec": { "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "type": "ClusterIP",
+                  "ports": [{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }] },
+    }));
+    let endpoints = objects::on_node(&[Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3)], node);
+    api.apply(objects::ready_slice("web", &endpoints, json!([{ "name": "http", "port": 8080, "protocol": "TCP" }])));
+}
+
+/// kubeadm's `kubeconfig.conf` (token file + CA) pointed at `server`, the one value a real
+/// cluster fills in.
+fn kubeconfig_for(server: &str) -> String {
+    let text = fs::read_to_string("fixtures/dropin/kubeadm/kubeconfig.conf").expect("kubeconfig fixture");
+    let mut config: Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    config["clusters"][0]["cluster"]["server"] = json!(server);
+    serde_yaml::to_string(&config).expect("YAML")
+}
+
+/// Writes `files` as the kubelet lays out a ConfigMap volume: `NAME -> ..data/NAME`,
+/// `..data -> ..<timestamp>`.
+fn config_map_volume(dir: &Path, files: &[(&str, String)]) {
+    let version = dir.join("..2026_12_01_00_00_00.000000001");
+    fs::create_dir_all(&version).expect("mkdir");
+    for (name, body) in files {
+        fs::write(version.join(name), body).expect("write");
+        std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("symlink");
+    }
+    std::os::unix::fs::symlink(version.file_name().expect("name"), dir.join("..data")).expect("symlink");
+}
+
+/// A process run like a container: a private mount namespace inside the node's network
+/// namespace, `mounts` (host dir → container path) bind-mounted, `/usr/local/bin/kube-proxy`
+/// answering as kubenat. Killed when dropped.
+struct Container {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Container {
+    fn run(ns: &str, mounts: &[(PathBuf, String)], argv: &[String], env: &[(&str, &str)], log: PathBuf) -> Container {
+        let mut script = String::from("set -e\n");
+        for dir in SCRATCH {
+            script.push_str(&format!("mount -t tmpfs kubenat-swap {dir}\n"));
+        }
+        for (host, path) in mounts {
+            script.push_str(&format!("mkdir -p '{path}'\nmount --bind '{}' '{path}'\n", host.display()));
+        }
+        script.push_str(&format!("ln -s '{BIN}' /usr/local/bin/kube-proxy\nexec \"$@\"\n"));
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"));
+        Container { child: command.spawn().expect("start the container"), log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `$(VAR)` references in a container's command expanded from its env, as the kubelet does.
+fn expand(arg: &str, env: &[(&str, &str)]) -> String {
+    env.iter().fold(arg.to_string(), |text, (name, value)| text.replace(&format!("$({name})"), value))
+}
+
+/// The node namespace, a TLS API server with the cluster, and a temp dir.
+struct Node {
+    lab: Lab,
+    api: ApiServer,
+    dir: TempDir,
+}
+
+impl Node {
+    fn start(name: &str, pod_cidr: &str) -> Option<Node> {
+        if !common::require_root() || !common::require_program("unshare") {
+            return None;
+        }
+        let lab = Lab::new(0);
+        let config = ServerConfig {
+            netns: Some(lab.node.name().to_string()),
+            tls: true,
+            bearer_token: Some(TOKEN.to_string()),
+            ..ServerConfig::default()
+        };
+        let api = ApiServer::start_with(config);
+        cluster(&api, name, pod_cidr);
+        Some(Node { lab, api, dir: tempfile::tempdir().expect("temp dir") })
+    }
+
+    /// The service account volume: token, CA and namespace.
+    fn service_account(&self) -> PathBuf {
+        let dir = self.dir.path().join("serviceaccount");
+        let ca = self.api.ca_pem().expect("TLS server");
+        config_map_volume(&dir, &[("token", TOKEN.to_string()), ("ca.crt", ca), ("namespace", "kube-system".into())]);
+        dir
+    }
+
+    /// Waits until the container answers `url` with 200 inside the node namespace.
+    fn until_ok(&self, container: &Container, url: &str) -> Value {
+        let mut last = None;
+        let body = poll(WAIT, Duration::from_millis(200), || {
+            last = http_get(self.lab.node.name(), url);
+            let (code, body) = last.clone()?;
+            (code == 200).then_some(body)
+        });
+        let body = body.unwrap_or_else(|| panic!("{url}: never 200 (last {last:?}); log:\n{}", container.log()));
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    }
+
+    /// The service's rules are in the node's kernel (either backend).
+    fn until_programmed(&self, container: &Container) {
+        let ns = self.lab.node.name();
+        let programmed = poll(WAIT, Duration::from_millis(200), || {
+            let saved: String = ["iptables-nft-save", "iptables-legacy-save"]
+                .iter()
+                .filter(|tool| common::require_program(tool))
+                .map(|tool| {
+                    let out = common::process::run(&["ip", "netns", "exec", ns, tool, "-t", "nat"], WAIT);
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                })
+                .collect();
+            (saved.contains("-d 10.96.0.10/32") && saved.contains("KUBE-SVC-")).then_some(())
+        });
+        assert!(programmed.is_some(), "default/web never programmed; log:\n{}", container.log());
+        let requests = self.api.request_log();
+        assert!(!requests.is_empty() && requests.iter().all(|r| r.status != 401), "every request carried the token");
+    }
+}
+
+#[test]
+fn kubeadm_daemonset_with_only_the_image_changed() {
+    let Some(node) = Node::start("node-1", "10.244.1.0/24") else { return };
+    let daemonset: Value =
+        serde_yaml::from_str(&fs::read_to_string("fixtures/dropin/kubeadm/daemonset.yaml").expect("fixture"))
+            .expect("YAML");
+    let config_map: Value =
+        serde_yaml::from_str(&fs::read_to_string("fixtures/dropin/kubeadm/configmap.yaml").expect("fixture"))
+            .expect("YAML");
+    let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    // The image reference is the one thing an operator changes; nothing else is read from it.
+    let mut argv: Vec<String> = container["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .chain(container["args"].as_array().into_iter().flatten())
+        .map(|v| v.as_str().expect("string").to_string())
+        .collect();
+    let env = [("NODE_NAME", "node-1")];
+    argv = argv.iter().map(|a| expand(a, &env)).collect();
+    assert_eq!(argv[0], "/usr/local/bin/kube-proxy");
+    let mount_path = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == "kube-proxy")
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("the kube-proxy ConfigMap mount");
+    let config_dir = node.dir.path().join("kube-proxy");
+    let config_conf = config_map["data"]["config.conf"].as_str().expect("config.conf").to_string();
+    config_map_volume(
+        &config_dir,
+        &[("config.conf", config_conf), ("kubeconfig.conf", kubeconfig_for(&node.api.url()))],
+    );
+    let mounts = [(config_dir, mount_path.to_string()), (node.service_account(), SERVICE_ACCOUNT.to_string())];
+    let pod = Container::run(node.lab.node.name(), &mounts, &argv, &env, node.dir.path().join("kube-proxy.log"));
+    node.until_programmed(&pod);
+    let healthz = node.until_ok(&pod, "http://127.0.0.1:10256/healthz");
+    assert_eq!(healthz["nodeEligible"], true, "{healthz}");
+    node.until_ok(&pod, "http://127.0.0.1:10256/livez");
+    let metrics = node.until_ok(&pod, "http://127.0.0.1:10249/metrics");
+    assert!(metrics.as_str().is_some_and(|m| m.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds")));
+    let log = pod.log();
+    assert!(!log.contains("ERROR") && !log.contains("unknown field"), "{log}");
+}
+
+/// Runs a distribution's flag set the way its node agent does, with a token kubeconfig at the
+/// path its `--kubeconfig` names and `--master` pointed at the test server.
+fn run_flag_set(name: &str, node_name: &str, pod_cidr: &str, healthz: &str) {
+    let Some(node) = Node::start(node_name, pod_cidr) else { return };
+    let text = fs::read_to_string(format!("fixtures/dropin/flags/{name}.args")).expect("args fixture");
+    let mut argv = vec!["/usr/local/bin/kube-proxy".to_string()];
+    let mut mounts = vec![(node.service_account(), SERVICE_ACCOUNT.to_string())];
+    let kubeconfig_dir = node.dir.path().join("kubeconfig");
+    for arg in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        if arg.starts_with("--master=") {
+            argv.push(format!("--master={}", node.api.url()));
+            continue;
+        }
+        if let Some(path) = arg.strip_prefix("--kubeconfig=") {
+            let (dir, file) = path.rsplit_once('/').expect("absolute path");
+            config_map_volume(&kubeconfig_dir, &[(file, kubeconfig_for(&node.api.url()))]);
+            mounts.push((kubeconfig_dir.clone(), dir.to_string()));
+        }
+        argv.push(arg.to_string());
+    }
+    let pod = Container::run(node.lab.node.name(), &mounts, &argv, &[], node.dir.path().join(format!("{name}.log")));
+    node.until_programmed(&pod);
+    node.until_ok(&pod, &format!("http://{healthz}/healthz"));
+    node.until_ok(&pod, &format!("http://{healthz}/livez"));
+}
+
+/// The node name kube-proxy uses without `--hostname-override`: the host name, lower-cased.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_lowercase()
+}
+
+#[test]
+fn k3s_flag_set() {
+    run_flag_set("k3s", "k3s-agent-1", "10.42.1.0/24", "127.0.0.1:10256");
+}
+
+#[test]
+fn kops_flag_set() {
+    run_flag_set("kops", &host_name(), "100.96.1.0/24", "127.0.0.1:10256");
+}
+
+#[test]
+fn kube_up_flag_set() {
+    run_flag_set("kube-up", &host_name(), "10.64.1.0/24", "127.0.0.1:10256");
+}
