@@ -5,7 +5,8 @@
 //! deploy/daemonset.yaml starts it and as kubeadm's kube-proxy DaemonSet would.
 //!
 //! Builds the image with scripts/build-image.sh, or uses the one in `$KUBENAT_IMAGE_STORE`
-//! (`.ci/run` builds it first). Needs root (skips otherwise, fails under CI=true).
+//! (`.ci/run` builds it first). Needs root (skips otherwise, fails under CI=true), except
+//! `containerfile_matches_build_script`, which keeps deploy/Containerfile in step with the script.
 
 mod common;
 mod support;
@@ -228,4 +229,45 @@ fn kubeadm_kube_proxy_command_answers_probes() {
         ["/usr/local/bin/kube-proxy", "--config=/var/lib/kubenat/config.conf", &format!("--hostname-override={NODE}")];
     let command: Vec<&str> = command.iter().map(|s| s.as_ref()).collect();
     daemon_answers_probes("img-kubeadm", &command);
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/Containerfile (for machines with a registry) in step with scripts/build-image.sh.
+
+/// The same packages, the binary at the same path, the kube-proxy symlink and the entrypoint.
+/// Needs no root: it reads the two files.
+#[test]
+fn containerfile_matches_build_script() {
+    let read = |path: &str| std::fs::read_to_string(Path::new(REPO).join(path)).expect(path);
+    let (script, containerfile) = (read("scripts/build-image.sh"), read("deploy/Containerfile"));
+    let script_packages = script
+        .lines()
+        .find_map(|l| l.strip_prefix("PACKAGES="))
+        .expect("PACKAGES= in scripts/build-image.sh")
+        .split(',')
+        .map(str::to_string)
+        .collect::<std::collections::BTreeSet<_>>();
+    let install = "apt-get install -y --no-install-recommends ";
+    let containerfile_packages = containerfile
+        .lines()
+        .find_map(|l| l.split_once(install).map(|(_, rest)| rest))
+        .expect("apt-get install in deploy/Containerfile")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with('\\') && !w.starts_with('&'))
+        .map(str::to_string)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(script_packages, containerfile_packages, "packages differ");
+    for (what, in_script, in_containerfile) in [
+        ("binary", r#"top/usr/local/bin/kubenat""#, " /usr/local/bin/kubenat\n"),
+        (
+            "kube-proxy symlink",
+            r#"ln -s kubenat "$WORK/top/usr/local/bin/kube-proxy""#,
+            "ln -s kubenat /usr/local/bin/kube-proxy",
+        ),
+        ("entrypoint", r#"--entrypoint '["/usr/local/bin/kubenat"]'"#, r#"ENTRYPOINT ["/usr/local/bin/kubenat"]"#),
+        ("stripped binary", "strip -o ", "strip target/release/kubenat"),
+    ] {
+        assert!(script.contains(in_script), "scripts/build-image.sh: no {what} ({in_script})");
+        assert!(containerfile.contains(in_containerfile), "deploy/Containerfile: no {what} ({in_containerfile})");
+    }
 }
