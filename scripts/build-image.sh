@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the kubenat container image from Debian packages, without pulling any base image:
 #   1. the release binary (cargo build --release --locked --bin kubenat), stripped (the release
-#      profile keeps line-level debuginfo for profiling: ~107 MB, ~18 MB stripped);
+#      profile keeps line-level debuginfo for profiling: ~108 MB, ~14 MB stripped);
 #   2. a minimal Debian root file system (mmdebstrap --variant=essential, merged /usr) with
 #      iptables (nft and legacy), conntrack, iproute2 and ca-certificates, from the suite and
 #      mirrors this machine's apt uses. It is cached as a tarball and reused while the recipe,
@@ -19,10 +19,10 @@
 #   --archive FILE  also write a docker-archive of the image (ctr -n k8s.io images import FILE,
 #                   podman load -i FILE)
 #   --refresh       rebuild the root file system even if a cached one fits
-# Environment: KUBENAT_IMAGE_CACHE (rootfs cache, default ${XDG_CACHE_HOME:-~/.cache}/kubenat-image),
+# Environment: KUBENAT_IMAGE_CACHE (rootfs cache, default ${XDG_CACHE_HOME:-~/.cache}/kubenat-image,
+# /var/cache/kubenat-image without a home),
 # KUBENAT_IMAGE_STORAGE_DRIVER (default overlay; vfs when DIR is itself on overlayfs).
-# Needs root on Debian (or a derivative with Debian's mmdebstrap); installs mmdebstrap, buildah,
-# podman and runc when missing.
+# Needs root on Debian; installs mmdebstrap, buildah, podman and runc when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,7 +108,8 @@ cargo build --release --locked --bin kubenat
 strip -o "$WORK/kubenat" target/release/kubenat
 KUBENAT_VERSION=$("$WORK/kubenat" --version | awk '{print $2}')
 TAG=localhost/kubenat:$KUBENAT_VERSION
-step "release binary $KUBENAT_VERSION: $(du -m target/release/kubenat | cut -f1) MB, $(du -m "$WORK/kubenat" | cut -f1) MB stripped"
+mb() { echo "$(($(stat -c %s "$1") / 1000000)) MB"; }
+step "release binary $KUBENAT_VERSION: $(mb target/release/kubenat), $(mb "$WORK/kubenat") stripped"
 
 # --- 2. root file system --------------------------------------------------------------------
 # shellcheck source=/dev/null
@@ -132,7 +133,15 @@ if [ ${#sources[@]} -eq 0 ]; then
 fi
 KEY=$( { echo "$SUITE $(dpkg --print-architecture) ${MMDEBSTRAP_OPTS[*]}"; cat "${sources[@]}"; } \
   | sha256sum | cut -c1-16)
-CACHE=${KUBENAT_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenat-image}
+if [ -n "${KUBENAT_IMAGE_CACHE:-}" ]; then
+  CACHE=$KUBENAT_IMAGE_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+  CACHE=$XDG_CACHE_HOME/kubenat-image
+elif [ -n "${HOME:-}" ]; then
+  CACHE=$HOME/.cache/kubenat-image
+else
+  CACHE=/var/cache/kubenat-image
+fi
 ROOTFS=$CACHE/rootfs-$SUITE-$KEY.tar
 mkdir -p "$CACHE"
 if [ "$REFRESH" = 1 ] || [ -z "$(find "$ROOTFS" -mtime -"$ROOTFS_MAX_AGE_DAYS" 2>/dev/null)" ]; then
@@ -144,7 +153,7 @@ if [ "$REFRESH" = 1 ] || [ -z "$(find "$ROOTFS" -mtime -"$ROOTFS_MAX_AGE_DAYS" 2
     exit 1
   fi
   mv "$WORK/rootfs.tar" "$ROOTFS"
-  step "root file system built: $(du -m "$ROOTFS" | cut -f1) MB"
+  step "root file system built: $(mb "$ROOTFS")"
 else
   step "root file system reused: $ROOTFS"
 fi
@@ -176,7 +185,11 @@ revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   --label "org.opencontainers.image.description=kubenat on Debian $SUITE ($PACKAGES)" \
   "$ctr"
 "${BUILDAH[@]}" commit --quiet --rm "$ctr" "$TAG" >/dev/null
-# Earlier builds under the same tag are left without a name: drop them.
+# Earlier builds under the same tag are left without a name, and root file system layers of
+# earlier tarballs unused: drop them.
+for old in $("${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/kubenat-rootfs:' || true); do
+  [ "$old" = "$BASE" ] || "${BUILDAH[@]}" rmi "$old" >/dev/null
+done
 "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
 SIZE=$(podman --root "$STORE/root" --runroot "$STORE/runroot" --storage-driver "$DRIVER" \
   image inspect --format '{{.Size}}' "$TAG")
