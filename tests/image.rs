@@ -188,7 +188,8 @@ fn daemon_answers_probes(prefix: &str, command: &[&str]) {
     let (ready_path, ready_port) = probe(&spec, "readinessProbe");
     let (live_path, live_port) = probe(&spec, "livenessProbe");
     let get = |path: &str, port: u16| http_get(ns.name(), &format!("http://127.0.0.1:{port}{path}"));
-    // Ready (kubenat, like kube-proxy, already answers 200 before its first sync) and synced:
+    // Ready and synced (/healthz already answers 200 before the first sync, so that alone would
+    // not show the daemon reached the API server):
     // the API server's Service is programmed.
     let mut last = None;
     let synced = poll(READY_TIMEOUT, Duration::from_millis(250), || {
