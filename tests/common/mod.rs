@@ -1,6 +1,7 @@
 //! Shared harness for real-kernel tests: namespaces that clean up after themselves (`netns`),
 //! a one-node lab of routed or bridged pods (`lab`), identity servers and a client that moves
-//! real TCP/UDP bytes between them (`traffic`), and bounded child processes (`process`).
+//! real TCP/UDP bytes between them (`traffic`), bounded child processes (`process`), and the
+//! container image with podman containers run from it (`image`).
 //!
 //! Typical use:
 //! ```ignore
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod fixture;
 pub mod flannel;
 pub mod golden;
+pub mod image;
 pub mod lab;
 pub mod netns;
 pub mod objects;
