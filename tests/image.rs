@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use common::daemon::{http_get, poll};
 use common::image::{Container, Image, RunOptions, State};
+use common::kubelet;
 use common::netns::NetNs;
 use common::objects;
 use common::process;
 use serde_json::{json, Value};
-use support::apiserver::ApiServer;
+use support::apiserver::{ApiServer, ServerConfig};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// A one-shot `kubenat apply` in a container (create, start, apply, exit).
@@ -271,4 +272,64 @@ fn containerfile_matches_build_script() {
         assert!(script.contains(in_script), "scripts/build-image.sh: no {what} ({in_script})");
         assert!(containerfile.contains(in_containerfile), "deploy/Containerfile: no {what} ({in_containerfile})");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The swap: kubeadm's kube-proxy DaemonSet and ConfigMap with only the image changed.
+
+/// kubeadm's kube-proxy pod from `fixtures/dropin/kubeadm/`, run from this image as the kubelet
+/// would: the DaemonSet's command (`/usr/local/bin/kube-proxy --config=… --hostname-override=
+/// $(NODE_NAME)`, expanded from the pod's env), the ConfigMap mounted at its mount path in the
+/// kubelet's volume layout with kubeadm's kubeconfig (service-account token file + CA), and the
+/// service account's token and CA mounted where the kubelet mounts them, against a TLS API
+/// server that refuses requests without the token. It programs the Service and answers
+/// `/healthz` and `/livez` on kube-proxy's port.
+#[test]
+fn kubeadm_daemonset_and_configmap_run_unchanged() {
+    let Some(image) = image() else { return };
+    let ns = NetNs::new("img-swap");
+    let config = ServerConfig {
+        netns: Some(ns.name().to_string()),
+        tls: true,
+        bearer_token: Some(kubelet::TOKEN.to_string()),
+        ..ServerConfig::default()
+    };
+    let api = ApiServer::start_with(config);
+    api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE },
+                      "spec": { "podCIDR": "10.244.0.0/24" } }));
+    api.apply(web_service());
+    let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
+    api.apply(objects::ready_slice("web", &objects::on_node(&["10.244.0.5".parse().expect("ip")], NODE), ports));
+
+    let env = [("NODE_NAME", NODE)];
+    let pod = kubelet::KubeadmPod::read(&env);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config_dir, account_dir) = (dir.path().join("kube-proxy"), dir.path().join("serviceaccount"));
+    let kubeconfig = kubelet::kubeadm_kubeconfig(&api.url());
+    kubelet::config_map_volume(
+        &config_dir,
+        &[("config.conf", pod.config_conf.clone()), ("kubeconfig.conf", kubeconfig)],
+    );
+    kubelet::service_account_volume(&account_dir, api.ca_pem().expect("TLS"));
+    let args: Vec<&str> = pod.argv[1..].iter().map(String::as_str).collect();
+    let opts = RunOptions::in_netns(&ns)
+        .mount_ro(&config_dir, &pod.config_mount)
+        .mount_ro(&account_dir, kubelet::SERVICE_ACCOUNT)
+        .env("NODE_NAME", NODE)
+        .entrypoint(&pod.argv[0])
+        .args(&args);
+    let container = image.run("img-swap", opts);
+    let get = |path: &str| http_get(ns.name(), &format!("http://127.0.0.1:10256{path}"));
+    let synced = poll(READY_TIMEOUT, Duration::from_millis(250), || {
+        if let State::Exited(code) = container.state() {
+            panic!("kube-proxy's command exited ({code}):\n{}", container.logs());
+        }
+        let rules = nat_rules(&ns);
+        (rules.contains("default/web:http") && matches!(get("/healthz"), Some((200, _)))).then_some(())
+    });
+    assert!(synced.is_some(), "not programmed and healthy in time:\n{}\n{}", container.logs(), nat_rules(&ns));
+    assert!(matches!(get("/livez"), Some((200, _))), "/livez:\n{}", container.logs());
+    assert!(api.request_log().iter().all(|r| r.status != 401), "every request carried the service-account token");
+    let logs = container.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("unknown field"), "{logs}");
 }

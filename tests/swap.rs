@@ -14,11 +14,14 @@ mod support;
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{http_get, poll};
+use common::kubelet::{
+    config_map_volume, kubeadm_kubeconfig, service_account_volume, KubeadmPod, SERVICE_ACCOUNT, TOKEN,
+};
 use common::lab::Lab;
 use common::objects;
 use serde_json::{json, Value};
@@ -28,10 +31,6 @@ use tempfile::TempDir;
 const BIN: &str = env!("CARGO_BIN_EXE_kubenat");
 /// Every "eventually" here is bounded by this.
 const WAIT: Duration = Duration::from_secs(20);
-/// The service account token the API server insists on.
-const TOKEN: &str = "kubenat-swap-test-token";
-/// Where the kubelet puts the service account's token and CA.
-const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Directories the "container" gets fresh (tmpfs) copies of, so mount points can be created
 /// without touching the host: everything the DaemonSet mounts lives below one of them.
 const SCRATCH: [&str; 3] = ["/var/lib", "/run", "/usr/local/bin"];
@@ -52,27 +51,6 @@ fn cluster(api: &ApiServer, node: &str, pod_cidr: &str) {
     }));
     let endpoints = objects::on_node(&[Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3)], node);
     api.apply(objects::ready_slice("web", &endpoints, json!([{ "name": "http", "port": 8080, "protocol": "TCP" }])));
-}
-
-/// kubeadm's `kubeconfig.conf` (token file + CA) pointed at `server`, the one value a real
-/// cluster fills in.
-fn kubeconfig_for(server: &str) -> String {
-    let text = fs::read_to_string("fixtures/dropin/kubeadm/kubeconfig.conf").expect("kubeconfig fixture");
-    let mut config: Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
-    config["clusters"][0]["cluster"]["server"] = json!(server);
-    serde_yaml::to_string(&config).expect("YAML")
-}
-
-/// Writes `files` as the kubelet lays out a ConfigMap volume: `NAME -> ..data/NAME`,
-/// `..data -> ..<timestamp>`.
-fn config_map_volume(dir: &Path, files: &[(&str, String)]) {
-    let version = dir.join("..2026_12_01_00_00_00.000000001");
-    fs::create_dir_all(&version).expect("mkdir");
-    for (name, body) in files {
-        fs::write(version.join(name), body).expect("write");
-        std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("symlink");
-    }
-    std::os::unix::fs::symlink(version.file_name().expect("name"), dir.join("..data")).expect("symlink");
 }
 
 /// A process run like a container: a private mount namespace inside the node's network
@@ -130,11 +108,6 @@ impl Drop for Container {
     }
 }
 
-/// `$(VAR)` references in a container's command expanded from its env, as the kubelet does.
-fn expand(arg: &str, env: &[(&str, &str)]) -> String {
-    env.iter().fold(arg.to_string(), |text, (name, value)| text.replace(&format!("$({name})"), value))
-}
-
 /// The node namespace, a TLS API server with the cluster, and a temp dir.
 struct Node {
     lab: Lab,
@@ -162,8 +135,7 @@ impl Node {
     /// The service account volume: token, CA and namespace.
     fn service_account(&self) -> PathBuf {
         let dir = self.dir.path().join("serviceaccount");
-        let ca = self.api.ca_pem().expect("TLS server");
-        config_map_volume(&dir, &[("token", TOKEN.to_string()), ("ca.crt", ca), ("namespace", "kube-system".into())]);
+        service_account_volume(&dir, self.api.ca_pem().expect("TLS server"));
         dir
     }
 
@@ -202,39 +174,15 @@ impl Node {
 #[test]
 fn kubeadm_daemonset_with_only_the_image_changed() {
     let Some(node) = Node::start("node-1", "10.244.1.0/24") else { return };
-    let daemonset: Value =
-        serde_yaml::from_str(&fs::read_to_string("fixtures/dropin/kubeadm/daemonset.yaml").expect("fixture"))
-            .expect("YAML");
-    let config_map: Value =
-        serde_yaml::from_str(&fs::read_to_string("fixtures/dropin/kubeadm/configmap.yaml").expect("fixture"))
-            .expect("YAML");
-    let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
     // The image reference is the one thing an operator changes; nothing else is read from it.
-    let mut argv: Vec<String> = container["command"]
-        .as_array()
-        .expect("command")
-        .iter()
-        .chain(container["args"].as_array().into_iter().flatten())
-        .map(|v| v.as_str().expect("string").to_string())
-        .collect();
     let env = [("NODE_NAME", "node-1")];
-    argv = argv.iter().map(|a| expand(a, &env)).collect();
-    assert_eq!(argv[0], "/usr/local/bin/kube-proxy");
-    let mount_path = container["volumeMounts"]
-        .as_array()
-        .expect("volumeMounts")
-        .iter()
-        .find(|m| m["name"] == "kube-proxy")
-        .and_then(|m| m["mountPath"].as_str())
-        .expect("the kube-proxy ConfigMap mount");
+    let pod = KubeadmPod::read(&env);
+    assert_eq!(pod.argv[0], "/usr/local/bin/kube-proxy");
     let config_dir = node.dir.path().join("kube-proxy");
-    let config_conf = config_map["data"]["config.conf"].as_str().expect("config.conf").to_string();
-    config_map_volume(
-        &config_dir,
-        &[("config.conf", config_conf), ("kubeconfig.conf", kubeconfig_for(&node.api.url()))],
-    );
-    let mounts = [(config_dir, mount_path.to_string()), (node.service_account(), SERVICE_ACCOUNT.to_string())];
-    let pod = Container::run(node.lab.node.name(), &mounts, &argv, &env, node.dir.path().join("kube-proxy.log"));
+    let kubeconfig = kubeadm_kubeconfig(&node.api.url());
+    config_map_volume(&config_dir, &[("config.conf", pod.config_conf.clone()), ("kubeconfig.conf", kubeconfig)]);
+    let mounts = [(config_dir, pod.config_mount.clone()), (node.service_account(), SERVICE_ACCOUNT.to_string())];
+    let pod = Container::run(node.lab.node.name(), &mounts, &pod.argv, &env, node.dir.path().join("kube-proxy.log"));
     node.until_programmed(&pod);
     let healthz = node.until_ok(&pod, "http://127.0.0.1:10256/healthz");
     assert_eq!(healthz["nodeEligible"], true, "{healthz}");
@@ -260,7 +208,7 @@ fn run_flag_set(name: &str, node_name: &str, pod_cidr: &str, healthz: &str) {
         }
         if let Some(path) = arg.strip_prefix("--kubeconfig=") {
             let (dir, file) = path.rsplit_once('/').expect("absolute path");
-            config_map_volume(&kubeconfig_dir, &[(file, kubeconfig_for(&node.api.url()))]);
+            config_map_volume(&kubeconfig_dir, &[(file, kubeadm_kubeconfig(&node.api.url()))]);
             mounts.push((kubeconfig_dir.clone(), dir.to_string()));
         }
         argv.push(arg.to_string());

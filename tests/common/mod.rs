@@ -25,6 +25,7 @@ pub mod fixture;
 pub mod flannel;
 pub mod golden;
 pub mod image;
+pub mod kubelet;
 pub mod lab;
 pub mod netns;
 pub mod objects;
