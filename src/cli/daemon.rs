@@ -243,7 +243,8 @@ pub fn run(args: DaemonArgs, log_filter: Option<&str>) -> anyhow::Result<ExitCod
         match startup::oom::set_oom_score_adj(adj) {
             Ok(value) => tracing::info!(oom_score_adj = value, "set the process's OOM score"),
             Err(err) => {
-                tracing::warn!(oom_score_adj = adj, error = %err, "could not set the process's OOM score (needs CAP_SYS_RESOURCE to lower it)")
+                // kube-proxy logs this at info too: an unprivileged container cannot lower it.
+                tracing::info!(oom_score_adj = adj, error = %err, "could not set the process's OOM score (lowering it needs CAP_SYS_RESOURCE)")
             }
         }
     }
