@@ -362,3 +362,70 @@ fn a_config_map_update_makes_the_daemon_exit() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, Some(1), "{text}");
 }
+
+/// Starts a dry-run daemon with `flags` (no `--config`), logging to `log`.
+fn dry_run_daemon(flags: &[&str], log: &Path) -> DryRunDaemon {
+    let child = Command::new(BIN)
+        .args(["--objects", "examples/demo", "--dry-run", "--hostname-override=node-1"])
+        .arg("--flannel-subnet-file=/nonexistent/subnet.env")
+        .args(flags)
+        .env("KUBENAT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start kubenat");
+    DryRunDaemon(child)
+}
+
+/// A plain HTTP GET on 127.0.0.1 (status code), bounded.
+fn get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_busy_healthz_port_is_retried_unless_bind_address_hard_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let healthz = format!("--healthz-bind-address=127.0.0.1:{port}");
+    let metrics = "--metrics-bind-address=127.0.0.1:0";
+
+    let log = dir.path().join("hard.log");
+    let mut hard = dry_run_daemon(&[&healthz, metrics, "--bind-address-hard-fail"], &log);
+    let code = hard.wait(Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Some(2), "a bind failure is fatal with --bind-address-hard-fail: {text}");
+    assert!(text.contains("--healthz-bind-address") && text.contains(&port.to_string()), "{text}");
+
+    // Without it (kube-proxy's default): logged, retried every 5 s, served once the port frees.
+    let log = dir.path().join("soft.log");
+    let mut soft = dry_run_daemon(&[&healthz, metrics, "--oom-score-adj=500"], &log);
+    wait_for_sync(&log);
+    assert_eq!(soft.wait(Duration::from_millis(500)), None, "keeps running");
+    let oom = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", soft.0.id())).unwrap_or_default();
+    assert_eq!(oom.trim(), "500", "--oom-score-adj is set on the process (raising needs no privilege)");
+    drop(busy);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get_status(port, "/livez") != Some(200) {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "healthz never bound after the port freed: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("retrying"));
+}
+
+#[test]
+fn init_only_and_write_config_to_exit_at_once() {
+    let out = kubenat(&["--init-only", "--hostname-override=node-1", "--iptables-backend=nft"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--init-only"), "{}", stderr(&out));
+    let out = kubenat(&["render", "--objects", "examples/demo", "--init-only"]);
+    assert!(!out.status.success() && stderr(&out).contains("actions of the daemon"), "{}", stderr(&out));
+}
