@@ -3,11 +3,16 @@
 # (a node that routes, two backend pods, one client pod), renders the bundled example
 # (examples/demo) and applies it to the node with `kubenat apply`, then sends real TCP and UDP
 # requests through the ClusterIP and a NodePort. Everything is removed on exit.
-# Run as root on Debian/Ubuntu: sudo scripts/demo.sh
+# Run on Debian/Ubuntu as root, or as a user with sudo: scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then echo "demo: run as root (it creates network namespaces)" >&2; exit 1; fi
+if [ "$(id -u)" != 0 ]; then
+  # As a user: run again with sudo, keeping the user's Rust toolchain.
+  if ! command -v sudo >/dev/null; then echo "demo: run as root (it creates network namespaces)" >&2; exit 1; fi
+  export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+  exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME "$0" "$@"
+fi
 missing=()
 command -v iptables-nft-restore >/dev/null || missing+=(iptables)
 command -v ip >/dev/null || missing+=(iproute2)
