@@ -51,8 +51,29 @@ impl Command {
     }
 }
 
+/// A command-line error as one line (plus clap's tip, if any), like kube-proxy's flag errors;
+/// `--help` and `--version` print as usual.
+fn parse_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let text = err.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line").trim_start_matches("error: ");
+    let tip = lines.find(|l| l.starts_with("tip:")).map(|t| format!("; {t}")).unwrap_or_default();
+    eprintln!("kubenat: error: {first}{tip} (kubenat --help lists every flag)");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return parse_error(err),
+    };
     // The daemon sets up logging from its effective configuration; the offline tools stay quiet
     // (warnings only) unless -v or --log says otherwise.
     if let Some(command) = &cli.command {

@@ -262,6 +262,7 @@ fn bad_values_fail_with_one_line_naming_the_field() {
         assert!(!out.status.success(), "{args:?} must fail");
         let err = stderr(&out);
         assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         let out = kubenat(&[&["render", "--objects", "examples/demo"][..], &args].concat());
         assert!(!out.status.success() && stderr(&out).contains(needle), "render {args:?}: {}", stderr(&out));
