@@ -278,16 +278,7 @@ struct DryRunDaemon(std::process::Child);
 
 impl DryRunDaemon {
     fn start(config: &Path, log: &Path) -> DryRunDaemon {
-        let child = Command::new(BIN)
-            .args(["--objects", "examples/demo", "--dry-run", "--hostname-override=node-1"])
-            .arg(format!("--config={}", config.display()))
-            .arg("--flannel-subnet-file=/nonexistent/subnet.env")
-            .env("KUBENAT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log file"))
-            .spawn()
-            .expect("start kubenat");
-        DryRunDaemon(child)
+        dry_run_daemon(&[&format!("--config={}", config.display())], log)
     }
 
     /// The exit code, once it exits within `timeout`.
@@ -301,6 +292,20 @@ impl DryRunDaemon {
         }
         None
     }
+}
+
+/// Starts a dry-run daemon serving `examples/demo` with `flags`, logging to `log`.
+fn dry_run_daemon(flags: &[&str], log: &Path) -> DryRunDaemon {
+    let child = Command::new(BIN)
+        .args(["--objects", "examples/demo", "--dry-run", "--hostname-override=node-1"])
+        .arg("--flannel-subnet-file=/nonexistent/subnet.env")
+        .args(flags)
+        .env("KUBENAT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start kubenat");
+    DryRunDaemon(child)
 }
 
 impl Drop for DryRunDaemon {
@@ -362,20 +367,6 @@ fn a_config_map_update_makes_the_daemon_exit() {
     let code = daemon.wait(Duration::from_secs(10));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, Some(1), "{text}");
-}
-
-/// Starts a dry-run daemon with `flags` (no `--config`), logging to `log`.
-fn dry_run_daemon(flags: &[&str], log: &Path) -> DryRunDaemon {
-    let child = Command::new(BIN)
-        .args(["--objects", "examples/demo", "--dry-run", "--hostname-override=node-1"])
-        .arg("--flannel-subnet-file=/nonexistent/subnet.env")
-        .args(flags)
-        .env("KUBENAT_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("start kubenat");
-    DryRunDaemon(child)
 }
 
 /// A plain HTTP GET on 127.0.0.1 (status code), bounded.
