@@ -242,6 +242,7 @@ fn bad_values_fail_with_one_line_naming_the_field() {
     let type_error = file("type.yaml", "iptables:\n  syncPeriod: 30\n");
     let bad_mode = file("mode.yaml", "mode: ipvs\n");
     let zero_sync = file("zero.yaml", "iptables:\n  syncPeriod: -5s\n");
+    let syntax = file("syntax.yaml", "iptables:\n  syncPeriod: [1\n");
     for (args, needle) in [
         (vec!["--iptables-sync-period=soon"], "--iptables-sync-period"),
         (vec!["--iptables-sync-period=0s"], "--iptables-sync-period"),
@@ -256,6 +257,7 @@ fn bad_values_fail_with_one_line_naming_the_field() {
         (vec![type_error.as_str()], "iptables.syncPeriod"),
         (vec![bad_mode.as_str()], "mode"),
         (vec![zero_sync.as_str()], "iptables.syncPeriod"),
+        (vec![syntax.as_str()], "line 4"),
         (vec!["--config=/no/such/file.yaml"], "/no/such/file.yaml"),
     ] {
         let out = kubenat(&args);
@@ -267,9 +269,11 @@ fn bad_values_fail_with_one_line_naming_the_field() {
         let out = kubenat(&[&["render", "--objects", "examples/demo"][..], &args].concat());
         assert!(!out.status.success() && stderr(&out).contains(needle), "render {args:?}: {}", stderr(&out));
     }
-    let unknown = file("unknown.yaml", "iptables:\n  syncPeriodd: 10s\nfancy: true\n");
-    let (_, log) = effective(&[&unknown]);
+    let unknown = file("unknown.yaml", "iptables:\n  syncPeriodd: 10s\nfancy: true\nmode: userspace\nmode: iptables\n");
+    let (c, log) = effective(&[&unknown]);
     assert!(log.contains("unknown field") && log.contains("iptables.syncPeriodd") && log.contains("fancy"), "{log}");
+    assert!(log.contains("duplicate key mode"), "{log}");
+    assert_eq!(text(&c, "mode"), "iptables", "the last duplicate wins, as in kube-proxy's lenient decoding");
 }
 
 /// A daemon serving `examples/demo` in dry-run mode from `config` (servers on ephemeral
