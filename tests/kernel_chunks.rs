@@ -1,8 +1,9 @@
 //! A full sync written in bottom-up pieces (what the daemon does on nft for big rulesets, see
 //! `iptables::chunks`) on the real kernel: every piece is accepted by `iptables-nft-restore
 //! --noflush` in order — a piece that jumped to a chain not written yet would be refused —
-//! and the tables end up exactly as one transaction leaves them, stale chains deleted. Needs
-//! root (skips otherwise, fails under CI=true).
+//! and the tables end up exactly as one transaction leaves them, stale chains deleted; the
+//! applier that `kubenat apply` and the daemon share does the same and removes the userspace
+//! mode's leftovers. Needs root (skips otherwise, fails under CI=true).
 
 mod common;
 
