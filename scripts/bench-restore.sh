@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Times the real iptables-restore for a synthetic cluster: N ClusterIP services × E ready
 # endpoints, rendered by kubenat, loaded into a throwaway network namespace with the nft and
-# the legacy backend. Usage: sudo scripts/bench-restore.sh [N=10000] [E=10]
+# the legacy backend; then `kubenat apply` of the same manifests (the daemon's full sync: read
+# back, plan, restore in pieces on nft) into a fresh namespace against a plain restore of
+# `kubenat render --jumps` into another. Usage: sudo scripts/bench-restore.sh [N=10000] [E=10]
 # The load runs without --noflush (the namespace is empty, so the result is the same): with
 # --noflush iptables-nft-restore 1.8.9 is superlinear in declared chains (see bench-sync.sh,
 # which times the inputs the daemon's syncs write).
@@ -49,11 +51,28 @@ end=$(date +%s.%N)
 printf 'services=%d endpoints/service=%d input=%d bytes lines=%d\n' "$N" "$E" \
   "$(wc -c < "$work/rules.txt")" "$(wc -l < "$work/rules.txt")"
 printf 'kubenat render (load YAML + convert + render + write): %.2f s\n' "$(awk "BEGIN{print $end - $start}")"
-for backend in nft legacy; do
+# Runs "$@" in a fresh network namespace (@NS@ in an argument stands for its name) and sets
+# $seconds to its wall time.
+timed() {
   ip netns add "$ns"
+  local start end
   start=$(date +%s.%N)
-  ip netns exec "$ns" "iptables-$backend-restore" -w 5 < "$work/rules.txt"
+  "${@//@NS@/$ns}" > /dev/null
   end=$(date +%s.%N)
-  printf 'iptables-%s-restore, full load into an empty namespace: %.2f s\n' "$backend" "$(awk "BEGIN{print $end - $start}")"
   ip netns del "$ns"
+  seconds=$(awk "BEGIN{printf \"%.2f\", $end - $start}")
+}
+for backend in nft legacy; do
+  timed ip netns exec @NS@ "iptables-$backend-restore" -w 5 < "$work/rules.txt"
+  printf 'iptables-%s-restore, full load into an empty namespace: %s s\n' "$backend" "$seconds"
+done
+target/release/kubenat render --jumps --objects "$work/objects.yaml" --hostname-override node-1 \
+  --cluster-cidr 10.128.0.0/9 > "$work/rules-jumps.txt"
+for backend in nft legacy; do
+  timed ip netns exec @NS@ "iptables-$backend-restore" -w 5 < "$work/rules-jumps.txt"
+  plain=$seconds
+  timed target/release/kubenat apply --objects "$work/objects.yaml" --hostname-override node-1 \
+    --cluster-cidr 10.128.0.0/9 --netns @NS@ --iptables-backend "$backend"
+  printf 'kubenat apply (%s, empty namespace): %s s; plain restore of render --jumps: %s s; ratio %s\n' \
+    "$backend" "$seconds" "$plain" "$(awk "BEGIN{printf \"%.1f\", $seconds / $plain}")"
 done

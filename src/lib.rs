@@ -23,7 +23,9 @@
 //! - `iptables::diff`: semantic diff of two dumps.
 //! - `iptables::trace`: packet tracer over a parsed ruleset.
 //! - `iptables::exec`: the `Iptables` trait and the real `iptables-restore`/`-save` binaries.
-//! - `iptables::apply`: one-shot apply: plan (missing jumps, stale chains, canaries) + restore.
+//! - `iptables::apply`: the one applier every caller writes through (daemon syncs, `kubenat
+//!   apply`): full (read back, missing jumps, stale chains, canaries, the other mode's chains,
+//!   nft pieces) and partial applies.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

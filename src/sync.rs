@@ -20,16 +20,11 @@ use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
-use crate::iptables::chain_names::KUBE_PROXY_CANARY;
-use crate::iptables::chunks::{self, NFT_CHAINS_PER_TRANSACTION as NFT_CHAINS};
-use crate::iptables::cleanup::{plan_scoped_cleanup, Scope};
-use crate::iptables::exec::{Backend, Iptables, RestoreOptions};
-use crate::iptables::plan::{plan_partial_with, PlanOptions};
+use crate::iptables::apply::{self, Applier, History, Mode};
+use crate::iptables::exec::Iptables;
 use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
 use crate::iptables::render::{jump_rules, render, JumpRule};
-use crate::iptables::ruleset::{Ruleset, TableName};
-use crate::iptables::write::Merged;
-use crate::iptables::{apply, parse};
+use crate::iptables::ruleset::Ruleset;
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, SyncKind};
 use crate::model::{ClusterState, IpFamily, NodeConfig};
@@ -126,8 +121,6 @@ pub struct Syncer {
     userspace: Option<(Proxier, IpAddr)>,
 }
 
-const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: true };
-
 impl Syncer {
     /// A syncer that has applied nothing yet (its first sync is full).
     pub fn new(
@@ -197,13 +190,13 @@ impl Syncer {
     /// Whether the canary chain is missing from any programmed family's mangle table (someone
     /// flushed the tables behind our back).
     pub fn canary_missing(&self) -> bool {
-        self.opts.families.iter().any(|&family| match self.ipt.save(family, Some(TableName::Mangle)) {
-            Ok(text) => !text.lines().any(|l| l.starts_with(":KUBE-PROXY-CANARY ")),
-            Err(err) => {
-                tracing::warn!(%family, error = %err, "could not read the mangle table to check the canary");
-                false
-            }
-        })
+        self.opts.families.iter().any(|&family| self.applier(family).canary_missing())
+    }
+
+    /// The applier for `family` in the active mode.
+    fn applier(&self, family: IpFamily) -> Applier<'_> {
+        let mode = if self.userspace.is_some() { Mode::Userspace } else { Mode::Iptables };
+        Applier::new(self.ipt.as_ref(), family, mode)
     }
 
     /// One sync of every family. `full` forces reading back and repairing the kernel state.
@@ -268,75 +261,28 @@ impl Syncer {
         }
         let mut partial_failed = false;
         if let (false, Some(last)) = (full, self.applied.get(&family)) {
-            let input = plan_partial_with(last, &desired, &PlanOptions::for_backend(self.ipt.backend()));
-            if input.tables.is_empty() {
-                return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: 0, partial_failed });
-            }
-            match self.restore_in_transactions(family, &input, &Ruleset::default(), "partial") {
-                Ok(bytes) => {
-                    self.metrics.observe_restore_bytes(SyncKind::Partial, bytes);
-                    self.applied.insert(family, desired);
-                    return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes, partial_failed });
+            match self.applier(family).partial(last, &desired) {
+                Ok(applied) => {
+                    if applied.transactions > 0 {
+                        self.metrics.observe_restore_bytes(SyncKind::Partial, applied.bytes);
+                        self.applied.insert(family, desired);
+                    }
+                    return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: applied.bytes, partial_failed });
                 }
                 Err(err) => {
+                    let err = Error::from(err);
                     tracing::warn!(%family, error = %err, "partial restore failed; falling back to a full sync");
                     self.metrics.inc_restore_failure(family, SyncKind::Partial);
                     partial_failed = true;
                 }
             }
         }
-        let mut saved = String::new();
-        for table in [TableName::Filter, TableName::Nat] {
-            let text = self.ipt.save(family, Some(table)).map_err(|source| Error::Save { family, source })?;
-            saved.push_str(&text);
-        }
-        // Only declarations and built-in chains' rules matter here (stale chains, missing jumps,
-        // the other mode's jumps): the rules inside thousands of user chains are not parsed.
-        let current =
-            parse::parse(&without_user_chain_rules(&saved)).map_err(|source| Error::Parse { family, source })?;
-        drop(saved);
         // A full sync does not need the last applied ruleset: free it before building the input.
-        if self.applied.remove(&family).is_some() {
-            warn_if_flushed(family, &current);
-        }
-        let mut extra = apply::extras(&desired, &jumps, &current);
-        // A node switching modes loses the other mode's chains (and their jumps) here.
-        let other = if self.userspace.is_some() { Scope::IptablesMode } else { Scope::UserspaceMode };
-        merge(&mut extra, plan_scoped_cleanup(&current, other));
-        drop(current);
-        let bytes = self
-            .restore_in_transactions(family, &desired, &extra, "full")
-            .map_err(|source| Error::Restore { family, source })?;
-        self.metrics.observe_restore_bytes(SyncKind::Full, bytes);
+        let history = if self.applied.remove(&family).is_some() { History::Applied } else { History::Unknown };
+        let applied = self.applier(family).full(&desired, &jumps, history).map_err(Error::from)?;
+        self.metrics.observe_restore_bytes(SyncKind::Full, applied.bytes);
         self.applied.insert(family, desired);
-        Ok(FamilyReport { family, kind: SyncKind::Full, bytes, partial_failed })
-    }
-
-    /// Restores `main` plus `extra` (`--noflush`) and returns the bytes written. One transaction,
-    /// except on nft when the input declares more than [`NFT_CHAINS`] chains: nft's restore is
-    /// superlinear in the chains one transaction declares, so the input goes in bottom-up pieces,
-    /// each leaving a consistent state (see `iptables::chunks`). Stops at the first failure.
-    fn restore_in_transactions(
-        &self,
-        family: IpFamily,
-        main: &Ruleset,
-        extra: &Ruleset,
-        kind: &'static str,
-    ) -> std::result::Result<usize, crate::iptables::exec::Error> {
-        let texts = if self.ipt.backend() == Backend::Nft && chunks::needs_split(main, extra, NFT_CHAINS) {
-            chunks::split(main, extra, NFT_CHAINS)
-        } else {
-            vec![Merged(main, extra).to_string()]
-        };
-        let bytes = texts.iter().map(String::len).sum();
-        if texts.len() > 1 {
-            tracing::debug!(%family, kind, transactions = texts.len(), bytes, "restore in pieces");
-        }
-        for text in &texts {
-            tracing::trace!(%family, kind, input = %text, "restore");
-            self.ipt.restore(family, text, NOFLUSH)?;
-        }
-        Ok(bytes)
+        Ok(FamilyReport { family, kind: SyncKind::Full, bytes: applied.bytes, partial_failed })
     }
 
     /// Deletes conntrack entries of UDP flows whose endpoint went away or that were
@@ -384,42 +330,12 @@ impl Syncer {
     }
 }
 
-/// Warns about each table whose canary chain vanished although we had applied our rules: someone
-/// flushed it behind our back (the mangle canary is checked by `canary_missing`; the filter and
-/// nat ones are read here for free, by the full sync that is about to put every rule back).
-fn warn_if_flushed(family: IpFamily, current: &Ruleset) {
-    for table in [TableName::Filter, TableName::Nat] {
-        if !current.table(table).is_some_and(|t| t.is_declared(KUBE_PROXY_CANARY)) {
-            tracing::warn!(%family, %table, "KUBE-PROXY-CANARY is gone: the table was flushed behind our back; restoring every rule");
-        }
-    }
-}
-
-/// `iptables-save` text without the `-A` lines of user-defined chains.
-fn without_user_chain_rules(saved: &str) -> String {
-    let mut out = String::new();
-    for line in saved.lines() {
-        let user_chain_rule = line
-            .strip_prefix("-A ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|chain| !matches!(chain, "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING"));
-        if !user_chain_rule {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// Adds `extra`'s deletions (`-D` rules and chain deletes) to `input`.
-fn merge(input: &mut Ruleset, extra: Ruleset) {
-    for table in extra.tables {
-        let target = input.table_mut(table.name);
-        target.rules.extend(table.rules);
-        for chain in table.deletes {
-            if !target.deletes.contains(&chain) {
-                target.deletes.push(chain);
-            }
+impl From<apply::Error> for Error {
+    fn from(err: apply::Error) -> Self {
+        match err {
+            apply::Error::Save { family, source } => Error::Save { family, source },
+            apply::Error::Parse { family, source } => Error::Parse { family, source },
+            apply::Error::Restore { family, source } => Error::Restore { family, source },
         }
     }
 }

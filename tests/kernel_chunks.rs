@@ -1,13 +1,14 @@
 //! A full sync written in bottom-up pieces (what the daemon does on nft for big rulesets, see
 //! `iptables::chunks`) on the real kernel: every piece is accepted by `iptables-nft-restore
 //! --noflush` in order — a piece that jumped to a chain not written yet would be refused —
-//! and the tables end up exactly as one transaction leaves them, stale chains deleted. Needs
-//! root (skips otherwise, fails under CI=true).
+//! and the tables end up exactly as one transaction leaves them, stale chains deleted; the
+//! applier that `kubenat apply` and the daemon share does the same and removes the userspace
+//! mode's leftovers. Needs root (skips otherwise, fails under CI=true).
 
 mod common;
 
 use common::netns::NetNs;
-use kubenat::iptables::apply::extras;
+use kubenat::iptables::apply::{extras, Applier, History, Mode};
 use kubenat::iptables::chunks::split;
 use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::iptables::parse::parse;
@@ -110,4 +111,37 @@ fn pieces_equal_one_transaction_legacy() {
     // Never used on legacy (one transaction is linear there), but the pieces are valid input.
     let Some((whole, chunked, _)) = both_ways(Backend::Legacy, 200) else { return };
     assert_eq!(chunked, whole);
+}
+
+/// The applier every caller goes through (the daemon's full sync, `kubenat apply`) on nft: a
+/// ruleset of more chains than one transaction should declare goes in pieces, the userspace
+/// mode's leftovers (chain and jump) go too, and the tables end as one transaction of the same
+/// rules leaves an empty namespace.
+#[test]
+fn applier_writes_pieces_and_removes_userspace_leftovers_nft() {
+    if !common::require_root() || !common::require_program(&Backend::Nft.binary(V4, Tool::Restore)) {
+        return;
+    }
+    let node = node();
+    let jumps = jump_rules(&node);
+    let desired = render(&cluster(200, 0), &node);
+    let reference = NetNs::new("chunks");
+    let ipt = ExecIptables::new(Backend::Nft).in_netns(reference.name());
+    let extra = extras(&desired, &jumps, &Ruleset::default());
+    ipt.restore(V4, &Merged(&desired, &extra).to_string(), NOFLUSH).expect("one transaction");
+
+    let ns = NetNs::new("chunks");
+    let ipt_pieces = ExecIptables::new(Backend::Nft).in_netns(ns.name());
+    let leftovers = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-PORTALS-CONTAINER - [0:0]\n\
+                     -A PREROUTING -m comment --comment \"handle ClusterIPs\" -j KUBE-PORTALS-CONTAINER\n\
+                     -A KUBE-PORTALS-CONTAINER -d 10.96.9.9/32 -p tcp -j REDIRECT --to-ports 4000\nCOMMIT\n";
+    ipt_pieces.restore(V4, leftovers, NOFLUSH).expect("userspace leftovers");
+    let applied = Applier::new(&ipt_pieces, V4, Mode::Iptables)
+        .full(&desired, &jumps, History::Unknown)
+        .unwrap_or_else(|e| panic!("applier: {e:?}"));
+    assert!(applied.transactions > 2, "{} transactions", applied.transactions);
+    assert_eq!(applied.report.chains_deleted, 1, "only the portal chain");
+    let after = saved(&ipt_pieces);
+    assert!(!after.contains("PORTALS"), "{after}");
+    assert_eq!(after, saved(&ipt));
 }

@@ -1,14 +1,13 @@
 //! `kubenat apply`: one-shot sync — render the manifests and apply them to this (or a named)
-//! network namespace with `iptables-restore --noflush`, inserting only missing jump rules and
-//! deleting stale per-service chains. Safe to run repeatedly.
+//! network namespace with `iptables-restore --noflush` through the daemon's applier (a full
+//! sync): only missing jump rules inserted, stale per-service chains and the userspace mode's
+//! chains deleted, big inputs written in pieces on nft. Safe to run repeatedly.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kubenat::iptables::apply::{self, ApplyReport};
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables};
-use kubenat::iptables::parse;
-use kubenat::iptables::ruleset::TableName;
+use kubenat::iptables::apply::{self, Applier, ApplyReport, Mode};
+use kubenat::iptables::exec::{Backend, ExecIptables};
 
 use super::common::RenderInput;
 
@@ -34,7 +33,8 @@ pub struct Args {
     /// Apply inside this network namespace (`ip netns exec NAME`).
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
-    /// Print the restore input that would be applied instead of applying it.
+    /// Print the restore input that would be applied instead of applying it (one `*table …
+    /// COMMIT` section per transaction, in order).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = kubenat::config::flags::parse_go_bool)]
     dry_run: Option<bool>,
 }
@@ -58,12 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         BackendArg::Legacy => with_netns(ExecIptables::new(Backend::Legacy), &args.netns),
     };
     if args.dry_run == Some(true) {
-        let mut saved = String::new();
-        for table in [TableName::Filter, TableName::Nat] {
-            saved.push_str(&ipt.save(family, Some(table)).context("reading the current rules")?);
+        let applier = Applier::new(&ipt, family, Mode::Iptables);
+        let texts = applier.full_dry_run(&ruleset, &jumps).context("planning the apply")?;
+        for text in texts {
+            print!("{text}");
         }
-        let current = parse::parse(&saved).context("parsing the current rules")?;
-        print!("{}", apply::plan(&ruleset, &jumps, &current));
         return Ok(ExitCode::SUCCESS);
     }
     let report: ApplyReport = apply::apply_once(&ipt, family, &ruleset, &jumps)

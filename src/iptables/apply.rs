@@ -1,15 +1,19 @@
-//! One-shot apply: plan (pure) the `--noflush` restore input that turns the live tables into the
-//! desired ruleset — jump rules ensured, stale service chains deleted, canaries declared — and
-//! run it. Diff-based partial syncs belong to the sync loop, not here.
+//! The apply stage: what a full apply adds to the rendered rules (pure: missing jumps, stale
+//! service chains, canaries) and the one [`Applier`] that every caller writes rules through —
+//! the daemon's full and partial syncs and `kubenat apply` alike.
+
+mod applier;
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use tracing::{debug, info};
+use tracing::info;
+
+pub use self::applier::{Applied, Applier, ApplierOptions, History, Mode};
 
 use super::chain_names::{self, KUBE_PROXY_CANARY};
 use super::diff::canonical;
-use super::exec::{self, Iptables, RestoreOptions};
+use super::exec::{self, Iptables};
 use super::parse;
 use super::render::JumpRule;
 use super::ruleset::{Rule, RuleOp, Ruleset, TableName};
@@ -89,6 +93,14 @@ impl ApplyReport {
         }
         report
     }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &ApplyReport) {
+        self.chains += other.chains;
+        self.rules += other.rules;
+        self.jumps_inserted += other.jumps_inserted;
+        self.chains_deleted += other.chains_deleted;
+    }
 }
 
 /// The restore input that makes `current` (parsed `iptables-save` of filter, nat and mangle)
@@ -148,28 +160,20 @@ pub fn extras(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Rules
     out
 }
 
-/// Saves, plans and restores once for `family`.
+/// `kubenat apply`: a full apply of `desired` in iptables mode for `family` (see
+/// [`Applier::full`]), logged.
 pub fn apply_once(ipt: &dyn Iptables, family: IpFamily, desired: &Ruleset, jumps: &[JumpRule]) -> Result<ApplyReport> {
     let started = Instant::now();
-    let mut saved = String::new();
-    // Only the tables we read: naming mangle would make legacy iptables create it needlessly.
-    for table in [TableName::Filter, TableName::Nat] {
-        let text = ipt.save(family, Some(table)).map_err(|source| Error::Save { family, source })?;
-        saved.push_str(&text);
-    }
-    let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
-    let input = plan(desired, jumps, &current);
-    let report = ApplyReport::of(&input);
-    let text = input.to_string();
-    debug!(%family, bytes = text.len(), "restoring");
-    let opts = RestoreOptions { noflush: true, counters: true };
-    ipt.restore(family, &text, opts).map_err(|source| Error::Restore { family, source })?;
+    let applied = Applier::new(ipt, family, Mode::Iptables).full(desired, jumps, History::Unknown)?;
+    let report = applied.report;
     info!(
         %family,
         chains = report.chains,
         rules = report.rules,
         jumps_inserted = report.jumps_inserted,
         chains_deleted = report.chains_deleted,
+        bytes = applied.bytes,
+        transactions = applied.transactions,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "applied"
     );

@@ -180,20 +180,6 @@ async fn userspace_mode_writes_portals_and_removes_iptables_mode_chains() {
 }
 
 #[test]
-fn full_sync_reads_only_declarations_and_built_in_chain_rules() {
-    let saved = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n\
-                 -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
-                 -A KUBE-SVC-X -j KUBE-SEP-Y\n-A POSTROUTING -j FLANNEL-POSTRTG\nCOMMIT\n";
-    let kept = super::without_user_chain_rules(saved);
-    assert_eq!(
-        kept,
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n\
-         -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
-         -A POSTROUTING -j FLANNEL-POSTRTG\nCOMMIT\n"
-    );
-}
-
-#[test]
 fn node_eligibility_follows_the_node_object() {
     use super::run::node_eligible;
     use crate::k8s::convert::{Leaving, NodeFacts};
