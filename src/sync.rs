@@ -20,13 +20,13 @@ use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
-use crate::iptables::apply::{self, Applier, History, Mode};
+use crate::iptables::apply::{self, Applied, Applier, History, Mode};
 use crate::iptables::exec::Iptables;
 use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
-use crate::iptables::render::{jump_rules, render, JumpRule};
-use crate::iptables::ruleset::Ruleset;
+use crate::iptables::render::{jump_rules, no_local_endpoints, render, JumpRule};
+use crate::iptables::ruleset::{Ruleset, TableName};
 use crate::k8s::watch::{Changes, Snapshot};
-use crate::metrics::{Metrics, SyncKind};
+use crate::metrics::{Metrics, PolicyKind, SyncKind};
 use crate::model::{ClusterState, IpFamily, NodeConfig};
 use crate::userspace::proxier::Proxier;
 
@@ -159,6 +159,9 @@ impl Syncer {
         node: &NodeConfig,
     ) -> Result<(Ruleset, Vec<JumpRule>)> {
         let Some((proxier, bind)) = self.userspace.as_mut() else {
+            let (internal, external) = no_local_endpoints(&snapshot.state, node);
+            self.metrics.set_no_local_endpoints(family, PolicyKind::Internal, internal);
+            self.metrics.set_no_local_endpoints(family, PolicyKind::External, external);
             return Ok((render(&snapshot.state, node), jump_rules(node)));
         };
         let plan = proxier.sync(&snapshot.state, family);
@@ -263,6 +266,7 @@ impl Syncer {
         if let (false, Some(last)) = (full, self.applied.get(&family)) {
             match self.applier(family).partial(last, &desired) {
                 Ok(applied) => {
+                    self.rules_written(family, &applied);
                     if applied.transactions > 0 {
                         self.metrics.observe_restore_bytes(SyncKind::Partial, applied.bytes);
                         self.applied.insert(family, desired);
@@ -280,9 +284,19 @@ impl Syncer {
         // A full sync does not need the last applied ruleset: free it before building the input.
         let history = if self.applied.remove(&family).is_some() { History::Applied } else { History::Unknown };
         let applied = self.applier(family).full(&desired, &jumps, history).map_err(Error::from)?;
+        self.rules_written(family, &applied);
         self.metrics.observe_restore_bytes(SyncKind::Full, applied.bytes);
         self.applied.insert(family, desired);
         Ok(FamilyReport { family, kind: SyncKind::Full, bytes: applied.bytes, partial_failed })
+    }
+
+    /// `kubeproxy_sync_proxy_rules_iptables_last{table}`: what this sync wrote (0 in a table it
+    /// did not touch).
+    fn rules_written(&self, family: IpFamily, applied: &Applied) {
+        for table in [TableName::Filter, TableName::Nat, TableName::Mangle] {
+            let n = applied.rules_written.iter().find(|(t, _)| *t == table).map_or(0, |(_, n)| *n);
+            self.metrics.set_rules_last(family, table, n);
+        }
     }
 
     /// Deletes conntrack entries of UDP flows whose endpoint went away or that were

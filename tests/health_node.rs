@@ -128,6 +128,15 @@ fn metrics_port_speaks_kube_proxys_surface() {
     assert!(text.contains("# TYPE kubeproxy_sync_proxy_rules_service_changes_total counter\n"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("kubernetes_build_info{")), "{text}");
     assert!(!text.contains("# EOF"), "Prometheus text by default: {text}");
+    // The full sync wrote the nat table's rules (the canary and jumps at least).
+    let nat_last = scrape.get(r#"kubeproxy_sync_proxy_rules_iptables_last{ip_family="IPv4",table="nat"}"#);
+    assert!(nat_last >= 1.0, "{text}");
+    for policy in ["internal", "external"] {
+        let series = format!(
+            r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{{ip_family="IPv4",traffic_policy="{policy}"}}"#
+        );
+        assert_eq!(scrape.value(&series), Some(0.0), "no Local-policy service here: {text}");
+    }
 
     let (code, mode) = env.daemon.metrics_port_get("/proxyMode").expect("/proxyMode answers");
     assert_eq!((code, mode.as_str()), (200, "iptables"));

@@ -70,7 +70,7 @@ impl ApplierOptions {
 }
 
 /// What one apply wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     /// What the input declared, wrote and deleted.
     pub report: ApplyReport,
@@ -78,6 +78,8 @@ pub struct Applied {
     pub bytes: usize,
     /// Restore transactions run (0 when nothing changed).
     pub transactions: usize,
+    /// Rules written, per table (`kubeproxy_sync_proxy_rules_iptables_last`).
+    pub rules_written: Vec<(TableName, usize)>,
 }
 
 /// Whether a full apply follows rules we applied ourselves, so missing canaries mean someone
@@ -201,7 +203,12 @@ impl<'a> Applier<'a> {
             trace!(%family, kind, input = %text, "restore");
             self.ipt.restore(family, text, NOFLUSH).map_err(|source| Error::Restore { family, source })?;
         }
-        Ok(Applied { report, bytes, transactions: texts.len() })
+        let rules_written = main
+            .tables
+            .iter()
+            .map(|t| (t.name, t.rules.len() + extra.table(t.name).map_or(0, |e| e.rules.len())))
+            .collect();
+        Ok(Applied { report, bytes, transactions: texts.len(), rules_written })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Which endpoints each traffic policy uses: readiness, terminating fallback, topology hints and
 //! locality (kube-proxy's `CategorizeEndpoints`).
 
-use crate::model::{Endpoint, IpFamily, NodeConfig, ServicePort};
+use crate::model::{ClusterState, Endpoint, IpFamily, NodeConfig, ServicePort};
 
 /// The endpoint sets a service port's chains are built from.
 #[derive(Debug, Default)]
@@ -25,6 +25,23 @@ pub(super) fn uses_cluster_endpoints(svc: &ServicePort, family: IpFamily) -> boo
 /// Whether the Local policy chain is needed.
 pub(super) fn uses_local_endpoints(svc: &ServicePort, family: IpFamily) -> bool {
     svc.internal_policy_local() || svc.external_policy_local(family)
+}
+
+/// Service ports of `node`'s family with a Local policy and no local endpoints to use, as
+/// kube-proxy counts them for `kubeproxy_sync_proxy_rules_no_local_endpoints_total`:
+/// `(internal, external)`.
+pub fn no_local_endpoints(state: &ClusterState, node: &NodeConfig) -> (usize, usize) {
+    let family = node.family;
+    let (mut internal, mut external) = (0, 0);
+    for svc in state.services.values().filter(|s| s.cluster_ip(family).is_some()) {
+        let endpoints: Vec<&Endpoint> = svc.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).collect();
+        if !categorize(&endpoints, svc, node).local.is_empty() {
+            continue;
+        }
+        internal += usize::from(svc.internal_policy_local());
+        external += usize::from(svc.external_policy_local(family));
+    }
+    (internal, external)
 }
 
 /// Topology hints apply when the node has a zone, every ready endpoint has zone hints and at
@@ -198,5 +215,32 @@ mod tests {
         let s = svc(TrafficPolicy::Local, TrafficPolicy::Cluster, None);
         let c = categorize(&refs[1..2], &s, &node(None));
         assert!(c.local.is_empty() && c.cluster.is_empty() && c.has_any);
+    }
+
+    #[test]
+    fn counts_local_policies_without_local_endpoints() {
+        let mut state = ClusterState::default();
+        let mut add = |name: &str, internal, external, node_port, eps: Vec<Endpoint>| {
+            let mut s = svc(internal, external, node_port);
+            s.name.name = name.into();
+            s.endpoints = eps;
+            state.services.insert(s.name.clone(), s);
+        };
+        let remote = || vec![ep("10.0.0.2:80", true, false, "n2", &[])];
+        add("itp-none", TrafficPolicy::Local, TrafficPolicy::Cluster, None, remote());
+        add("etp-none", TrafficPolicy::Cluster, TrafficPolicy::Local, Some(30001), remote());
+        add("both-none", TrafficPolicy::Local, TrafficPolicy::Local, Some(30002), vec![]);
+        add(
+            "etp-local",
+            TrafficPolicy::Cluster,
+            TrafficPolicy::Local,
+            Some(30003),
+            vec![ep("10.0.0.1:80", true, false, "n1", &[])],
+        );
+        add("etp-not-external", TrafficPolicy::Cluster, TrafficPolicy::Local, None, remote());
+        add("cluster", TrafficPolicy::Cluster, TrafficPolicy::Cluster, Some(30004), remote());
+        assert_eq!(no_local_endpoints(&state, &node(None)), (2, 2));
+        let v6 = NodeConfig { family: IpFamily::V6, ..node(None) };
+        assert_eq!(no_local_endpoints(&state, &v6), (0, 0), "no IPv6 cluster IPs");
     }
 }

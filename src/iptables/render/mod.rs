@@ -14,6 +14,7 @@ mod service;
 mod static_rules;
 pub mod userspace;
 
+pub use endpoints::no_local_endpoints;
 pub use jumps::{jump_rules, JumpRule};
 
 use super::chain_names::{self, fixed};
