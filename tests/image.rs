@@ -333,3 +333,59 @@ fn kubeadm_daemonset_and_configmap_run_unchanged() {
     let logs = container.logs();
     assert!(!logs.contains("ERROR") && !logs.contains("unknown field"), "{logs}");
 }
+
+/// A distribution's kube-proxy flag set (k3s, kops, kube-up), run from the image as its node
+/// agent runs kube-proxy: the flags as given, `--master` and the kubeconfig pointing at a TLS
+/// API server that checks the service-account token. It programs the Service and answers
+/// `/healthz` and `/livez` where the flags put them.
+fn flag_set_runs_unchanged(name: &str, node_name: &str, pod_cidr: &str) {
+    let Some(image) = image() else { return };
+    let ns = NetNs::new(&format!("img-{name}"));
+    let config = ServerConfig {
+        netns: Some(ns.name().to_string()),
+        tls: true,
+        bearer_token: Some(kubelet::TOKEN.to_string()),
+        ..ServerConfig::default()
+    };
+    let api = ApiServer::start_with(config);
+    api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node_name },
+                      "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] } }));
+    api.apply(web_service());
+    let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
+    api.apply(objects::ready_slice("web", &objects::on_node(&["10.244.0.5".parse().expect("ip")], node_name), ports));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let account_dir = dir.path().join("serviceaccount");
+    kubelet::service_account_volume(&account_dir, api.ca_pem().expect("TLS"));
+    let flags = kubelet::FlagSet::read(name, &api.url(), &dir.path().join("kubeconfig"));
+    let args: Vec<&str> = flags.argv[1..].iter().map(String::as_str).collect();
+    let mut opts = RunOptions::in_netns(&ns).mount_ro(&account_dir, kubelet::SERVICE_ACCOUNT);
+    if let Some((host, path)) = &flags.kubeconfig_mount {
+        opts = opts.mount_ro(host, path);
+    }
+    let container = image.run(&format!("img-{name}"), opts.entrypoint(&flags.argv[0]).args(&args));
+    let get = |path: &str| http_get(ns.name(), &format!("http://127.0.0.1:10256{path}"));
+    let synced = poll(READY_TIMEOUT, Duration::from_millis(250), || {
+        if let State::Exited(code) = container.state() {
+            panic!("{name}'s kube-proxy command exited ({code}):\n{}", container.logs());
+        }
+        (nat_rules(&ns).contains("default/web:http") && matches!(get("/healthz"), Some((200, _)))).then_some(())
+    });
+    assert!(synced.is_some(), "{name}: not programmed and healthy in time:\n{}", container.logs());
+    assert!(matches!(get("/livez"), Some((200, _))), "{name}: /livez:\n{}", container.logs());
+    assert!(api.request_log().iter().all(|r| r.status != 401), "{name}: every request carried the token");
+}
+
+#[test]
+fn k3s_flag_set_runs_unchanged() {
+    flag_set_runs_unchanged("k3s", "k3s-agent-1", "10.42.1.0/24");
+}
+
+#[test]
+fn kops_flag_set_runs_unchanged() {
+    flag_set_runs_unchanged("kops", &kubelet::host_name(), "100.96.1.0/24");
+}
+
+#[test]
+fn kube_up_flag_set_runs_unchanged() {
+    flag_set_runs_unchanged("kube-up", &kubelet::host_name(), "10.64.1.0/24");
+}

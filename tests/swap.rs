@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use common::daemon::{http_get, poll};
 use common::kubelet::{
-    config_map_volume, kubeadm_kubeconfig, service_account_volume, KubeadmPod, SERVICE_ACCOUNT, TOKEN,
+    config_map_volume, host_name, kubeadm_kubeconfig, service_account_volume, FlagSet, KubeadmPod, SERVICE_ACCOUNT,
+    TOKEN,
 };
 use common::lab::Lab;
 use common::objects;
@@ -197,31 +198,14 @@ fn kubeadm_daemonset_with_only_the_image_changed() {
 /// path its `--kubeconfig` names and `--master` pointed at the test server.
 fn run_flag_set(name: &str, node_name: &str, pod_cidr: &str, healthz: &str) {
     let Some(node) = Node::start(node_name, pod_cidr) else { return };
-    let text = fs::read_to_string(format!("fixtures/dropin/flags/{name}.args")).expect("args fixture");
-    let mut argv = vec!["/usr/local/bin/kube-proxy".to_string()];
+    let flags = FlagSet::read(name, &node.api.url(), &node.dir.path().join("kubeconfig"));
     let mut mounts = vec![(node.service_account(), SERVICE_ACCOUNT.to_string())];
-    let kubeconfig_dir = node.dir.path().join("kubeconfig");
-    for arg in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        if arg.starts_with("--master=") {
-            argv.push(format!("--master={}", node.api.url()));
-            continue;
-        }
-        if let Some(path) = arg.strip_prefix("--kubeconfig=") {
-            let (dir, file) = path.rsplit_once('/').expect("absolute path");
-            config_map_volume(&kubeconfig_dir, &[(file, kubeadm_kubeconfig(&node.api.url()))]);
-            mounts.push((kubeconfig_dir.clone(), dir.to_string()));
-        }
-        argv.push(arg.to_string());
-    }
-    let pod = Container::run(node.lab.node.name(), &mounts, &argv, &[], node.dir.path().join(format!("{name}.log")));
+    mounts.extend(flags.kubeconfig_mount.clone());
+    let log = node.dir.path().join(format!("{name}.log"));
+    let pod = Container::run(node.lab.node.name(), &mounts, &flags.argv, &[], log);
     node.until_programmed(&pod);
     node.until_ok(&pod, &format!("http://{healthz}/healthz"));
     node.until_ok(&pod, &format!("http://{healthz}/livez"));
-}
-
-/// The node name kube-proxy uses without `--hostname-override`: the host name, lower-cased.
-fn host_name() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_lowercase()
 }
 
 #[test]

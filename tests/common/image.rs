@@ -300,6 +300,10 @@ impl RunOptions {
             Some(ns) => format!("ns:/run/netns/{ns}"),
             None => "none".into(),
         });
+        if self.netns.is_some() {
+            // A hostNetwork pod also has the node's host name (kube-proxy's default node name).
+            args.extend(["--uts", "host"].map(String::from));
+        }
         let mut mounts = self.mounts.clone();
         if !mounts.iter().any(|m| m.container == "/run/xtables.lock") {
             mounts.push(Mount { host: lock.to_path_buf(), container: "/run/xtables.lock".into(), read_only: false });

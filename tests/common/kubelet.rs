@@ -85,3 +85,40 @@ impl KubeadmPod {
         KubeadmPod { argv, config_mount, config_conf }
     }
 }
+
+/// A distribution's kube-proxy flag set (`fixtures/dropin/flags/NAME.args`) as its node agent
+/// runs it, pointed at the API server `server`: `--master` gets `server`, and the kubeconfig
+/// `--kubeconfig` names is written (kubeadm's form: token file + CA) into `dir`.
+pub struct FlagSet {
+    /// `/usr/local/bin/kube-proxy` then the flags.
+    pub argv: Vec<String>,
+    /// Host directory → container directory holding the kubeconfig, when the flags name one.
+    pub kubeconfig_mount: Option<(std::path::PathBuf, String)>,
+}
+
+impl FlagSet {
+    /// Reads `NAME.args`; writes the kubeconfig under `dir`.
+    pub fn read(name: &str, server: &str, dir: &Path) -> FlagSet {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dropin/flags/");
+        let text = fs::read_to_string(format!("{path}{name}.args")).expect("args fixture");
+        let mut set = FlagSet { argv: vec!["/usr/local/bin/kube-proxy".to_string()], kubeconfig_mount: None };
+        for arg in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            if arg.starts_with("--master=") {
+                set.argv.push(format!("--master={server}"));
+                continue;
+            }
+            if let Some(path) = arg.strip_prefix("--kubeconfig=") {
+                let (container_dir, file) = path.rsplit_once('/').expect("absolute path");
+                config_map_volume(dir, &[(file, kubeadm_kubeconfig(server))]);
+                set.kubeconfig_mount = Some((dir.to_path_buf(), container_dir.to_string()));
+            }
+            set.argv.push(arg.to_string());
+        }
+        set
+    }
+}
+
+/// The node name kube-proxy uses without `--hostname-override`: the host name, lower-cased.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_lowercase()
+}
