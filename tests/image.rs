@@ -277,6 +277,51 @@ fn containerfile_matches_build_script() {
 // ---------------------------------------------------------------------------------------------
 // The swap: kubeadm's kube-proxy DaemonSet and ConfigMap with only the image changed.
 
+/// A node namespace with a TLS API server that rejects requests without the service-account
+/// token, holding the node's Node and `default/web` with one endpoint.
+struct SwapNode {
+    ns: NetNs,
+    api: ApiServer,
+}
+
+impl SwapNode {
+    fn start(prefix: &str, node_name: &str, pod_cidr: &str) -> SwapNode {
+        let ns = NetNs::new(prefix);
+        let config = ServerConfig {
+            netns: Some(ns.name().to_string()),
+            tls: true,
+            bearer_token: Some(kubelet::TOKEN.to_string()),
+            ..ServerConfig::default()
+        };
+        let api = ApiServer::start_with(config);
+        api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node_name },
+                          "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] } }));
+        api.apply(web_service());
+        let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
+        let endpoints = objects::on_node(&["10.244.0.5".parse().expect("ip")], node_name);
+        api.apply(objects::ready_slice("web", &endpoints, ports));
+        SwapNode { ns, api }
+    }
+
+    /// The container programs `default/web`, answers `/healthz` and `/livez` on :10256, and
+    /// every request it made carried the token.
+    fn assert_runs(&self, container: &Container, what: &str) {
+        let get = |path: &str| http_get(self.ns.name(), &format!("http://127.0.0.1:10256{path}"));
+        let synced = poll(READY_TIMEOUT, Duration::from_millis(250), || {
+            if let State::Exited(code) = container.state() {
+                panic!("{what}: exited ({code}):\n{}", container.logs());
+            }
+            (nat_rules(&self.ns).contains("default/web:http") && matches!(get("/healthz"), Some((200, _))))
+                .then_some(())
+        });
+        assert!(synced.is_some(), "{what}: not programmed and healthy in time:\n{}", container.logs());
+        assert!(matches!(get("/livez"), Some((200, _))), "{what}: /livez:\n{}", container.logs());
+        assert!(self.api.request_log().iter().all(|r| r.status != 401), "{what}: every request carried the token");
+        let logs = container.logs();
+        assert!(!logs.contains("ERROR") && !logs.contains("unknown field"), "{what}: {logs}");
+    }
+}
+
 /// kubeadm's kube-proxy pod from `fixtures/dropin/kubeadm/`, run from this image as the kubelet
 /// would: the DaemonSet's command (`/usr/local/bin/kube-proxy --config=… --hostname-override=
 /// $(NODE_NAME)`, expanded from the pod's env), the ConfigMap mounted at its mount path in the
@@ -287,51 +332,25 @@ fn containerfile_matches_build_script() {
 #[test]
 fn kubeadm_daemonset_and_configmap_run_unchanged() {
     let Some(image) = image() else { return };
-    let ns = NetNs::new("img-swap");
-    let config = ServerConfig {
-        netns: Some(ns.name().to_string()),
-        tls: true,
-        bearer_token: Some(kubelet::TOKEN.to_string()),
-        ..ServerConfig::default()
-    };
-    let api = ApiServer::start_with(config);
-    api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE },
-                      "spec": { "podCIDR": "10.244.0.0/24" } }));
-    api.apply(web_service());
-    let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
-    api.apply(objects::ready_slice("web", &objects::on_node(&["10.244.0.5".parse().expect("ip")], NODE), ports));
-
+    let node = SwapNode::start("img-swap", NODE, "10.244.0.0/24");
     let env = [("NODE_NAME", NODE)];
     let pod = kubelet::KubeadmPod::read(&env);
     let dir = tempfile::tempdir().expect("temp dir");
     let (config_dir, account_dir) = (dir.path().join("kube-proxy"), dir.path().join("serviceaccount"));
-    let kubeconfig = kubelet::kubeadm_kubeconfig(&api.url());
+    let kubeconfig = kubelet::kubeadm_kubeconfig(&node.api.url());
     kubelet::config_map_volume(
         &config_dir,
         &[("config.conf", pod.config_conf.clone()), ("kubeconfig.conf", kubeconfig)],
     );
-    kubelet::service_account_volume(&account_dir, api.ca_pem().expect("TLS"));
+    kubelet::service_account_volume(&account_dir, node.api.ca_pem().expect("TLS"));
     let args: Vec<&str> = pod.argv[1..].iter().map(String::as_str).collect();
-    let opts = RunOptions::in_netns(&ns)
+    let opts = RunOptions::in_netns(&node.ns)
         .mount_ro(&config_dir, &pod.config_mount)
         .mount_ro(&account_dir, kubelet::SERVICE_ACCOUNT)
         .env("NODE_NAME", NODE)
         .entrypoint(&pod.argv[0])
         .args(&args);
-    let container = image.run("img-swap", opts);
-    let get = |path: &str| http_get(ns.name(), &format!("http://127.0.0.1:10256{path}"));
-    let synced = poll(READY_TIMEOUT, Duration::from_millis(250), || {
-        if let State::Exited(code) = container.state() {
-            panic!("kube-proxy's command exited ({code}):\n{}", container.logs());
-        }
-        let rules = nat_rules(&ns);
-        (rules.contains("default/web:http") && matches!(get("/healthz"), Some((200, _)))).then_some(())
-    });
-    assert!(synced.is_some(), "not programmed and healthy in time:\n{}\n{}", container.logs(), nat_rules(&ns));
-    assert!(matches!(get("/livez"), Some((200, _))), "/livez:\n{}", container.logs());
-    assert!(api.request_log().iter().all(|r| r.status != 401), "every request carried the service-account token");
-    let logs = container.logs();
-    assert!(!logs.contains("ERROR") && !logs.contains("unknown field"), "{logs}");
+    node.assert_runs(&image.run("img-swap", opts), "kubeadm's kube-proxy command");
 }
 
 /// A distribution's kube-proxy flag set (k3s, kops, kube-up), run from the image as its node
@@ -340,39 +359,18 @@ fn kubeadm_daemonset_and_configmap_run_unchanged() {
 /// `/healthz` and `/livez` where the flags put them.
 fn flag_set_runs_unchanged(name: &str, node_name: &str, pod_cidr: &str) {
     let Some(image) = image() else { return };
-    let ns = NetNs::new(&format!("img-{name}"));
-    let config = ServerConfig {
-        netns: Some(ns.name().to_string()),
-        tls: true,
-        bearer_token: Some(kubelet::TOKEN.to_string()),
-        ..ServerConfig::default()
-    };
-    let api = ApiServer::start_with(config);
-    api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node_name },
-                      "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] } }));
-    api.apply(web_service());
-    let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
-    api.apply(objects::ready_slice("web", &objects::on_node(&["10.244.0.5".parse().expect("ip")], node_name), ports));
+    let node = SwapNode::start(&format!("img-{name}"), node_name, pod_cidr);
     let dir = tempfile::tempdir().expect("temp dir");
     let account_dir = dir.path().join("serviceaccount");
-    kubelet::service_account_volume(&account_dir, api.ca_pem().expect("TLS"));
-    let flags = kubelet::FlagSet::read(name, &api.url(), &dir.path().join("kubeconfig"));
+    kubelet::service_account_volume(&account_dir, node.api.ca_pem().expect("TLS"));
+    let flags = kubelet::FlagSet::read(name, &node.api.url(), &dir.path().join("kubeconfig"));
     let args: Vec<&str> = flags.argv[1..].iter().map(String::as_str).collect();
-    let mut opts = RunOptions::in_netns(&ns).mount_ro(&account_dir, kubelet::SERVICE_ACCOUNT);
+    let mut opts = RunOptions::in_netns(&node.ns).mount_ro(&account_dir, kubelet::SERVICE_ACCOUNT);
     if let Some((host, path)) = &flags.kubeconfig_mount {
         opts = opts.mount_ro(host, path);
     }
     let container = image.run(&format!("img-{name}"), opts.entrypoint(&flags.argv[0]).args(&args));
-    let get = |path: &str| http_get(ns.name(), &format!("http://127.0.0.1:10256{path}"));
-    let synced = poll(READY_TIMEOUT, Duration::from_millis(250), || {
-        if let State::Exited(code) = container.state() {
-            panic!("{name}'s kube-proxy command exited ({code}):\n{}", container.logs());
-        }
-        (nat_rules(&ns).contains("default/web:http") && matches!(get("/healthz"), Some((200, _)))).then_some(())
-    });
-    assert!(synced.is_some(), "{name}: not programmed and healthy in time:\n{}", container.logs());
-    assert!(matches!(get("/livez"), Some((200, _))), "{name}: /livez:\n{}", container.logs());
-    assert!(api.request_log().iter().all(|r| r.status != 401), "{name}: every request carried the token");
+    node.assert_runs(&container, name);
 }
 
 #[test]
