@@ -20,14 +20,15 @@ use super::duration::GoDuration;
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 #[command(next_help_heading = "kube-proxy flags")]
 pub struct KubeProxyFlags {
-    /// A `KubeProxyConfiguration` file; flags given on the command line override it.
+    /// A `KubeProxyConfiguration` file. As in kube-proxy, it replaces the other kube-proxy flags
+    /// (logging flags and --hostname-override still apply); kubenat's own flags always apply.
     #[arg(long, value_name = "FILE", env = "KUBENAT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Write the effective configuration (file + flags + defaults) to FILE as
     /// `KubeProxyConfiguration` YAML and exit.
     #[arg(long, value_name = "FILE")]
     pub write_config_to: Option<PathBuf>,
-    /// Do the node setup that needs privileges (checks, and exit), then exit.
+    /// Do the start-up steps that need privileges (OOM score, start-up checks), then exit.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
     pub init_only: Option<bool>,
     /// The node's name (default: $NODE_NAME, else the hostname).

@@ -101,8 +101,8 @@ pub enum ChangeKind {
 
 /// Where the daemon's cluster state comes from.
 pub trait StateSource: Send + Sync {
-    /// The current state, or `None` until Services and endpoints have both been listed once
-    /// (never program a partial view).
+    /// The current state, or `None` until Services, endpoints (and, from the API, this Node)
+    /// have all been listed once (never program a partial view).
     fn snapshot(&self) -> Option<Snapshot>;
 
     /// This node's facts as last seen (cheap: no cluster state is built), `None` while its
@@ -259,7 +259,9 @@ impl StateSource for ApiSource {
         let services_ready = self.services.ready();
         let endpoints_ready =
             self.slices.as_ref().is_none_or(Reflected::ready) && self.endpoints.as_ref().is_none_or(Reflected::ready);
-        if !services_ready || !endpoints_ready {
+        // This Node too (listed, even if absent): its pod CIDR, addresses and zone shape the
+        // first sync (kube-proxy also reads its Node before it starts programming).
+        if !services_ready || !endpoints_ready || !self.nodes.ready() {
             return None;
         }
         let mut builder = StateBuilder::new();

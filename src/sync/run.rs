@@ -35,11 +35,11 @@ pub async fn run(
         Queue { health: syncer.health.clone(), metrics: syncer.metrics.clone(), families: opts.families.clone() };
     let mut node = NodeEligibility { health: syncer.health.clone(), seen: false };
     node.follow(source.node().as_ref());
-    // Never program a partial view: wait until Services and endpoints have been listed.
+    // Never program a partial view: wait until Services, endpoints and this Node have been listed.
     let mut logged_wait = false;
     while source.snapshot().is_none() {
         if !logged_wait {
-            tracing::info!("waiting for the first list of Services and endpoints");
+            tracing::info!("waiting for the first list of Services, endpoints and this Node");
             logged_wait = true;
         }
         tokio::select! {
