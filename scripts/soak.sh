@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long-form soak of the fault tests (tests/faults.rs, tests/faults_userspace.rs) at full size:
+# Long-form soak of the fault tests (tests/faults/, userspace mode in tests/faults/userspace.rs) at full size:
 # 10,000 churn events at 50/s and a 60 s API outage by default, then every other fault test,
 # repeated ROUNDS times with a new churn seed each round. Every step is bounded by `timeout`.
 # Needs root (real namespaces and iptables), like the tests themselves.
@@ -24,7 +24,7 @@ done
 (( RATE > 0 && ROUNDS > 0 && ROUNDS <= 100 )) || { echo "soak: need RATE > 0 and 1 <= ROUNDS <= 100" >&2; exit 2; }
 
 echo "soak: building the test binaries"
-timeout 1800 cargo test --test faults --test faults_userspace --no-run
+timeout 1800 cargo test --test faults --no-run
 
 log="$(mktemp -t kubenat-soak.XXXXXX)"
 trap 'rm -f "$log" "$log.summary"' EXIT
@@ -55,8 +55,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
   run 300 faults kernel::failing_restores_keep_the_last_rules_forwarding_and_recover
   run 300 faults kernel::held_xtables_lock_and_a_neighbour_rewriting_its_chains
   run 300 faults kernel::nat_table_flushed_behind_our_back_is_restored_within_one_sync_period
-  run 300 faults_userspace backends_killed_and_restarted_under_load
-  run 300 faults_userspace clients_that_never_read_neither_block_others_nor_grow_memory
+  run 300 faults userspace::backends_killed_and_restarted_under_load
+  run 300 faults userspace::clients_that_never_read_neither_block_others_nor_grow_memory
 done
 
 echo

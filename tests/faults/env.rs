@@ -3,8 +3,6 @@
 //! killable), a traffic probe from the client pod, and the final check that the kernel's rules
 //! equal `kubenat render` of the API server's objects (semantic diff, kubenat's chains only).
 
-#![allow(dead_code)] // shared by `faults.rs` and `faults_userspace.rs`, each using part of it
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,6 @@
 //! Kubernetes objects for the fault tests, as the API server stores them: Services,
 //! EndpointSlices (one per Service, named `<service>-slice`) and the Node.
 
-#![allow(dead_code)] // shared by `faults.rs` and `faults_userspace.rs`, each using part of it
-
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};

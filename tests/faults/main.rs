@@ -5,28 +5,26 @@
 //! `iptables-restore`, a held xtables lock next to another agent rewriting its own chains, and a
 //! flushed nat table. Services that keep a ready endpoint must see no probe failure (the nat
 //! flush excepted, within its measured window), and every test ends with the kernel's rules
-//! equal to `kubenat render` of the final objects. Userspace mode: `faults_userspace.rs`.
+//! equal to `kubenat render` of the final objects. Userspace mode: `userspace.rs`.
 //! Needs root (skips otherwise, fails under CI=true). Run with `--nocapture` for the counts.
 //!
 //! Knobs (for `scripts/soak.sh`): `KUBENAT_SOAK_CHURN_EVENTS` (default 1000),
 //! `KUBENAT_SOAK_CHURN_RATE` (events/s, default 50), `KUBENAT_SOAK_OUTAGE_SECS` (default 8),
 //! `KUBENAT_SOAK_SEED` (churn RNG seed, default fixed).
 
+// The integration tests' shared support (this crate lives in a directory of its own).
+#[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/mod.rs"]
 mod support;
 
-#[path = "faults/api_outage.rs"]
 mod api_outage;
-#[path = "faults/churn.rs"]
 mod churn;
-#[path = "faults/env.rs"]
 mod env;
-#[path = "faults/kernel.rs"]
 mod kernel;
-#[path = "faults/objects.rs"]
 mod objects;
-#[path = "faults/restart.rs"]
 mod restart;
+mod userspace;
 
 /// A number from the environment variable `name`, else `default`.
 pub fn knob(name: &str, default: u64) -> u64 {

@@ -7,24 +7,16 @@
 //! The 10,000-connection test lives with the userspace proxy tests. Needs root (skips
 //! otherwise, fails under CI=true). Run with `--nocapture` for the counts.
 
-mod common;
-mod support;
-
-#[path = "faults/env.rs"]
-mod env;
-#[path = "faults/objects.rs"]
-mod objects;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::daemon::{self, DaemonOptions};
-use common::probe::{Outcome, ProbeConfig, Target};
-use common::process::Spawned;
-use common::traffic::{self, Proto};
-use env::{probed_ip, Env, BACKENDS};
+use crate::common::daemon::{self, DaemonOptions};
+use crate::common::probe::{Outcome, ProbeConfig, Target};
+use crate::common::process::Spawned;
+use crate::common::traffic::{self, Proto};
+use crate::env::{probed_ip, Env, BACKENDS};
+use crate::objects::{self, EpState, Port};
 use kubenat::iptables::exec::Backend;
-use objects::{EpState, Port};
 
 /// The daemon's proxy port range.
 const PROXY_PORTS: std::ops::RangeInclusive<u16> = 36000..=36099;
