@@ -5,9 +5,12 @@
 //! - `model`: domain types (service ports, endpoints, `ClusterState`, `NodeConfig`).
 //! - `k8s`: the only place that knows Kubernetes API types; converts objects into `model`.
 //! - `flannel`: reads and follows flannel's `subnet.env` (cluster and local pod CIDRs).
-//! - `config`: kube-proxy options and `KubeProxyConfiguration` → per-family `NodeConfig`.
+//! - `config`: kube-proxy's `KubeProxyConfiguration` and flags (decoded, defaulted, overlaid and
+//!   validated as kube-proxy does; one flag definition for every command), the config-file
+//!   watch, and the options → per-family `NodeConfig`.
 //! - `sync`: the daemon's level-triggered sync loop (render → plan → apply).
-//! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend).
+//! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend)
+//!   and the process's OOM score.
 //! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
 //!   healthCheckNodePort servers.
 //! - `conntrack`: stale UDP flow cleanup.
@@ -23,6 +26,10 @@
 //! - `iptables::diff`: semantic diff of two dumps.
 //! - `iptables::trace`: packet tracer over a parsed ruleset.
 //! - `iptables::exec`: the `Iptables` trait and the real `iptables-restore`/`-save` binaries.
+//! - `iptables::plan`: partial syncs (changed chains; big chains edited rule by rule).
+//! - `iptables::chunks`: nft restores in bottom-up pieces of at most 500 chains.
+//! - `iptables::cleanup`: `--cleanup` and the mode-switch cleanup plans.
+//! - `iptables::fake`: an in-memory `Iptables` that behaves like the kernel (tests, `--dry-run`).
 //! - `iptables::apply`: the one applier every caller writes through (daemon syncs, `kubenat
 //!   apply`): full (read back, missing jumps, stale chains, canaries, the other mode's chains,
 //!   nft pieces) and partial applies.
