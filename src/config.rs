@@ -148,6 +148,8 @@ pub struct NodeOptions {
     pub conntrack_tcp_be_liberal: bool,
     /// `--services-dispatch`.
     pub services_dispatch: ServicesDispatch,
+    /// The PreferSameTrafficDistribution feature gate (node hints).
+    pub prefer_same_node: bool,
 }
 
 impl Default for NodeOptions {
@@ -168,6 +170,7 @@ impl Default for NodeOptions {
             nfacct: false,
             conntrack_tcp_be_liberal: false,
             services_dispatch: ServicesDispatch::Flat,
+            prefer_same_node: true,
         }
     }
 }
@@ -285,6 +288,7 @@ impl NodeOptions {
             nfacct: self.nfacct,
             conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
             services_dispatch: self.services_dispatch,
+            prefer_same_node: self.prefer_same_node,
         })
     }
 }

@@ -342,6 +342,31 @@ fn terminating_fallback_and_zone_hints() {
 }
 
 #[test]
+fn prefer_same_node_hints() {
+    run(
+        "prefer-same-node",
+        false,
+        &[NODE_IP],
+        &[
+            udp(case(
+                "every endpoint has node hints: only this node's",
+                POD,
+                "10.96.13.13:53",
+                Expect::Endpoints(&[("10.244.1.5:5353", 1.0)]),
+                Some(false),
+            )),
+            udp(case(
+                "one endpoint lacks node hints: zone hints instead",
+                POD,
+                "10.96.13.14:53",
+                Expect::Endpoints(&[("10.244.1.6:5353", 0.5), ("10.244.2.8:5353", 0.5)]),
+                Some(false),
+            )),
+        ],
+    );
+}
+
+#[test]
 fn masquerade_all_and_flannel_cluster_cidr() {
     run(
         "masquerade-all",

@@ -425,3 +425,20 @@ fn init_only_and_write_config_to_exit_at_once() {
     let out = kubenat(&["render", "--objects", "examples/demo", "--init-only"]);
     assert!(!out.status.success() && stderr(&out).contains("actions of the daemon"), "{}", stderr(&out));
 }
+
+#[test]
+fn prefer_same_traffic_distribution_gate_is_honoured() {
+    let scenario = "fixtures/scenarios/prefer-same-node/manifests.yaml";
+    let render = |extra: &[&str]| {
+        let mut args =
+            vec!["render", "--objects", scenario, "fixtures/scenarios/common-node.yaml", "--hostname-override=node-1"];
+        args.extend(extra);
+        let out = kubenat(&args);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().filter(|l| l.contains("default/same-node:dns -> ")).count()
+    };
+    assert_eq!(render(&[]), 1, "on by default (kube-proxy 1.34+): only this node's endpoint");
+    assert_eq!(render(&["--feature-gates=PreferSameTrafficDistribution=true"]), 1);
+    assert_eq!(render(&["--feature-gates=PreferSameTrafficDistribution=false"]), 2, "off: the zone-a endpoints");
+}

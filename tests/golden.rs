@@ -20,6 +20,7 @@ const SCENARIOS: &[&str] = &[
     "itp-local",
     "terminating-fallback",
     "zone-hints",
+    "prefer-same-node",
     "dual-stack",
     "masquerade-all",
     "flannel-subnet-env",

@@ -39,6 +39,7 @@ fn cluster(n: u32, shift: u32) -> ClusterState {
                 terminating: false,
                 node_name: Some("node-2".into()),
                 zone_hints: vec![],
+                node_hints: vec![],
             })
             .collect();
         eps.sort_by_cached_key(Endpoint::key);

@@ -103,7 +103,15 @@ fn lab_with_flows() -> (Lab, Vec<Server>) {
 }
 
 fn endpoint(addr: SocketAddr) -> Endpoint {
-    Endpoint { addr, ready: true, serving: true, terminating: false, node_name: None, zone_hints: vec![] }
+    Endpoint {
+        addr,
+        ready: true,
+        serving: true,
+        terminating: false,
+        node_name: None,
+        zone_hints: vec![],
+        node_hints: vec![],
+    }
 }
 
 fn dns_state(endpoints: Vec<Endpoint>) -> ClusterState {

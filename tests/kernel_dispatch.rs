@@ -54,6 +54,7 @@ fn endpoint(ip: Ipv4Addr) -> Endpoint {
         terminating: false,
         node_name: Some("node-2".into()),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

@@ -55,6 +55,7 @@ fn service(i: u32, endpoints: u32, seed: u32) -> ServicePort {
                 terminating: false,
                 node_name: Some(format!("node-{}", n % 3)),
                 zone_hints: vec![],
+                node_hints: vec![],
             }
         })
         .collect();

@@ -245,6 +245,7 @@ fn hostile_names_past_the_converter_load_and_read_back_equal() {
             terminating: false,
             node_name: Some(name.to_string()),
             zone_hints: vec![name.to_string()],
+            node_hints: vec![],
         };
         let port = ServicePort {
             node_port: Some(30700 + i as u16),

@@ -21,6 +21,7 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
             terminating: cond >= 1,
             node_name: Some(format!("node-{node}")),
             zone_hints: zone.map(|z| vec![format!("zone-{z}")]).unwrap_or_default(),
+            node_hints: vec![],
         },
     )
 }

@@ -132,6 +132,7 @@ fn build(shape: &Shape, names: &Names, pick: &mut dyn FnMut(&str) -> String) -> 
                 terminating: *cond == 3,
                 node_name: Some(pick(&at(&names.nodes, *node))),
                 zone_hints: if cond % 2 == 0 { vec![pick(&at(&names.zones, *zone))] } else { Vec::new() },
+                node_hints: vec![],
             })
             .collect();
         endpoints.sort_by_cached_key(Endpoint::key);

@@ -213,6 +213,7 @@ fn endpoint(addr: &str, node: &str, ready: bool) -> Endpoint {
         terminating: false,
         node_name: Some(node.into()),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

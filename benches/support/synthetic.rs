@@ -29,6 +29,7 @@ pub fn endpoint(n: u32) -> Endpoint {
         terminating: false,
         node_name: Some(format!("node-{}", n % 50)),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

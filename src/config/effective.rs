@@ -220,6 +220,7 @@ impl Effective {
             masquerade_bit: c.iptables.masquerade_bit.and_then(|b| u8::try_from(b).ok()).unwrap_or(14),
             localhost_nodeports: c.iptables.localhost_node_ports.unwrap_or(true),
             services_dispatch,
+            prefer_same_node: c.feature_gates.get("PreferSameTrafficDistribution").copied().unwrap_or(true),
             ..NodeOptions::default()
         };
         node.validate()?;

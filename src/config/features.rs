@@ -11,8 +11,8 @@ use super::effective::{Level, Note};
 pub enum Support {
     /// kubenat always behaves as with the gate on (a GA behaviour); turning it off is not honoured.
     AlwaysOn,
-    /// The behaviour behind the gate is not implemented; turning it on changes nothing.
-    NotImplemented,
+    /// Honoured both ways (on and off).
+    Honoured,
     /// The gate concerns another proxy mode, platform or logging detail: no effect here.
     NoEffect,
 }
@@ -26,7 +26,7 @@ pub const GATES: [(&str, Support); 16] = [
     ("EndpointSliceTerminatingCondition", Support::AlwaysOn),
     ("KubeProxyDrainingTerminatingNodes", Support::AlwaysOn),
     ("LoadBalancerIPMode", Support::AlwaysOn),
-    ("PreferSameTrafficDistribution", Support::NotImplemented),
+    ("PreferSameTrafficDistribution", Support::Honoured),
     ("NFTablesProxyMode", Support::NoEffect),
     ("WinDSR", Support::NoEffect),
     ("WinOverlay", Support::NoEffect),
@@ -45,12 +45,10 @@ pub fn support(name: &str) -> Option<Support> {
 /// Start-up notes for the gates that were set.
 pub fn notes(gates: &BTreeMap<String, bool>) -> Vec<Note> {
     let mut ignored_off = Vec::new();
-    let mut not_implemented = Vec::new();
     let mut other = Vec::new();
     for (name, enabled) in gates {
         match (support(name), enabled) {
             (Some(Support::AlwaysOn), false) => ignored_off.push(name.as_str()),
-            (Some(Support::NotImplemented), true) => not_implemented.push(name.as_str()),
             (Some(_), _) => {}
             (None, _) => other.push(name.as_str()),
         }
@@ -61,16 +59,6 @@ pub fn notes(gates: &BTreeMap<String, bool>) -> Vec<Note> {
             level: Level::Warn,
             daemon_only: false,
             text: format!("feature gates turned off but always on in kubenat: {}", ignored_off.join(", ")),
-        });
-    }
-    if !not_implemented.is_empty() {
-        notes.push(Note {
-            level: Level::Warn,
-            daemon_only: false,
-            text: format!(
-                "feature gates whose behaviour kubenat does not implement yet: {}",
-                not_implemented.join(", ")
-            ),
         });
     }
     if !other.is_empty() {
@@ -93,15 +81,17 @@ mod tests {
             ("TopologyAwareHints".to_string(), false),
             ("ServiceTrafficDistribution".to_string(), true),
             ("PreferSameTrafficDistribution".to_string(), true),
+            ("SomeFutureProxyGate".to_string(), true),
             ("InPlacePodVerticalScaling".to_string(), true),
             ("NFTablesProxyMode".to_string(), true),
         ]);
         let notes = notes(&gates);
-        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].text.contains("TopologyAwareHints") && notes[0].level == Level::Warn);
-        assert!(notes[1].text.contains("PreferSameTrafficDistribution"));
-        assert!(notes[2].text.contains("InPlacePodVerticalScaling") && notes[2].level == Level::Info);
-        assert!(!notes.iter().any(|n| n.text.contains("NFTablesProxyMode") || n.text.contains("ServiceTraffic")));
+        assert!(notes[1].text.contains("InPlacePodVerticalScaling") && notes[1].text.contains("SomeFutureProxyGate"));
+        assert_eq!(notes[1].level, Level::Info);
+        let quiet = ["NFTablesProxyMode", "ServiceTraffic", "PreferSameTrafficDistribution"];
+        assert!(!notes.iter().any(|n| quiet.iter().any(|q| n.text.contains(q))));
         assert!(super::notes(&BTreeMap::new()).is_empty());
     }
 }

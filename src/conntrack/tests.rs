@@ -13,6 +13,7 @@ fn ep(addr: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
         terminating,
         node_name: Some("n1".into()),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

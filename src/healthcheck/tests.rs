@@ -9,6 +9,7 @@ fn ep(addr: &str, node: &str, ready: bool, terminating: bool) -> Endpoint {
         terminating,
         node_name: Some(node.to_string()),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

@@ -150,6 +150,9 @@ pub struct Endpoint {
     pub node_name: Option<String>,
     /// Zones this endpoint is hinted for (`hints.forZones`); empty when it has no hints.
     pub zone_hints: Vec<String>,
+    /// Nodes this endpoint is hinted for (`hints.forNodes`, trafficDistribution
+    /// PreferSameNode); empty when it has no node hints.
+    pub node_hints: Vec<String>,
 }
 
 impl Endpoint {

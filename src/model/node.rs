@@ -91,6 +91,9 @@ pub struct NodeConfig {
     pub conntrack_tcp_be_liberal: bool,
     /// `--services-dispatch`: layout of nat `KUBE-SERVICES`.
     pub services_dispatch: ServicesDispatch,
+    /// Honour node hints (`trafficDistribution: PreferSameNode`, the
+    /// PreferSameTrafficDistribution feature gate, on by default since kube-proxy 1.34).
+    pub prefer_same_node: bool,
 }
 
 impl Default for NodeConfig {
@@ -110,6 +113,7 @@ impl Default for NodeConfig {
             nfacct: false,
             conntrack_tcp_be_liberal: false,
             services_dispatch: ServicesDispatch::Flat,
+            prefer_same_node: true,
         }
     }
 }

@@ -18,6 +18,7 @@ fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> Serv
             terminating: false,
             node_name: Some("node-1".into()),
             zone_hints: vec![],
+            node_hints: vec![],
         })
         .collect();
     eps.sort_by_key(|e| e.key());

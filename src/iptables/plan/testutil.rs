@@ -27,6 +27,7 @@ pub(crate) fn ep(addr: SocketAddr) -> Endpoint {
         terminating: false,
         node_name: Some("node-2".into()),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

@@ -44,20 +44,44 @@ pub fn no_local_endpoints(state: &ClusterState, node: &NodeConfig) -> (usize, us
     (internal, external)
 }
 
-/// Topology hints apply when the node has a zone, every ready endpoint has zone hints and at
-/// least one of them is hinted for this node's zone.
-fn can_use_topology(endpoints: &[&Endpoint], zone: Option<&str>) -> bool {
-    let Some(zone) = zone.filter(|z| !z.is_empty()) else {
-        return false;
-    };
-    let mut hinted_here = false;
-    for ep in endpoints.iter().filter(|e| e.ready) {
-        if ep.zone_hints.is_empty() {
-            return false;
+/// Which hints narrow the Cluster policy's endpoints (kube-proxy's topology mode from hints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology<'n> {
+    /// Every ready endpoint.
+    All,
+    /// Those hinted for this node (`trafficDistribution: PreferSameNode`).
+    SameNode(&'n str),
+    /// Those hinted for this node's zone (PreferSameZone / PreferClose, topology-aware routing).
+    SameZone(&'n str),
+}
+
+impl Topology<'_> {
+    fn admits(self, ep: &Endpoint) -> bool {
+        match self {
+            Topology::All => true,
+            Topology::SameNode(node) => ep.node_hints.iter().any(|n| n == node),
+            Topology::SameZone(zone) => ep.zone_hints.iter().any(|z| z == zone),
         }
-        hinted_here |= ep.zone_hints.iter().any(|z| z == zone);
     }
-    hinted_here
+}
+
+/// Node hints apply (with the PreferSameTrafficDistribution gate) when every ready endpoint has
+/// node hints and one is hinted for this node; otherwise zone hints apply when the node has a
+/// zone, every ready endpoint has zone hints and one is hinted for this node's zone.
+fn topology<'n>(endpoints: &[&Endpoint], node: &'n NodeConfig) -> Topology<'n> {
+    let zone = node.zone.as_deref().filter(|z| !z.is_empty());
+    let (mut all_node_hints, mut for_node, mut all_zone_hints, mut for_zone) = (true, false, true, false);
+    for ep in endpoints.iter().filter(|e| e.ready) {
+        all_node_hints &= !ep.node_hints.is_empty();
+        for_node |= ep.node_hints.iter().any(|n| *n == node.node_name);
+        all_zone_hints &= !ep.zone_hints.is_empty();
+        for_zone |= zone.is_some_and(|zone| ep.zone_hints.iter().any(|z| z == zone));
+    }
+    match zone {
+        _ if node.prefer_same_node && all_node_hints && for_node => Topology::SameNode(&node.node_name),
+        Some(zone) if all_zone_hints && for_zone => Topology::SameZone(zone),
+        _ => Topology::All,
+    }
 }
 
 fn serving_terminating(ep: &Endpoint) -> bool {
@@ -69,13 +93,9 @@ pub(super) fn categorize<'a>(endpoints: &[&'a Endpoint], svc: &ServicePort, node
     let mut out = Categorized::default();
     let mut use_topology = false;
     if uses_cluster_endpoints(svc, node.family) {
-        use_topology = can_use_topology(endpoints, node.zone.as_deref());
-        let zone = node.zone.as_deref().unwrap_or_default();
-        out.cluster = endpoints
-            .iter()
-            .copied()
-            .filter(|e| e.ready && (!use_topology || e.zone_hints.iter().any(|z| z == zone)))
-            .collect();
+        let mode = topology(endpoints, node);
+        use_topology = mode != Topology::All;
+        out.cluster = endpoints.iter().copied().filter(|e| e.ready && mode.admits(e)).collect();
         if out.cluster.is_empty() {
             out.cluster = endpoints.iter().copied().filter(|e| serving_terminating(e)).collect();
         }
@@ -135,6 +155,7 @@ mod tests {
             terminating,
             node_name: Some(node.into()),
             zone_hints: zones.iter().map(|z| z.to_string()).collect(),
+            node_hints: vec![],
         }
     }
 
@@ -242,5 +263,36 @@ mod tests {
         assert_eq!(no_local_endpoints(&state, &node(None)), (2, 2));
         let v6 = NodeConfig { family: IpFamily::V6, ..node(None) };
         assert_eq!(no_local_endpoints(&state, &v6), (0, 0), "no IPv6 cluster IPs");
+    }
+
+    fn with_nodes(mut e: Endpoint, nodes: &[&str]) -> Endpoint {
+        e.node_hints = nodes.iter().map(|n| n.to_string()).collect();
+        e
+    }
+
+    #[test]
+    fn node_hints_prefer_the_same_node_then_fall_back_to_zones() {
+        let s = svc(TrafficPolicy::Cluster, TrafficPolicy::Cluster, None);
+        let eps = [
+            with_nodes(ep("10.0.0.1:80", true, false, "n1", &["a"]), &["n1"]),
+            with_nodes(ep("10.0.0.2:80", true, false, "n2", &["a"]), &["n2"]),
+            with_nodes(ep("10.0.0.3:80", true, false, "n3", &["b"]), &["n3"]),
+        ];
+        let refs: Vec<&Endpoint> = eps.iter().collect();
+        let c = categorize(&refs, &s, &node(Some("a")));
+        assert_eq!(keys(&c.cluster), ["10.0.0.1:80"], "hinted for this node");
+        let off = NodeConfig { prefer_same_node: false, ..node(Some("a")) };
+        assert_eq!(keys(&categorize(&refs, &s, &off).cluster), ["10.0.0.1:80", "10.0.0.2:80"], "gate off: zone hints");
+        // No endpoint hinted for this node: zone hints decide.
+        let other = NodeConfig { node_name: "n9".into(), ..node(Some("b")) };
+        assert_eq!(keys(&categorize(&refs, &s, &other).cluster), ["10.0.0.3:80"]);
+        // One ready endpoint without node hints: node hints are ignored.
+        let mixed = [eps[0].clone(), ep("10.0.0.2:80", true, false, "n2", &[])];
+        let refs: Vec<&Endpoint> = mixed.iter().collect();
+        assert_eq!(categorize(&refs, &s, &node(None)).cluster.len(), 2);
+        // A not-ready endpoint's missing hints do not count.
+        let unready = [eps[0].clone(), ep("10.0.0.2:80", false, false, "n2", &[])];
+        let refs: Vec<&Endpoint> = unready.iter().collect();
+        assert_eq!(keys(&categorize(&refs, &s, &node(None)).cluster), ["10.0.0.1:80"]);
     }
 }

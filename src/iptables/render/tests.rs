@@ -19,6 +19,7 @@ fn ep(addr: &str, node: &str) -> Endpoint {
         terminating: false,
         node_name: Some(node.into()),
         zone_hints: vec![],
+        node_hints: vec![],
     }
 }
 

@@ -155,6 +155,7 @@ fn backend(ep: &ApiEndpoint, family: IpFamily, report: &mut Reporter<'_>) -> Opt
     }
     let conditions = ep.conditions.as_ref();
     let zone_hints = ep.hints.as_ref().and_then(|h| h.for_zones.as_deref()).unwrap_or_default();
+    let node_hints = ep.hints.as_ref().and_then(|h| h.for_nodes.as_deref()).unwrap_or_default();
     Some(Endpoint {
         addr: SocketAddr::new(ip, 0),
         ready: conditions.and_then(|c| c.ready).unwrap_or(true),
@@ -162,6 +163,7 @@ fn backend(ep: &ApiEndpoint, family: IpFamily, report: &mut Reporter<'_>) -> Opt
         terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
         node_name: node_name(ep.node_name.as_deref(), report),
         zone_hints: zone_hints.iter().filter_map(|z| zone_hint(ip, &z.name, report)).collect(),
+        node_hints: node_hints.iter().filter_map(|n| node_name(Some(n.name.as_str()), report)).collect(),
     })
 }
 

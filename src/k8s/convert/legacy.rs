@@ -81,5 +81,6 @@ fn backend(address: &EndpointAddress, ready: bool, report: &mut Reporter<'_>) ->
         terminating: false,
         node_name: node_name(address.node_name.as_deref(), report),
         zone_hints: Vec::new(),
+        node_hints: vec![],
     })
 }

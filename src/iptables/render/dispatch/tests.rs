@@ -58,6 +58,7 @@ fn service(name: ServicePortName, ip: IpAddr, port: u16, endpoints: usize) -> Se
                 terminating: false,
                 node_name: Some(format!("node-{}", e % 2)),
                 zone_hints: vec![],
+                node_hints: vec![],
             }
         })
         .collect::<Vec<_>>();

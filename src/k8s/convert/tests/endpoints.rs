@@ -178,3 +178,14 @@ fn ten_thousand_endpoints_in_memory_are_fast_and_sorted() {
     assert!(big.endpoints.iter().all(|e| !e.terminating));
     assert!(elapsed < std::time::Duration::from_secs(5), "took {elapsed:?}");
 }
+
+#[test]
+fn node_hints_are_read_and_bad_ones_reported() {
+    let body = "ports:\n- name: http\n  port: 8080\nendpoints:\n- addresses: [10.0.0.2]\n  nodeName: node-a\n  \
+                hints: {forNodes: [{name: node-a}, {name: Bad_Name}], forZones: [{name: zone-a}]}\n";
+    let c = convert(&format!("{}{}", svc("web", WEB), slice("web-1", "web", "IPv4", body)));
+    let ep = &port(&c, "web", "http").endpoints[0];
+    assert_eq!(ep.node_hints, vec!["node-a"]);
+    assert_eq!(ep.zone_hints, vec!["zone-a"]);
+    assert_eq!(messages(&c).len(), 1, "the invalid node hint is reported: {:?}", messages(&c));
+}
