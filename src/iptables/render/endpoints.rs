@@ -73,7 +73,7 @@ fn topology<'n>(endpoints: &[&Endpoint], node: &'n NodeConfig) -> Topology<'n> {
     let (mut all_node_hints, mut for_node, mut all_zone_hints, mut for_zone) = (true, false, true, false);
     for ep in endpoints.iter().filter(|e| e.ready) {
         all_node_hints &= !ep.node_hints.is_empty();
-        for_node |= ep.node_hints.iter().any(|n| *n == node.node_name);
+        for_node |= ep.node_hints.contains(&node.node_name);
         all_zone_hints &= !ep.zone_hints.is_empty();
         for_zone |= zone.is_some_and(|zone| ep.zone_hints.iter().any(|z| z == zone));
     }
