@@ -9,7 +9,7 @@
 
 mod run;
 
-pub use run::run;
+pub use run::SyncLoop;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

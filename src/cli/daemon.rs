@@ -25,7 +25,7 @@ use kubenat::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use kubenat::metrics::Metrics;
 use kubenat::model::IpFamily;
 use kubenat::startup::{self, CheckConfig};
-use kubenat::sync::{self, SyncOptions, Syncer};
+use kubenat::sync::{SyncLoop, SyncOptions, Syncer};
 use kubenat::userspace::proxier::{Proxier, ProxierConfig};
 use kubenat::userspace::{Limits, PortRange};
 use tokio_util::sync::CancellationToken;
@@ -365,15 +365,8 @@ async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<Config
         let node_ip = args.kube.node_ip.iter().copied().find(|ip| ip.is_ipv4());
         syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()).with_node_ip(node_ip), bind);
     }
-    let loop_handle = tokio::spawn(sync::run(
-        syncer,
-        source,
-        feed,
-        changes,
-        health_checks,
-        Some(subnet_watch.subscribe()),
-        shutdown.clone(),
-    ));
+    let sync_loop = SyncLoop { syncer, source, feed, changes, health_checks, flannel: Some(subnet_watch.subscribe()) };
+    let loop_handle = tokio::spawn(sync_loop.run(shutdown.clone()));
 
     let mut loop_handle = loop_handle;
     tokio::select! {

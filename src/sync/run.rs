@@ -13,136 +13,218 @@ use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::healthcheck::HealthCheckServers;
 use crate::k8s::convert::NodeFacts;
-use crate::k8s::watch::{ChangeFeed, StateSource};
+use crate::k8s::watch::{ChangeFeed, Snapshot, StateSource};
 use crate::metrics::Metrics;
 use crate::model::IpFamily;
 
 /// Longest wait between retries after failed syncs.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Runs the sync loop until `shutdown`. Rules stay in place when it returns.
-pub async fn run(
-    mut syncer: Syncer,
+/// The sync loop: the syncer and everything it reacts to. `run` drives it until shutdown.
+pub struct SyncLoop {
+    /// Renders and applies.
+    pub syncer: Syncer,
+    /// The cluster state (API watches or manifest files).
+    pub source: Arc<dyn StateSource>,
+    /// Changes since the last sync (network programming latency, counts).
+    pub feed: Arc<ChangeFeed>,
+    /// Bumped on every change of the source.
+    pub changes: watch::Receiver<u64>,
+    /// The healthCheckNodePort servers, kept in step after every successful sync.
+    pub health_checks: Option<HealthCheckServers>,
+    /// flannel's lease (`subnet.env`): a new one forces a full resync.
+    pub flannel: Option<watch::Receiver<Option<SubnetEnv>>>,
+}
+
+/// The loop's state between iterations.
+struct Timing {
+    dirty: bool,
+    force_full: bool,
+    last_sync: Option<Instant>,
+    next_full: Instant,
+    backoff: Duration,
+}
+
+/// What a wait ended with.
+enum Wake {
+    /// Sync (again).
+    Sync,
+    /// Shut down.
+    Stop,
+}
+
+impl SyncLoop {
+    /// Runs until `shutdown` (or until the sync thread dies). Rules stay in place when it
+    /// returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let SyncLoop { syncer, source, feed, changes, health_checks, flannel } = self;
+        let opts = syncer.options().clone();
+        let queue =
+            Queue { health: syncer.health.clone(), metrics: syncer.metrics.clone(), families: opts.families.clone() };
+        let node = NodeEligibility { health: syncer.health.clone(), seen: false };
+        let timing = Timing {
+            dirty: true,
+            force_full: true,
+            last_sync: None,
+            next_full: Instant::now() + opts.sync_period,
+            backoff: Duration::ZERO,
+        };
+        let mut driver =
+            Driver { syncer: Some(syncer), source, feed, changes, health_checks, flannel, opts, queue, node, timing };
+        if driver.wait_for_first_list(&shutdown).await {
+            driver.queue.all();
+            let worker = SyncThread::start();
+            while let Wake::Sync = driver.next(&worker, &shutdown).await {}
+        }
+        tracing::info!("sync loop stopped; rules left in place");
+    }
+}
+
+/// The running loop.
+struct Driver {
+    /// `None` only while a sync runs on the sync thread (or after that thread died).
+    syncer: Option<Syncer>,
     source: Arc<dyn StateSource>,
     feed: Arc<ChangeFeed>,
-    mut changes: watch::Receiver<u64>,
-    mut health_checks: Option<HealthCheckServers>,
-    mut flannel: Option<watch::Receiver<Option<SubnetEnv>>>,
-    shutdown: CancellationToken,
-) {
-    let mut opts = syncer.options().clone();
-    let queue =
-        Queue { health: syncer.health.clone(), metrics: syncer.metrics.clone(), families: opts.families.clone() };
-    let mut node = NodeEligibility { health: syncer.health.clone(), seen: false };
-    node.follow(source.node().as_ref());
-    // Never program a partial view: wait until Services, endpoints and this Node have been listed.
-    let mut logged_wait = false;
-    while source.snapshot().is_none() {
-        if !logged_wait {
-            tracing::info!("waiting for the first list of Services, endpoints and this Node");
-            logged_wait = true;
+    changes: watch::Receiver<u64>,
+    health_checks: Option<HealthCheckServers>,
+    flannel: Option<watch::Receiver<Option<SubnetEnv>>>,
+    opts: super::SyncOptions,
+    queue: Queue,
+    node: NodeEligibility,
+    timing: Timing,
+}
+
+impl Driver {
+    /// Never program a partial view: waits until Services, endpoints and this Node have been
+    /// listed. `false`: shut down meanwhile.
+    async fn wait_for_first_list(&mut self, shutdown: &CancellationToken) -> bool {
+        self.node.follow(self.source.node().as_ref());
+        let mut logged_wait = false;
+        while self.source.snapshot().is_none() {
+            if !logged_wait {
+                tracing::info!("waiting for the first list of Services, endpoints and this Node");
+                logged_wait = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = self.changes.changed() => self.node.follow(self.source.node().as_ref()),
+            }
         }
+        true
+    }
+
+    /// One step: a sync when one is due, else a wait for the next reason to sync.
+    async fn next(&mut self, worker: &SyncThread, shutdown: &CancellationToken) -> Wake {
+        if !self.timing.dirty {
+            return self.wait_for_change(shutdown).await;
+        }
+        let t = &self.timing;
+        let earliest = t.last_sync.map_or_else(Instant::now, |last| last + self.opts.min_sync_period.max(t.backoff));
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = changes.changed() => node.follow(source.node().as_ref()),
+            _ = shutdown.cancelled() => return Wake::Stop,
+            _ = sleep_until(earliest) => {}
+        }
+        self.changes.borrow_and_update();
+        match self.source.snapshot() {
+            Some(snapshot) => self.sync(snapshot, worker).await,
+            None => Wake::Sync,
         }
     }
-    queue.all();
 
-    let worker = SyncThread::start();
-    let mut dirty = true;
-    let mut force_full = true;
-    let mut last_sync: Option<Instant> = None;
-    let mut next_full = Instant::now() + opts.sync_period;
-    let mut backoff = Duration::ZERO;
-    loop {
-        if dirty {
-            let earliest = last_sync.map_or_else(Instant::now, |t| t + opts.min_sync_period.max(backoff));
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = sleep_until(earliest) => {}
+    /// Syncs `snapshot` on the sync thread and settles the timing.
+    async fn sync(&mut self, snapshot: Snapshot, worker: &SyncThread) -> Wake {
+        let taken = self.feed.take();
+        let full = self.timing.force_full || Instant::now() >= self.timing.next_full;
+        self.timing.last_sync = Some(Instant::now());
+        let Some(mut syncer) = self.syncer.take() else { return Wake::Stop };
+        // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
+        // workers so /healthz, /metrics and the watchers stay responsive meanwhile.
+        let snap = snapshot.clone();
+        let done = worker.run(move || {
+            let result = syncer.sync(&snap, &taken, full);
+            (syncer, result)
+        });
+        let result = match done.await {
+            Ok((syncer, result)) => {
+                self.syncer = Some(syncer);
+                result
             }
-            changes.borrow_and_update();
-            let Some(snapshot) = source.snapshot() else { continue };
-            let taken = feed.take();
-            let full = force_full || Instant::now() >= next_full;
-            last_sync = Some(Instant::now());
-            // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
-            // workers so /healthz, /metrics and the watchers stay responsive meanwhile.
-            let snap = snapshot.clone();
-            let (returned, result) = match worker
-                .run(move || {
-                    let result = syncer.sync(&snap, &taken, full);
-                    (syncer, result)
-                })
-                .await
-            {
-                Ok(done) => done,
-                Err(err) => {
-                    tracing::error!(error = %err, "the sync task died; stopping the sync loop (rules stay in place)");
-                    return;
-                }
-            };
-            syncer = returned;
-            match result {
-                Ok(_) => {
-                    dirty = false;
-                    force_full = false;
-                    backoff = Duration::ZERO;
-                    if full {
-                        next_full = Instant::now() + opts.sync_period;
-                    }
-                    if let Some(servers) = health_checks.as_mut() {
-                        let node = opts.node.node_config(
-                            opts.families.first().copied().unwrap_or_default(),
-                            snapshot.node.as_ref(),
-                            opts.flannel.as_ref(),
-                        );
-                        if let Ok(node) = node {
-                            servers.sync(&crate::healthcheck::desired(&snapshot.state, &node)).await;
-                        }
-                    }
-                }
-                Err(err) => {
-                    backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF.min(opts.sync_period));
-                    force_full = true;
-                    tracing::error!(error = %err, retry_in_s = backoff.as_secs(), "sync failed; the previous rules stay in place");
-                }
+            Err(err) => {
+                tracing::error!(error = %err, "the sync task died; stopping the sync loop (rules stay in place)");
+                return Wake::Stop;
             }
-            continue;
+        };
+        let t = &mut self.timing;
+        match result {
+            Ok(_) => {
+                (t.dirty, t.force_full, t.backoff) = (false, false, Duration::ZERO);
+                if full {
+                    t.next_full = Instant::now() + self.opts.sync_period;
+                }
+                self.sync_health_checks(&snapshot).await;
+            }
+            Err(err) => {
+                t.backoff = (t.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF.min(self.opts.sync_period));
+                t.force_full = true;
+                tracing::error!(error = %err, retry_in_s = t.backoff.as_secs(), "sync failed; the previous rules stay in place");
+            }
         }
+        Wake::Sync
+    }
+
+    /// Keeps the healthCheckNodePort servers in step with what was just synced.
+    async fn sync_health_checks(&mut self, snapshot: &Snapshot) {
+        let Some(servers) = self.health_checks.as_mut() else { return };
+        let family = self.opts.families.first().copied().unwrap_or_default();
+        if let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref()) {
+            servers.sync(&crate::healthcheck::desired(&snapshot.state, &node)).await;
+        }
+    }
+
+    /// Waits for a change, a new flannel lease or the periodic full sync.
+    async fn wait_for_change(&mut self, shutdown: &CancellationToken) -> Wake {
+        let flannel = &mut self.flannel;
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = changes.changed() => {
-                if changed.is_err() { break; }
-                dirty = true;
-                node.follow(source.node().as_ref());
-                queue.all();
+            _ = shutdown.cancelled() => return Wake::Stop,
+            changed = self.changes.changed() => {
+                if changed.is_err() {
+                    return Wake::Stop;
+                }
+                self.timing.dirty = true;
+                self.node.follow(self.source.node().as_ref());
+                self.queue.all();
             }
             changed = async { flannel.as_mut()?.changed().await.ok() }, if flannel.is_some() => {
                 match (changed, flannel.as_mut()) {
                     (Some(()), Some(rx)) => {
                         let env = rx.borrow_and_update().clone();
-                        tracing::info!(networks = ?env.as_ref().map(|e| &e.networks), subnets = ?env.as_ref().map(|e| &e.subnets), "flannel lease changed; full resync");
-                        opts.flannel = env.clone();
-                        syncer.set_flannel(env);
-                        dirty = true;
-                        force_full = true;
-                        queue.all();
+                        self.new_lease(env);
                     }
-                    _ => flannel = None,
+                    _ => *flannel = None,
                 }
             }
-            _ = sleep_until(next_full) => {
-                dirty = true;
-                if syncer.canary_missing() {
+            _ = sleep_until(self.timing.next_full) => {
+                self.timing.dirty = true;
+                if self.syncer.as_ref().is_some_and(Syncer::canary_missing) {
                     tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
                 }
-                queue.all();
+                self.queue.all();
             }
         }
+        Wake::Sync
     }
-    tracing::info!("sync loop stopped; rules left in place");
+
+    /// A new flannel lease: everything is rendered again with it.
+    fn new_lease(&mut self, env: Option<SubnetEnv>) {
+        tracing::info!(networks = ?env.as_ref().map(|e| &e.networks), subnets = ?env.as_ref().map(|e| &e.subnets), "flannel lease changed; full resync");
+        self.opts.flannel = env.clone();
+        if let Some(syncer) = self.syncer.as_mut() {
+            syncer.set_flannel(env);
+        }
+        (self.timing.dirty, self.timing.force_full) = (true, true);
+        self.queue.all();
+    }
 }
 
 /// Where a queued sync is reported: each programmed family's health and
