@@ -286,30 +286,58 @@ fn cleanup_rules(args: &DaemonArgs) -> ExitCode {
 
 async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<ConfigWatch>) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    let config_changed = async {
-        match config_watch {
-            Some(watch) => watch.changed(config::watch::POLL_INTERVAL, CancellationToken::new()).await,
-            None => std::future::pending().await,
-        }
-    };
     let subnet_watch = SubnetWatch::start(args.flannel_subnet_file.clone(), watch::DEFAULT_INTERVAL, shutdown.clone());
     let flannel = subnet_watch.current();
-    let v6_cidr = resolved.node.cluster_cidr(IpFamily::V6, flannel.as_ref()).is_some();
-    let mut families = vec![IpFamily::V4];
-    // The userspace proxy listens on one IPv4 address, as kube-proxy's did.
-    if resolved.mode == ProxyMode::Iptables && args.ipv6.unwrap_or(v6_cidr) {
-        families.push(IpFamily::V6);
-    }
+    let families = families(&args, &resolved, flannel.as_ref());
     let (metrics, registry) = Metrics::new();
     let (ipt, backend) = args.iptables();
-    let checks = CheckConfig {
-        localhost_nodeports: resolved.node.localhost_nodeports,
-        ipv6: families.contains(&IpFamily::V6),
-        backend,
-    };
+    let checks =
+        CheckConfig { localhost_nodeports: resolved.node.localhost_nodeports, ipv6: families.len() > 1, backend };
     let check_metrics = metrics.clone();
     let _ = tokio::task::spawn_blocking(move || startup::check_host(&checks, &check_metrics)).await;
     let health = HealthState::new(resolved.sync_period * 2).with_metrics(metrics.clone());
+    start_servers(&resolved, &health, registry, &shutdown).await?;
+    let (feed, changes) = ChangeFeed::new();
+    let source = state_source(&args, &resolved, feed.clone(), &shutdown).await?;
+    let opts = SyncOptions {
+        min_sync_period: resolved.min_sync_period,
+        sync_period: resolved.sync_period,
+        families,
+        node: resolved.node.clone(),
+        flannel,
+    };
+    tracing::info!(node = %opts.node.node_name, families = ?opts.families, mode = ?resolved.mode, "starting kubenat");
+    let health_checks =
+        Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
+    let mut syncer = Syncer::new(opts, ipt, Arc::new(ExecConntrack { netns: None }), metrics, health);
+    if let Some((config, bind)) = resolved.userspace.clone() {
+        raise_nofile_limit();
+        let node_ip = args.kube.node_ip.iter().copied().find(|ip| ip.is_ipv4());
+        syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()).with_node_ip(node_ip), bind);
+    }
+    let sync_loop = SyncLoop { syncer, source, feed, changes, health_checks, flannel: Some(subnet_watch.subscribe()) };
+    let loop_handle = tokio::spawn(sync_loop.run(shutdown.clone()));
+    run_until_stopped(loop_handle, config_watch, shutdown).await
+}
+
+/// The IP families to program: IPv4, and IPv6 with `--ipv6` or an IPv6 cluster CIDR (the
+/// userspace proxy listens on one IPv4 address, as kube-proxy's did).
+fn families(args: &DaemonArgs, resolved: &Resolved, flannel: Option<&subnet_env::SubnetEnv>) -> Vec<IpFamily> {
+    let v6_cidr = resolved.node.cluster_cidr(IpFamily::V6, flannel).is_some();
+    if resolved.mode == ProxyMode::Iptables && args.ipv6.unwrap_or(v6_cidr) {
+        vec![IpFamily::V4, IpFamily::V6]
+    } else {
+        vec![IpFamily::V4]
+    }
+}
+
+/// The healthz and metrics servers (`/configz` serves the effective configuration).
+async fn start_servers(
+    resolved: &Resolved,
+    health: &HealthState,
+    registry: prometheus_client::registry::Registry,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let hard_fail = resolved.effective.config.bind_address_hard_fail;
     if let Some(addr) = resolved.healthz {
         let (state, stop) = (health.clone(), shutdown.clone());
@@ -321,7 +349,6 @@ async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<Config
             ProxyMode::Iptables => "iptables",
             ProxyMode::Userspace => "userspace",
         };
-        // /configz: the effective configuration, as kube-proxy serves it.
         let config = serde_json::to_value(&resolved.effective.config).unwrap_or_default();
         let configz = Arc::new(serde_json::json!({ "kubeproxy.config.k8s.io": config }));
         let server = health::MetricsServer { registry: Arc::new(registry), proxy_mode: mode, configz };
@@ -329,64 +356,61 @@ async fn serve(args: DaemonArgs, resolved: Resolved, config_watch: Option<Config
         let serve = move |listener| health::serve_metrics(listener, server, stop);
         start_server("--metrics-bind-address", addr, hard_fail, shutdown.clone(), serve).await?;
     }
-    let (feed, changes) = ChangeFeed::new();
+    Ok(())
+}
+
+/// Where the cluster state comes from: the API, or `--objects` manifest files.
+async fn state_source(
+    args: &DaemonArgs,
+    resolved: &Resolved,
+    feed: Arc<ChangeFeed>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn StateSource>> {
     let endpoints_source = match args.endpoints_source {
         EndpointsSourceArg::Endpoints => EndpointsSource::Endpoints,
         EndpointsSourceArg::Endpointslices => EndpointsSource::EndpointSlices,
         EndpointsSourceArg::Auto => EndpointsSource::Auto,
     };
-    let source: Arc<dyn StateSource> = if args.objects.is_empty() {
-        let client = client(&resolved, args.kube.master.as_ref()).await?;
-        Arc::new(ApiSource::start(client, &resolved.node.node_name, endpoints_source, feed.clone(), shutdown.clone()))
+    let node = resolved.node.node_name.clone();
+    Ok(if args.objects.is_empty() {
+        let client = client(resolved, args.kube.master.as_ref()).await?;
+        Arc::new(ApiSource::start(client, &node, endpoints_source, feed, shutdown.clone()))
     } else {
-        Arc::new(FileSource::start(
-            args.objects.clone(),
-            resolved.node.node_name.clone(),
-            endpoints_source,
-            Duration::from_secs(1),
-            feed.clone(),
-            shutdown.clone(),
-        ))
-    };
-    let conntrack = Arc::new(ExecConntrack { netns: None });
-    let opts = SyncOptions {
-        min_sync_period: resolved.min_sync_period,
-        sync_period: resolved.sync_period,
-        families,
-        node: resolved.node.clone(),
-        flannel,
-    };
-    tracing::info!(node = %opts.node.node_name, families = ?opts.families, mode = ?resolved.mode, "starting kubenat");
-    let health_checks =
-        Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
-    let mut syncer = Syncer::new(opts, ipt, conntrack, metrics, health);
-    if let Some((config, bind)) = resolved.userspace.clone() {
-        raise_nofile_limit();
-        let node_ip = args.kube.node_ip.iter().copied().find(|ip| ip.is_ipv4());
-        syncer = syncer.with_userspace(Proxier::new(config, shutdown.clone()).with_node_ip(node_ip), bind);
-    }
-    let sync_loop = SyncLoop { syncer, source, feed, changes, health_checks, flannel: Some(subnet_watch.subscribe()) };
-    let loop_handle = tokio::spawn(sync_loop.run(shutdown.clone()));
+        let objects = args.objects.clone();
+        Arc::new(FileSource::start(objects, node, endpoints_source, Duration::from_secs(1), feed, shutdown.clone()))
+    })
+}
 
-    let mut loop_handle = loop_handle;
-    tokio::select! {
-        _ = wait_for_signal() => {}
+/// Waits for SIGTERM/SIGINT (exit 0), the sync loop's end (an error), or a changed `--config`
+/// file (exit 1, as kube-proxy, so the kubelet restarts the pod with it); rules stay in place.
+async fn run_until_stopped(
+    mut loop_handle: tokio::task::JoinHandle<()>,
+    config_watch: Option<ConfigWatch>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let config_changed = async {
+        match config_watch {
+            Some(watch) => watch.changed(config::watch::POLL_INTERVAL, CancellationToken::new()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let code = tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("shutting down; rules stay in place");
+            ExitCode::SUCCESS
+        }
         _ = &mut loop_handle => {
             shutdown.cancel();
             bail!("the sync loop stopped unexpectedly (rules stay in place); exiting so the node agent is restarted");
         }
         change = config_changed => {
-            // As kube-proxy: exit with an error so the kubelet restarts the pod with the new file.
             tracing::error!(change = %change, "the configuration file changed; exiting so kubenat restarts with it (rules stay in place)");
-            shutdown.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
-            return Ok(ExitCode::FAILURE);
+            ExitCode::FAILURE
         }
-    }
-    tracing::info!("shutting down; rules stay in place");
+    };
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), loop_handle).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// How long kube-proxy waits before binding a healthz/metrics address again.
