@@ -143,7 +143,7 @@ impl RenderInput {
         for note in effective.notes.iter().filter(|n| n.level == Level::Warn && !n.daemon_only) {
             eprintln!("kubenat: warning: {}", note.text);
         }
-        let name = effective.config.hostname_override.trim().to_lowercase();
+        let name = effective.hostname_override().unwrap_or_default();
         let mut opts = effective.node_options(name, self.kube.node_ip.clone())?;
         opts.node_addresses.clone_from(&self.node_addresses);
         opts.random_fully = self.random_fully.unwrap_or(true);

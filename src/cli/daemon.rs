@@ -108,10 +108,7 @@ impl DaemonArgs {
         let effective = config::resolve(&self.kube)?;
         let c = &effective.config;
         // kube-proxy: the override is trimmed and lower-cased; empty means the hostname.
-        let node_name = match c.hostname_override.trim() {
-            "" => hostname(),
-            name => name.to_lowercase(),
-        };
+        let node_name = effective.hostname_override().unwrap_or_else(hostname);
         if node_name.is_empty() {
             bail!("--hostname-override: no node name (set it, or NODE_NAME)");
         }

@@ -227,6 +227,12 @@ impl Effective {
         Ok(node)
     }
 
+    /// The node name `hostnameOverride` gives, as kube-proxy reads it (trimmed, lower-cased);
+    /// `None` when it is empty (the daemon then uses the host name).
+    pub fn hostname_override(&self) -> Option<String> {
+        Some(self.config.hostname_override.trim().to_lowercase()).filter(|name| !name.is_empty())
+    }
+
     /// `iptables.syncPeriod`.
     pub fn sync_period(&self) -> Duration {
         to_std(self.config.iptables.sync_period)

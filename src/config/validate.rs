@@ -12,7 +12,8 @@ use super::Error;
 
 /// The modes kubenat runs (`""` is the platform default, iptables).
 pub const MODES: [&str; 3] = ["", "iptables", "userspace"];
-/// kube-proxy's detect-local modes (`""` is ClusterCIDR); kubenat adds `none`.
+/// kube-proxy's detect-local modes (`""` is ClusterCIDR); kubenat adds `none` (for messages;
+/// `DetectLocalMode::parse` decides).
 pub const DETECT_LOCAL_MODES: [&str; 5] = ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix", "none"];
 
 fn invalid(field: &'static str, flag: &'static str, reason: impl Into<String>) -> Error {
@@ -116,7 +117,7 @@ fn validate_conntrack(c: &KubeProxyConfiguration) -> Result<(), Error> {
 
 fn validate_detect_local(c: &KubeProxyConfiguration) -> Result<(), Error> {
     let mode = c.detect_local_mode.as_str();
-    if !mode.is_empty() && !DETECT_LOCAL_MODES.iter().any(|m| m.eq_ignore_ascii_case(mode)) {
+    if super::DetectLocalMode::parse(mode).is_none() {
         return Err(invalid(
             "detectLocalMode",
             "--detect-local-mode",

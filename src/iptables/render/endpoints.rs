@@ -33,7 +33,8 @@ pub(super) fn uses_local_endpoints(svc: &ServicePort, family: IpFamily) -> bool 
 pub fn no_local_endpoints(state: &ClusterState, node: &NodeConfig) -> (usize, usize) {
     let family = node.family;
     let (mut internal, mut external) = (0, 0);
-    for svc in state.services.values().filter(|s| s.cluster_ip(family).is_some()) {
+    let local_policy = |s: &&ServicePort| s.internal_policy_local() || s.external_policy_local(family);
+    for svc in state.services.values().filter(|s| s.cluster_ip(family).is_some()).filter(local_policy) {
         let endpoints: Vec<&Endpoint> = svc.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).collect();
         if !categorize(&endpoints, svc, node).local.is_empty() {
             continue;
