@@ -8,11 +8,11 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kubenat::iptables::exec::Backend;
-use kubenat::iptables::plan::{plan_partial_with, PlanOptions, PlanStats};
-use kubenat::iptables::render::render;
-use kubenat::iptables::ruleset::Ruleset;
+use kubenat::apply::exec::Backend;
 use kubenat::model::ClusterState;
+use kubenat::rules::plan::{plan_partial_with, PlanOptions, PlanStats};
+use kubenat::rules::render::render;
+use kubenat::rules::ruleset::Ruleset;
 
 #[path = "support/synthetic.rs"]
 mod synthetic;

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kubenat::iptables::render::render;
+use kubenat::rules::render::render;
 
 #[path = "support/synthetic.rs"]
 mod synthetic;

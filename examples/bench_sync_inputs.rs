@@ -15,12 +15,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Instant;
 
-use kubenat::iptables::apply;
-use kubenat::iptables::exec::Backend;
-use kubenat::iptables::plan::{plan_partial_with, PlanOptions};
-use kubenat::iptables::render::{jump_rules, render};
-use kubenat::iptables::ruleset::{Rule, RuleOp, Ruleset, Table, TableName};
 use kubenat::model::ClusterState;
+use kubenat::rules::backend::Backend;
+use kubenat::rules::extras;
+use kubenat::rules::plan::{plan_partial_with, PlanOptions};
+use kubenat::rules::render::{jump_rules, render};
+use kubenat::rules::ruleset::{Rule, RuleOp, Ruleset, Table, TableName};
 
 #[path = "../benches/support/synthetic.rs"]
 mod synthetic;
@@ -45,9 +45,9 @@ fn run(n: u32, out: &Path, comments: bool) -> std::io::Result<()> {
     let base = synthetic::state(n, ENDPOINTS);
     let (render_ms, last) = timed(|| render(&base, &node));
     let mut stats = format!("{{\"services\": {n}, \"render_ms\": {render_ms:.1}");
-    let first = apply::plan(&last, &jump_rules(&node), &Ruleset::default());
+    let first = extras::plan(&last, &jump_rules(&node), &Ruleset::default());
     write(out, "base.txt", &first.to_string(), &mut stats)?;
-    write(out, "full.txt", &apply::plan(&last, &[], &last).to_string(), &mut stats)?;
+    write(out, "full.txt", &extras::plan(&last, &[], &last).to_string(), &mut stats)?;
     let victim = name(n / 2);
     write(out, "floor.txt", &floor(&last, &format!("{victim} cluster IP")).to_string(), &mut stats)?;
     for (change, state) in changes(&base, n) {
@@ -67,7 +67,7 @@ fn run(n: u32, out: &Path, comments: bool) -> std::io::Result<()> {
         write(out, &format!("{change}.kubeproxy.txt"), &rewrite.to_string(), &mut stats)?;
     }
     if comments {
-        let commented = apply::plan(&with_comments(&base, &last), &jump_rules(&node), &Ruleset::default());
+        let commented = extras::plan(&with_comments(&base, &last), &jump_rules(&node), &Ruleset::default());
         write(out, "base-comments.txt", &commented.to_string(), &mut stats)?;
     }
     stats.push_str("}\n");

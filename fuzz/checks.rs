@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use kubenat::flannel::subnet_env;
-use kubenat::iptables::diff::{diff, DiffOptions, Side};
-use kubenat::iptables::{check, parse, render};
+use kubenat::inspect::diff::{diff, DiffOptions, Side};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_str;
 use kubenat::model::{IpFamily, LocalDetector, NodeConfig};
+use kubenat::{inspect::check, rules::parse, rules::render};
 
 /// The iptables-save / restore parser never panics, and whatever it accepts writes back as
 /// text that parses to the same text again.

@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::flannel::subnet_env::SubnetEnv;
-use crate::k8s::convert::NodeFacts;
+use crate::model::NodeFacts;
 use crate::model::{IpFamily, LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
 
 /// Errors turning options into a node configuration; each names the flag to fix.

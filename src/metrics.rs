@@ -21,8 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::iptables::ruleset::TableName;
 use crate::model::IpFamily;
+use crate::rules::ruleset::TableName;
 
 /// Which kind of sync (or restore) a measurement belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

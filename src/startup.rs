@@ -9,7 +9,7 @@ pub use gather::{count_flannel_lines, flannel_lines, gather, gather_host, Error,
 
 use tracing::{debug, info, warn};
 
-use crate::iptables::exec::Backend;
+use crate::apply::exec::Backend;
 use crate::metrics::Metrics;
 
 /// Check name (and metric label): `net.bridge.bridge-nf-call-iptables` (and `-ip6tables`).

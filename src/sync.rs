@@ -16,18 +16,18 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::apply::exec::Iptables;
+use crate::apply::{self, Applied, Applier, History, Mode};
 use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
-use crate::iptables::apply::{self, Applied, Applier, History, Mode};
-use crate::iptables::exec::Iptables;
-use crate::iptables::render::userspace::{render_portals, userspace_jump_rules};
-use crate::iptables::render::{jump_rules, no_local_endpoints, render, JumpRule};
-use crate::iptables::ruleset::{Ruleset, TableName};
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, PolicyKind, SyncKind};
 use crate::model::{ClusterState, IpFamily, NodeConfig};
+use crate::rules::render::userspace::{render_portals, userspace_jump_rules};
+use crate::rules::render::{jump_rules, no_local_endpoints, render, JumpRule};
+use crate::rules::ruleset::{Ruleset, TableName};
 use crate::userspace::proxier::Proxier;
 
 /// Errors of one sync; the loop logs them, keeps the last good rules and retries.
@@ -43,7 +43,7 @@ pub enum Error {
         family: IpFamily,
         /// Cause.
         #[source]
-        source: crate::iptables::exec::Error,
+        source: crate::apply::exec::Error,
     },
     /// The current rules could not be parsed.
     #[error("parsing the current {family} rules: {source}")]
@@ -52,7 +52,7 @@ pub enum Error {
         family: IpFamily,
         /// Cause.
         #[source]
-        source: crate::iptables::parse::Error,
+        source: crate::rules::parse::Error,
     },
     /// Userspace mode needs the node's IP for node-originated traffic (HOST chain DNAT).
     #[error("userspace mode: no {family} node IP for the KUBE-PORTALS-HOST rules; give --node-ip or --bind-address")]
@@ -67,7 +67,7 @@ pub enum Error {
         family: IpFamily,
         /// Cause (names the failing line of our input).
         #[source]
-        source: crate::iptables::exec::Error,
+        source: crate::apply::exec::Error,
     },
 }
 

@@ -11,11 +11,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::netns::NetNs;
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
-use kubenat::iptables::{check, parse, render};
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_str;
 use kubenat::model::{IpFamily, NodeConfig};
+use kubenat::{inspect::check, rules::parse, rules::render};
 
 /// What each file of `fixtures/bad/` must make kubenat say (after `file#doc: `), and whether
 /// its valid neighbour (`Service bad-NN/ok`) must still render. Every file must be listed.

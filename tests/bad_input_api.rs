@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::daemon::{poll, Daemon, DaemonOptions, RESTORE_FAILURES};
 use common::lab::Lab;
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::iptables::exec::{Backend, Tool};
+use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::{json, Value};
 use support::apiserver::ApiServer;

@@ -8,10 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 
-use kubenat::iptables::parse;
-use kubenat::iptables::ruleset::Ruleset;
-use kubenat::iptables::trace::{trace, Packet, TraceEnv, Verdict};
+use kubenat::inspect::trace::{trace, Packet, TraceEnv, Verdict};
 use kubenat::model::Protocol;
+use kubenat::rules::parse;
+use kubenat::rules::ruleset::Ruleset;
 
 const NODE_IP: &str = "192.168.1.10";
 const POD: &str = "10.244.1.20";

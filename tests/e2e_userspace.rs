@@ -27,7 +27,7 @@ use common::netns::NetNs;
 use common::objects;
 use common::process::{self, Spawned};
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::iptables::exec::{Backend, Tool};
+use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::{json, Value};
 use support::apiserver::ApiServer;

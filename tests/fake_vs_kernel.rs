@@ -9,17 +9,17 @@ mod common;
 use std::path::PathBuf;
 
 use common::netns::NetNs;
-use kubenat::iptables::apply::apply_once;
-use kubenat::iptables::diff::{diff, DiffOptions};
-use kubenat::iptables::exec::{Backend, Error, ExecIptables, Iptables, RestoreFailure, RestoreOptions, Tool};
-use kubenat::iptables::fake::FakeIptables;
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::plan::plan_partial;
-use kubenat::iptables::render::{jump_rules, render};
-use kubenat::iptables::ruleset::{ChainName, Rule, Ruleset, Table, TableName};
+use kubenat::apply::apply_once;
+use kubenat::apply::exec::{Backend, Error, ExecIptables, Iptables, RestoreFailure, RestoreOptions, Tool};
+use kubenat::apply::fake::FakeIptables;
+use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_paths;
 use kubenat::model::{ClusterState, IpFamily, LocalDetector, NodeConfig};
+use kubenat::rules::parse::parse;
+use kubenat::rules::plan::plan_partial;
+use kubenat::rules::render::{jump_rules, render};
+use kubenat::rules::ruleset::{ChainName, Rule, Ruleset, Table, TableName};
 
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: true };
 

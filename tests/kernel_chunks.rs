@@ -1,5 +1,5 @@
 //! A full sync written in bottom-up pieces (what the daemon does on nft for big rulesets, see
-//! `iptables::chunks`) on the real kernel: every piece is accepted by `iptables-nft-restore
+//! `rules::chunks`) on the real kernel: every piece is accepted by `iptables-nft-restore
 //! --noflush` in order — a piece that jumped to a chain not written yet would be refused —
 //! and the tables end up exactly as one transaction leaves them, stale chains deleted; the
 //! applier that `kubenat apply` and the daemon share does the same and removes the userspace
@@ -8,15 +8,18 @@
 mod common;
 
 use common::netns::NetNs;
-use kubenat::iptables::apply::{extras, Applier, History, Mode};
-use kubenat::iptables::chunks::split;
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::render::{jump_rules, render};
-use kubenat::iptables::ruleset::{Ruleset, TableName};
-use kubenat::iptables::write::Merged;
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::model::{
     ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
+};
+use kubenat::rules::chunks::split;
+use kubenat::rules::parse::parse;
+use kubenat::rules::render::{jump_rules, render};
+use kubenat::rules::ruleset::{Ruleset, TableName};
+use kubenat::rules::write::Merged;
+use kubenat::{
+    apply::{Applier, History, Mode},
+    rules::extras::extras,
 };
 
 const V4: IpFamily = IpFamily::V4;

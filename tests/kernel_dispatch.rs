@@ -15,18 +15,18 @@ use std::time::Duration;
 use common::lab::Lab;
 use common::netns::NetNs;
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::iptables::apply::{apply_once, plan};
-use kubenat::iptables::chain_names::is_dispatch_chain;
-use kubenat::iptables::cleanup::cleanup;
-use kubenat::iptables::diff::{diff, DiffOptions};
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, Tool};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::render::{jump_rules, render};
-use kubenat::iptables::ruleset::{Ruleset, TableName};
+use kubenat::apply::cleanup::cleanup;
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables, Tool};
+use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::model::{
     ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
     ServicesDispatch,
 };
+use kubenat::rules::chain_names::is_dispatch_chain;
+use kubenat::rules::parse::parse;
+use kubenat::rules::render::{jump_rules, render};
+use kubenat::rules::ruleset::{Ruleset, TableName};
+use kubenat::{apply::apply_once, rules::extras::plan};
 
 const V4: IpFamily = IpFamily::V4;
 const SERVICES: u32 = 400;

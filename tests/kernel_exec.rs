@@ -11,11 +11,11 @@ use common::fixture::{self, CLUSTER_IP, DNS_TARGET_PORT, JUMPS, NO_ENDPOINTS_IP,
 use common::lab::{Lab, LabConfig, Topology};
 use common::netns::NetNs;
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::iptables::apply::{apply_once, plan};
-use kubenat::iptables::exec::{detect_backend_in, Backend, Error, ExecIptables, Iptables, RestoreOptions, Tool};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::render::jump_rules;
+use kubenat::apply::exec::{detect_backend_in, Backend, Error, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::model::{IpFamily, NodeConfig};
+use kubenat::rules::parse::parse;
+use kubenat::rules::render::jump_rules;
+use kubenat::{apply::apply_once, rules::extras::plan};
 
 const V4: IpFamily = IpFamily::V4;
 const WAIT: Duration = Duration::from_secs(2);

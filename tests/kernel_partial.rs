@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::netns::NetNs;
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables, Tool};
 use kubenat::config::NodeOptions;
 use kubenat::conntrack::FakeConntrack;
 use kubenat::health::HealthState;
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, Tool};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::plan::{plan_partial_with, PlanOptions};
-use kubenat::iptables::render::render;
-use kubenat::iptables::ruleset::{RuleOp, Ruleset, TableName};
 use kubenat::k8s::watch::{Changes, Snapshot};
 use kubenat::metrics::{Metrics, SyncKind};
 use kubenat::model::{ClusterState, Endpoint, IpFamily, Protocol, ServicePort, ServicePortName};
+use kubenat::rules::parse::parse;
+use kubenat::rules::plan::{plan_partial_with, PlanOptions};
+use kubenat::rules::render::render;
+use kubenat::rules::ruleset::{RuleOp, Ruleset, TableName};
 use kubenat::sync::{FamilyReport, SyncOptions, Syncer};
 
 const V4: IpFamily = IpFamily::V4;

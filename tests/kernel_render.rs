@@ -15,12 +15,12 @@ use std::time::Duration;
 use common::lab::Lab;
 use common::netns::NetNs;
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::iptables::diff::{diff, DiffOptions};
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::render::render;
-use kubenat::iptables::ruleset::TableName;
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
+use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, ServicePort, ServicePortName};
+use kubenat::rules::parse::parse;
+use kubenat::rules::render::render;
+use kubenat::rules::ruleset::TableName;
 
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: false };
 const WAIT: Duration = Duration::from_secs(2);

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use kubenat::iptables::{check, parse, render};
 use kubenat::model::{
     ClusterState, Endpoint, LocalDetector, NodeConfig, NodePortAddresses, Protocol, ServicePort, ServicePortName,
     TrafficPolicy,
 };
+use kubenat::{inspect::check, rules::parse, rules::render};
 use proptest::prelude::*;
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
@@ -129,7 +129,7 @@ proptest! {
     #[test]
     fn probabilities_give_equal_shares(state in state(), node in node()) {
         let ruleset = render::render(&state, &node);
-        let Some(nat) = ruleset.table(kubenat::iptables::ruleset::TableName::Nat) else {
+        let Some(nat) = ruleset.table(kubenat::rules::ruleset::TableName::Nat) else {
             return Err(TestCaseError::fail("no nat table"));
         };
         for chain in nat.chains.iter().filter(|c| c.name.as_str().starts_with("KUBE-SVC-") || c.name.as_str().starts_with("KUBE-SVL-")) {

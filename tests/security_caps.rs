@@ -17,7 +17,7 @@ use common::lab::Lab;
 use common::netns::NetNs;
 use common::process::{self, COMMAND_TIMEOUT};
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::iptables::exec::{Backend, Tool};
+use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::json;
 use support::apiserver::ApiServer;

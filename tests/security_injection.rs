@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use kubenat::iptables::ruleset::{Rule, Ruleset};
-use kubenat::iptables::{check, parse, render};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_str;
 use kubenat::model::{
     ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
 };
+use kubenat::rules::ruleset::{Rule, Ruleset};
+use kubenat::{inspect::check, rules::parse, rules::render};
 use proptest::prelude::*;
 use serde_json::json;
 

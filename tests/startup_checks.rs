@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::netns::NetNs;
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
+use kubenat::apply::fake::FakeIptables;
 use kubenat::flannel::subnet_env::SubnetEnv;
 use kubenat::flannel::watch::SubnetWatch;
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
-use kubenat::iptables::fake::FakeIptables;
 use kubenat::model::IpFamily;
 use kubenat::startup::{self, CheckConfig, CheckResult, Facts, Sysctl, SysctlReader, SysctlValue};
 use tokio::sync::watch;

@@ -6,8 +6,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kubenat::iptables::apply::{self, Applier, ApplyReport, Mode};
-use kubenat::iptables::exec::{Backend, ExecIptables};
+use kubenat::apply::exec::{Backend, ExecIptables};
+use kubenat::{
+    apply::{self, Applier, Mode},
+    rules::extras::ApplyReport,
+};
 
 use super::common::RenderInput;
 

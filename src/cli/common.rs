@@ -9,11 +9,11 @@ use kubenat::config::effective::Level;
 use kubenat::config::flags::parse_go_bool;
 use kubenat::config::{self, KubeProxyConfiguration, KubeProxyFlags, NodeOptions};
 use kubenat::flannel::subnet_env;
-use kubenat::iptables::render::{self, JumpRule};
-use kubenat::iptables::ruleset::Ruleset;
 use kubenat::k8s::convert::{self, EndpointsSource};
 use kubenat::k8s::manifests;
 use kubenat::model::{ClusterState, IpFamily, NodeConfig};
+use kubenat::rules::render::{self, JumpRule};
+use kubenat::rules::ruleset::Ruleset;
 
 /// `--ip-family` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

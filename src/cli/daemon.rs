@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use kubenat::apply::cleanup;
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables};
+use kubenat::apply::fake::FakeIptables;
 use kubenat::config::effective::Level;
 use kubenat::config::flags::parse_go_bool;
 use kubenat::config::watch::ConfigWatch;
@@ -17,9 +20,6 @@ use kubenat::flannel::subnet_env;
 use kubenat::flannel::watch::{self, SubnetWatch};
 use kubenat::health::{self, HealthState};
 use kubenat::healthcheck::HealthCheckServers;
-use kubenat::iptables::cleanup;
-use kubenat::iptables::exec::{Backend, ExecIptables, Iptables};
-use kubenat::iptables::fake::FakeIptables;
 use kubenat::k8s::convert::EndpointsSource;
 use kubenat::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use kubenat::metrics::Metrics;
@@ -175,8 +175,8 @@ impl Iptables for DryRun {
         &self,
         family: IpFamily,
         input: &str,
-        opts: kubenat::iptables::exec::RestoreOptions,
-    ) -> kubenat::iptables::exec::Result<()> {
+        opts: kubenat::apply::exec::RestoreOptions,
+    ) -> kubenat::apply::exec::Result<()> {
         tracing::info!(%family, bytes = input.len(), "dry run: restore input follows\n{input}");
         self.0.restore(family, input, opts)
     }
@@ -184,8 +184,8 @@ impl Iptables for DryRun {
     fn save(
         &self,
         family: IpFamily,
-        table: Option<kubenat::iptables::ruleset::TableName>,
-    ) -> kubenat::iptables::exec::Result<String> {
+        table: Option<kubenat::rules::ruleset::TableName>,
+    ) -> kubenat::apply::exec::Result<String> {
         self.0.save(family, table)
     }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kubenat::iptables::diff::{diff, DiffOptions};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::ruleset::Ruleset;
+use kubenat::inspect::diff::{diff, DiffOptions};
+use kubenat::rules::parse::parse;
+use kubenat::rules::ruleset::Ruleset;
 
 /// Arguments of `kubenat diff`.
 #[derive(Debug, clap::Args)]

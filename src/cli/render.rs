@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kubenat::iptables::check::{self, Problem};
-use kubenat::iptables::render::userspace::{self, PortPlan};
-use kubenat::iptables::ruleset::{ChainName, RuleOp, Ruleset};
+use kubenat::inspect::check::{self, Problem};
+use kubenat::model::PortPlan;
+use kubenat::rules::render::userspace;
+use kubenat::rules::ruleset::{ChainName, RuleOp, Ruleset};
 
 use super::common::{Prepared, RenderInput};
 
@@ -82,7 +83,7 @@ fn userspace_problems(ruleset: Ruleset, has_jumps: bool) -> Vec<Problem> {
 }
 
 /// Adds the built-in jumps as `-I CHAIN 1` rules, in the order kube-proxy ensures them.
-pub fn with_jumps(mut ruleset: Ruleset, jumps: &[kubenat::iptables::render::JumpRule]) -> Ruleset {
+pub fn with_jumps(mut ruleset: Ruleset, jumps: &[kubenat::rules::render::JumpRule]) -> Ruleset {
     for jump in jumps {
         let mut rule = jump.rule.clone();
         rule.op = RuleOp::Insert(Some(1));

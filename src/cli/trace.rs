@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kubenat::iptables::parse;
-use kubenat::iptables::ruleset::Ruleset;
+use kubenat::rules::parse;
+use kubenat::rules::ruleset::Ruleset;
 
 use super::common::RenderInput;
 use super::render::with_jumps;
-use kubenat::iptables::trace::{self, Packet, Trace, TraceEnv};
+use kubenat::inspect::trace::{self, Packet, Trace, TraceEnv};
 use kubenat::model::{IpFamily, Protocol};
 
 /// Arguments of `kubenat trace`.

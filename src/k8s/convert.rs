@@ -23,7 +23,7 @@ pub use endpoints::{
     merge_endpoints, slice_endpoints, EndpointGroup, MergedEndpoints, PortEndpoints, SERVICE_NAME_LABEL,
 };
 pub use legacy::core_endpoints;
-pub use node::{node_facts, Leaving, NodeFacts, TO_BE_DELETED_TAINT, ZONE_LABEL};
+pub use node::{node_facts, TO_BE_DELETED_TAINT, ZONE_LABEL};
 pub use service::service_ports;
 
 use crate::k8s::manifests::{object_label, Objects, Problem, Source};

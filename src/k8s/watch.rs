@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 mod retry;
 
 use self::retry::Retry;
-use super::convert::{self, EndpointsSource, NodeFacts, StateBuilder};
+use super::convert::{self, EndpointsSource, StateBuilder};
 use super::manifests::{self, Problem};
+use crate::model::NodeFacts;
 use crate::model::{ClusterState, IpFamily};
 
 /// The EndpointSlice annotation kube-proxy reads for `network_programming_duration_seconds`.

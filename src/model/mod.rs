@@ -2,8 +2,12 @@
 //! Nothing here knows about Kubernetes API structs; `k8s/` converts into these.
 
 mod node;
+mod node_facts;
+mod port_plan;
 
 pub use node::{LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
+pub use node_facts::{Leaving, NodeFacts};
+pub use port_plan::{PortPlan, PortPlanError};
 
 use std::collections::BTreeMap;
 use std::fmt;

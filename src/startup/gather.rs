@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::{Facts, FlannelRules, Sysctl, SysctlValue};
-use crate::iptables::exec::{Backend, ExecIptables, Iptables};
+use crate::apply::exec::{Backend, ExecIptables, Iptables};
 use crate::model::IpFamily;
 
 /// How long one save tool may run while gathering.
@@ -157,8 +157,8 @@ pub fn gather_host() -> Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iptables::exec::RestoreOptions;
-    use crate::iptables::fake::FakeIptables;
+    use crate::apply::exec::RestoreOptions;
+    use crate::apply::fake::FakeIptables;
 
     /// A fake root with the given sysctl files.
     fn fake_proc(files: &[(Sysctl, &str)]) -> tempfile::TempDir {

@@ -12,10 +12,10 @@ use super::Syncer;
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::healthcheck::HealthCheckServers;
-use crate::k8s::convert::NodeFacts;
 use crate::k8s::watch::{ChangeFeed, Snapshot, StateSource};
 use crate::metrics::Metrics;
 use crate::model::IpFamily;
+use crate::model::NodeFacts;
 
 /// Longest wait between retries after failed syncs.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::apply::fake::FakeIptables;
 use crate::conntrack::FakeConntrack;
-use crate::iptables::fake::FakeIptables;
 use crate::model::{Endpoint, Protocol, ServicePort, ServicePortName};
 
 fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> ServicePort {
@@ -183,7 +183,7 @@ async fn userspace_mode_writes_portals_and_removes_iptables_mode_chains() {
 #[test]
 fn node_eligibility_follows_the_node_object() {
     use super::run::node_eligible;
-    use crate::k8s::convert::{Leaving, NodeFacts};
+    use crate::model::{Leaving, NodeFacts};
     let plain = NodeFacts::default();
     let tainted = NodeFacts { leaving: Some(Leaving::ToBeDeletedByClusterAutoscaler), ..NodeFacts::default() };
     let deleting = NodeFacts { leaving: Some(Leaving::Deleting), ..NodeFacts::default() };

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::claims::{self, Claims, Conflict, HeldPort};
 use super::{serve_tcp, serve_udp, Balancer, Limits, PortAllocator, PortRange, SharedBalancer};
-use crate::iptables::render::userspace::PortPlan;
+use crate::model::PortPlan;
 use crate::model::{ClusterState, IpFamily, Protocol, ServicePort, ServicePortName};
 
 /// Listen backlog of the TCP proxy sockets (a connect burst must not overflow the accept queue).

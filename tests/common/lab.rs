@@ -19,7 +19,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use kubenat::iptables::exec::{Backend, ExecIptables, Tool};
+use kubenat::apply::exec::{Backend, ExecIptables, Tool};
 use kubenat::model::IpFamily;
 
 use super::netns::NetNs;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use kubenat::iptables::exec::Backend;
+use kubenat::apply::exec::Backend;
 
 use crate::common::daemon::DaemonOptions;
 use crate::common::probe::ProbeConfig;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
-use kubenat::iptables::exec::Backend;
+use kubenat::apply::exec::Backend;
 
 use crate::common::daemon::DaemonOptions;
 use crate::common::probe::{Attempt, Outcome, ProbeConfig};

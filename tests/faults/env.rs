@@ -6,11 +6,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use kubenat::iptables::diff::{diff, DiffOptions};
-use kubenat::iptables::exec::{Backend, Tool};
-use kubenat::iptables::parse::parse;
-use kubenat::iptables::ruleset::TableName;
+use kubenat::apply::exec::{Backend, Tool};
+use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::model::IpFamily;
+use kubenat::rules::parse::parse;
+use kubenat::rules::ruleset::TableName;
 use serde_json::json;
 use tempfile::TempDir;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use kubenat::iptables::exec::Backend;
+use kubenat::apply::exec::Backend;
 
 use crate::common::daemon::DaemonOptions;
 use crate::common::probe::{epoch_secs, ProbeConfig};

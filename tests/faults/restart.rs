@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kubenat::iptables::exec::Backend;
+use kubenat::apply::exec::Backend;
 
 use crate::common::daemon::DaemonOptions;
 use crate::common::probe::ProbeConfig;

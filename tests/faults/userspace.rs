@@ -16,7 +16,7 @@ use crate::common::process::Spawned;
 use crate::common::traffic::{self, Proto};
 use crate::env::{probed_ip, Env, BACKENDS};
 use crate::objects::{self, EpState, Port};
-use kubenat::iptables::exec::Backend;
+use kubenat::apply::exec::Backend;
 
 /// The daemon's proxy port range.
 const PROXY_PORTS: std::ops::RangeInclusive<u16> = 36000..=36099;

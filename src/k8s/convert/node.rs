@@ -9,42 +9,13 @@ use tracing::warn;
 
 use super::validate::{label_value, parse_cidr, parse_ip};
 use crate::k8s::manifests::quoted;
+use crate::model::{Leaving, NodeFacts};
 
 /// Label holding a Node's zone, compared with endpoint zone hints.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The taint the cluster autoscaler puts on a Node it is about to delete.
 pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
-
-/// Why a Node should stop receiving load-balancer traffic (kube-proxy's "not eligible").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leaving {
-    /// `metadata.deletionTimestamp` is set.
-    Deleting,
-    /// Tainted [`TO_BE_DELETED_TAINT`] (any value or effect).
-    ToBeDeletedByClusterAutoscaler,
-}
-
-/// Facts about a Node that the proxy configuration and health use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeFacts {
-    /// `topology.kubernetes.io/zone` label, if set and not empty.
-    pub zone: Option<String>,
-    /// `spec.podCIDRs` (or `spec.podCIDR`), host bits cleared; invalid entries left out.
-    pub pod_cidrs: Vec<IpNet>,
-    /// `status.addresses` of type InternalIP, then ExternalIP; invalid entries left out.
-    pub internal_ips: Vec<IpAddr>,
-    /// Set while the Node is being deleted or drained by the cluster autoscaler.
-    pub leaving: Option<Leaving>,
-}
-
-impl NodeFacts {
-    /// Whether load balancers should keep sending traffic here: `/healthz` answers 503 with
-    /// `nodeEligible: false` otherwise.
-    pub fn eligible(&self) -> bool {
-        self.leaving.is_none()
-    }
-}
 
 /// Whether (and why) `node` is leaving: deletion first, then the autoscaler's taint.
 fn leaving(node: &Node) -> Option<Leaving> {

@@ -1,6 +1,7 @@
 //! Service conversion: fields, ignored Services, precise problems, cross-Service conflicts.
 
 use super::*;
+use crate::model::{Leaving, NodeFacts};
 
 #[test]
 fn ignored_services_give_nothing_and_no_problems() {

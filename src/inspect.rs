@@ -1,0 +1,13 @@
+//! Offline inspection of rulesets: reads what the core produces and what `iptables-save`
+//! prints, never changes anything.
+//!
+//! - `diff`: semantic diff of two dumps.
+//! - `trace`: packet tracer over a parsed ruleset.
+//! - `check`: jump-consistency checker.
+
+pub mod check;
+pub mod diff;
+pub mod trace;
+
+#[cfg(test)]
+mod tests;
