@@ -5,9 +5,11 @@
 //!
 //! - `types`: the configuration type, every field; `decode`: reading a file; `defaults`:
 //!   kube-proxy's defaults; `flags`: every kube-proxy flag; `validate`: start-up validation;
-//!   `effective`: file → defaults → flags → validation, plus the start-up notes; `features`:
+//!   `effective`: file → defaults → flags → validation, plus the start-up notes; `daemon`: the
+//!   daemon's resolved configuration (mode, node options, periods, addresses); `features`:
 //!   feature gates; `duration`: Go durations; `watch`: exit when the `--config` file changes.
 
+pub mod daemon;
 pub mod decode;
 pub mod defaults;
 pub mod duration;
@@ -18,6 +20,7 @@ pub mod types;
 pub mod validate;
 pub mod watch;
 
+pub use daemon::{DaemonConfig, ProxyMode};
 pub use effective::{resolve, Effective};
 pub use flags::KubeProxyFlags;
 pub use types::KubeProxyConfiguration;

@@ -37,6 +37,7 @@
 pub mod apply;
 pub mod config;
 pub mod conntrack;
+pub mod daemon;
 pub mod flannel;
 pub mod health;
 pub mod healthcheck;

@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::lab::Lab;
 use common::netns::NetNs;
 use common::traffic::{self, Proto, Reply, Server};
-use kubenat::apply::cleanup::cleanup;
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, Tool};
+use kubenat::apply::{Applier, Mode};
 use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::model::{
     ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
@@ -142,7 +142,7 @@ fn carries_traffic_through_the_tree(backend: Backend) {
     let d = diff(&nat_only(&flat), &nat_only(&saved), &DiffOptions { kube_only: true });
     assert!(d.is_empty(), "{backend}: kernel tree differs from the flat render:\n{d}");
 
-    let report = cleanup(&ipt, V4).unwrap_or_else(|e| panic!("{backend}: cleanup: {e}"));
+    let report = Applier::new(&ipt, V4, Mode::Iptables).cleanup().unwrap_or_else(|e| panic!("{backend}: cleanup: {e}"));
     assert!(report.chains > 0);
     let after = lab.node_save(backend);
     assert!(!after.contains("KUBE-DISP-"), "{backend}: dispatch chains survived cleanup:\n{after}");

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, trace, warn};
 
-use super::cleanup::{plan_scoped_cleanup, Scope};
+use super::cleanup::{plan_scoped_cleanup, CleanupReport, Scope};
 use super::exec::{self, Backend, Iptables, RestoreOptions};
 use crate::model::IpFamily;
 use crate::rules::chain_names::KUBE_PROXY_CANARY;
@@ -227,6 +227,17 @@ impl<'a> Applier<'a> {
             saved.push_str(&without_user_chain_rules(&text));
         }
         parse::parse(&saved).map_err(|source| Error::Parse { family, source })
+    }
+
+    /// `--cleanup`: removes kube-proxy's and kubenat's jump rules and chains (both modes) from
+    /// the live tables, as kube-proxy's cleanup does; nothing else is touched.
+    pub fn cleanup(&self) -> Result<CleanupReport> {
+        let plan = plan_scoped_cleanup(&self.read_current()?, Scope::All);
+        let report = CleanupReport::of(&plan);
+        if !plan.tables.is_empty() {
+            self.write(&plan, &Ruleset::default(), "cleanup")?;
+        }
+        Ok(report)
     }
 
     /// Whether the canary chain is missing from the mangle table (someone flushed the tables

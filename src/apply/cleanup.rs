@@ -1,12 +1,11 @@
 //! `--cleanup`: remove exactly what kube-proxy's cleanup removes — the jump rules from the
 //! built-in chains into kube-proxy's chains, then the chains themselves (iptables and legacy
 //! userspace mode) — and leave everything else (flannel, Docker, kubelet's KUBE-FIREWALL,
-//! KUBE-MARK-MASQ, the canaries) untouched. One atomic restore per family.
+//! KUBE-MARK-MASQ, the canaries) untouched. Planned here, purely; [`super::Applier::cleanup`] reads
+//! the tables and writes the plan.
 
-use super::exec::{Iptables, RestoreOptions};
-use crate::model::IpFamily;
 use crate::rules::chain_names::{self, is_service_chain};
-use crate::rules::parse::{self, is_builtin_chain};
+use crate::rules::parse::is_builtin_chain;
 use crate::rules::ruleset::{ChainName, RuleOp, Ruleset, Table, TableName};
 
 /// Chains `--cleanup` deletes, per table, besides the per-service chains in nat.
@@ -101,51 +100,20 @@ pub struct CleanupReport {
     pub chains: usize,
 }
 
-/// Errors of `cleanup`.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Reading or writing the rules failed.
-    #[error("{family}: {source}")]
-    Exec {
-        /// Family.
-        family: IpFamily,
-        /// Cause.
-        #[source]
-        source: super::exec::Error,
-    },
-    /// The saved rules could not be parsed.
-    #[error("{family}: parsing iptables-save output: {source}")]
-    Parse {
-        /// Family.
-        family: IpFamily,
-        /// Cause.
-        #[source]
-        source: parse::Error,
-    },
-}
-
-/// Removes kube-proxy's rules and chains for `family`.
-pub fn cleanup(ipt: &dyn Iptables, family: IpFamily) -> Result<CleanupReport, Error> {
-    let mut saved = String::new();
-    for table in [TableName::Filter, TableName::Nat] {
-        saved.push_str(&ipt.save(family, Some(table)).map_err(|source| Error::Exec { family, source })?);
+impl CleanupReport {
+    /// Counts what a cleanup plan (from [`plan_cleanup`]) removes.
+    pub fn of(plan: &Ruleset) -> Self {
+        CleanupReport {
+            jumps: plan.tables.iter().map(|t| t.rules.len()).sum(),
+            chains: plan.tables.iter().map(|t| t.deletes.len()).sum(),
+        }
     }
-    let current = parse::parse(&saved).map_err(|source| Error::Parse { family, source })?;
-    let input = plan_cleanup(&current);
-    let report = CleanupReport {
-        jumps: input.tables.iter().map(|t| t.rules.len()).sum(),
-        chains: input.tables.iter().map(|t| t.deletes.len()).sum(),
-    };
-    if !input.tables.is_empty() {
-        ipt.restore(family, &input.to_string(), RestoreOptions { noflush: true, counters: false })
-            .map_err(|source| Error::Exec { family, source })?;
-    }
-    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::parse;
 
     const NODE: &str = r#"*filter
 :INPUT ACCEPT [0:0]
