@@ -2,8 +2,7 @@
 //! and selected lists, reflectors that converge through updates, bookmarks, dropped watches,
 //! 410 after compaction, 503 outages, streaming lists, and serving inside a network namespace.
 
-mod support;
-
+use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +17,9 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
-use support::apiserver::{ApiServer, RequestRecord, ServerConfig, Verb};
-use support::reflect::Reflector;
+use testkit::apiserver::{ApiServer, RequestRecord, ServerConfig, Verb};
+use testkit::objects::{self, Port};
+use testkit::reflect::Reflector;
 
 /// Every wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(5);
@@ -27,17 +27,10 @@ const WAIT: Duration = Duration::from_secs(5);
 const PROXY_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 const SERVICES: &str = "/api/v1/services";
 
+/// `namespace/name` with `labels`, one TCP port.
 fn service(namespace: &str, name: &str, labels: Value, port: u16) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": name, "namespace": namespace, "labels": labels },
-        "spec": { "clusterIP": "10.96.0.10", "ports": [{ "name": "http", "port": port, "protocol": "TCP" }] },
-    })
-}
-
-fn node(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name }, "spec": { "podCIDR": "10.244.1.0/24" } })
+    let service = objects::service(name, Ipv4Addr::new(10, 96, 0, 10), &[Port::tcp("http", port, port)]);
+    objects::merge(service, json!({ "metadata": { "namespace": namespace, "labels": labels } }))
 }
 
 fn proxy_services(server: &ApiServer) -> Reflector<Service> {
@@ -124,8 +117,8 @@ async fn lists_honour_selectors_and_namespaces_and_answer_errors_as_status() {
     let in_kube_system: Api<Service> = Api::namespaced(server.client(), "kube-system");
     assert_eq!(in_kube_system.list(&ListParams::default()).await.unwrap().items.len(), 2);
 
-    server.apply(node("node-a"));
-    server.apply(node("node-b"));
+    server.apply(objects::node("node-a", None));
+    server.apply(objects::node("node-b", None));
     let nodes: Api<Node> = Api::all(server.client());
     let only_b = nodes.list(&ListParams::default().fields("metadata.name=node-b")).await.unwrap();
     assert_eq!(only_b.items.iter().map(|n| n.name_any()).collect::<Vec<_>>(), ["node-b"]);
@@ -218,8 +211,8 @@ async fn the_daemons_four_reflectors_converge_together() {
         "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
     }));
     let endpoints = server.apply(json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "web" } }));
-    let me = server.apply(node("node-a"));
-    server.apply(node("node-b"));
+    let me = server.apply(objects::node("node-a", None));
+    server.apply(objects::node("node-b", None));
     let client = server.client();
     let services = proxy_services(&server);
     let slices: Reflector<EndpointSlice> =
@@ -290,7 +283,7 @@ async fn dropped_watch_resumes_from_the_last_bookmark_without_losing_updates() {
     assert!(server.wait_for_watches(1, WAIT).await);
 
     // Move the global RV past anything the Service watch has seen, then bookmark it.
-    server.apply(node("node-a"));
+    server.apply(objects::node("node-a", None));
     let bookmark_rv = server.resource_version().to_string();
     server.bookmark_now();
 
@@ -405,7 +398,7 @@ async fn streaming_list_watcher_gets_initial_events_and_the_end_bookmark() {
 static NETNS_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A throwaway namespace `knt-api-<pid>-<n>` with `lo` up; deleted on drop, also when the test
-/// panics. (Self-contained on purpose: e2e tests pass `common::netns::NetNs::name()` instead.)
+/// panics. (Self-contained on purpose: e2e tests pass `testkit::netns::NetNs::name()` instead.)
 struct ThrowawayNetns {
     name: String,
 }

@@ -4,18 +4,16 @@
 //! data can never break the restore input. Also a 10,000-endpoint Service rendered and loaded,
 //! and a 100,000-endpoint slice rendered and read back.
 
-mod common;
-
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::netns::NetNs;
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_str;
 use kubenat::model::{IpFamily, NodeConfig};
 use kubenat::{inspect::check, rules::parse, rules::render};
+use testkit::netns::NetNs;
 
 /// What each file of `fixtures/bad/` must make kubenat say (after `file#doc: `), and whether
 /// its valid neighbour (`Service bad-NN/ok`) must still render. Every file must be listed.
@@ -149,7 +147,7 @@ fn load_into_kernel(text: &str, what: &str) {
 
 fn load_family_into_kernel(family: IpFamily, text: &str, what: &str) {
     for backend in [Backend::Nft, Backend::Legacy] {
-        if !common::require_root() || !common::require_program(&backend.binary(family, Tool::Restore)) {
+        if !testkit::require_root() || !testkit::require_program(&backend.binary(family, Tool::Restore)) {
             return;
         }
         let ns = NetNs::new("bad");

@@ -3,19 +3,16 @@
 //! (no restore failure), programs the valid objects next to them, and a good Service still
 //! carries real TCP traffic. Needs root (skips otherwise, fails under CI=true).
 
-mod common;
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::daemon::{poll, Daemon, DaemonOptions, RESTORE_FAILURES};
-use common::lab::Lab;
-use common::traffic::{self, Proto, Reply, Server};
 use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::{json, Value};
-use support::apiserver::ApiServer;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::{poll, Daemon, DaemonOptions, RESTORE_FAILURES};
+use testkit::lab::Lab;
+use testkit::traffic::{self, Proto, Reply, Server};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -99,7 +96,7 @@ fn good_service() -> (Value, Value) {
 #[test]
 fn hostile_objects_from_the_api_are_skipped_by_name_and_good_services_keep_working() {
     for backend in [Backend::Nft, Backend::Legacy] {
-        if !common::require_root() || !common::require_program(&backend.binary(IpFamily::V4, Tool::Restore)) {
+        if !testkit::require_root() || !testkit::require_program(&backend.binary(IpFamily::V4, Tool::Restore)) {
             return;
         }
         let lab = Lab::new(3);

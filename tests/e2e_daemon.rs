@@ -8,28 +8,25 @@
 //! 5353/UDP, pod 2 is the client. Service `default/web` is 10.96.0.10 (`http` 80→8080/TCP,
 //! `dns` 53→5353/UDP). Run with `--nocapture` to see the measured latencies and restore sizes.
 
-mod common;
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::daemon::{
+use kubenat::apply::exec::{Backend, Tool};
+use kubenat::model::IpFamily;
+use serde_json::Value;
+use tempfile::TempDir;
+use testkit::apiserver::{ApiServer, Verb};
+use testkit::daemon::{
     self, poll, Daemon, DaemonOptions, Scrape, PARTIAL_RESTORE_FAILURES, RESTORE_BYTES_FULL, RESTORE_BYTES_PARTIAL,
     RESTORE_COUNT_FULL, RESTORE_COUNT_PARTIAL, RESTORE_FAILURES,
 };
-use common::lab::Lab;
-use common::netns::NetNs;
-use common::objects;
-use common::traffic::{self, Proto, Reply, Server};
-use kubenat::apply::exec::{Backend, Tool};
-use kubenat::model::IpFamily;
-use serde_json::{json, Value};
-use support::apiserver::{ApiServer, Verb};
-use tempfile::TempDir;
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::objects::{self, Port};
+use testkit::traffic::{self, Proto, Reply, Server};
 
 /// ClusterIP of `default/web`.
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -52,49 +49,19 @@ const OUTAGE: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // Objects.
 
-fn service(name: &str, ip: Ipv4Addr, ports: Value) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": { "type": "ClusterIP", "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()], "ports": ports },
-    })
-}
-
 /// `default/web`: `http` 80→8080/TCP and `dns` 53→5353/UDP on 10.96.0.10.
 fn web() -> Value {
-    service(
-        "web",
-        CLUSTER_IP,
-        json!([
-            { "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" },
-            { "name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP" },
-        ]),
-    )
+    objects::service("web", CLUSTER_IP, &objects::web_ports())
 }
 
 /// `default/empty`: `http` 80/TCP on 10.96.0.11, never given endpoints.
 fn empty() -> Value {
-    service("empty", EMPTY_IP, json!([{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }]))
+    objects::service("empty", EMPTY_IP, &[Port::tcp("http", 80, 8080)])
 }
 
 /// The EndpointSlice of `default/web` with one ready endpoint on node-1 per address.
 fn web_slice(addresses: &[Ipv4Addr]) -> Value {
-    let ports = json!([
-        { "name": "http", "port": 8080, "protocol": "TCP" },
-        { "name": "dns", "port": 5353, "protocol": "UDP" },
-    ]);
-    objects::ready_slice("web", &objects::on_node(addresses, "node-1"), ports)
-}
-
-/// The node the daemon runs as (`--hostname-override node-1`).
-fn node() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": { "name": "node-1" },
-        "spec": { "podCIDR": "10.244.0.0/24" },
-    })
+    objects::slice("web", &objects::ready_on(addresses, objects::NODE), &objects::web_ports())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,7 +84,7 @@ impl Env {
     /// `None` (test skipped) when not root or a tool is missing.
     fn new(backend: Backend, opts: DaemonOptions) -> Option<Env> {
         let tools = [backend.binary(IpFamily::V4, Tool::Restore), backend.binary(IpFamily::V4, Tool::Save)];
-        if !common::require_root() || !tools.iter().all(|t| common::require_program(t)) {
+        if !testkit::require_root() || !tools.iter().all(|t| testkit::require_program(t)) {
             return None;
         }
         let lab = Lab::new(3);
@@ -128,7 +95,7 @@ impl Env {
             servers.push(Server::start(&lab.pod(i).ns, Proto::Udp, 5353, &name));
         }
         let api = ApiServer::start_in_netns(lab.node.name());
-        api.apply(node());
+        api.apply(objects::node(objects::NODE, None));
         let dir = tempfile::tempdir().expect("temp dir");
         Some(Env { daemon: None, api, _servers: servers, lab, dir, backend, opts, starts: 0 })
     }
@@ -331,7 +298,7 @@ fn programs_updates_and_removes_rules_with(backend: Backend) {
 
     // Delete the Service: its chains go; the ClusterIP is unreachable again.
     env.api.delete("Service", "default", "web");
-    env.api.delete("EndpointSlice", "default", "web-abcde");
+    env.api.delete("EndpointSlice", "default", &objects::slice_name("web"));
     // (Whichever deletion the daemon sees first, the end state is: no chains, no REJECT.)
     env.until("the deleted Service's chains and rules to go", || {
         let reply = traffic::request(env.client(), Proto::Tcp, SocketAddr::from((CLUSTER_IP, 80)), REQUEST);
@@ -429,7 +396,7 @@ const INJECTED: &str = "kubenat-e2e: injected restore failure";
 #[test]
 fn restore_failure_keeps_last_good_rules_and_recovers() {
     let real = std::path::Path::new("/usr/sbin/iptables-nft-restore").exists();
-    if !common::require_root() || !common::require(real, "/usr/sbin/iptables-nft-restore not installed") {
+    if !testkit::require_root() || !testkit::require(real, "/usr/sbin/iptables-nft-restore not installed") {
         return;
     }
     let wrappers = tempfile::tempdir().expect("temp dir");
@@ -579,7 +546,7 @@ for _ in range(count):
 fn udp_from(ns: &NetNs, sport: u16, count: usize) -> Vec<String> {
     let (sport, n) = (sport.to_string(), count.to_string());
     let argv = ns.argv(&[daemon::python(), "-c", UDP_FROM_PY, "10.96.0.10", "53", &sport, "1", &n]);
-    let out = common::process::run(&argv, Duration::from_secs(3) + REQUEST * 2 * count as u32);
+    let out = testkit::process::run(&argv, Duration::from_secs(3) + REQUEST * 2 * count as u32);
     let text = String::from_utf8_lossy(&out.stdout);
     let results: Vec<String> = text
         .lines()
@@ -591,7 +558,7 @@ fn udp_from(ns: &NetNs, sport: u16, count: usize) -> Vec<String> {
 
 #[test]
 fn udp_flow_moves_after_endpoint_removal() {
-    if !common::require_root() || !common::require_program("conntrack") {
+    if !testkit::require_root() || !testkit::require_program("conntrack") {
         return;
     }
     // Debug logs show each conntrack deletion.
@@ -676,7 +643,7 @@ fn cleanup_removes_only_our_chains() {
         "rules removed on shutdown:\n{kept}"
     );
 
-    let out = env.lab.node.exec(&[daemon::BIN, "--cleanup", "--iptables-backend", "nft"]);
+    let out = env.lab.node.exec(&[daemon::bin(), "--cleanup", "--iptables-backend", "nft"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         env.fail(&format!("kubenat --cleanup failed ({}):\n{stdout}{stderr}", out.status));

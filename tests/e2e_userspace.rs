@@ -15,23 +15,20 @@
 //! In userspace mode the proxy (the daemon, in the node namespace) dials the backend itself,
 //! so a backend sees the node — its own gateway address — as the client, never the pod.
 
-mod common;
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::daemon::{self, poll, Daemon, DaemonOptions};
-use common::lab::Lab;
-use common::netns::NetNs;
-use common::objects;
-use common::process::{self, Spawned};
-use common::traffic::{self, Proto, Reply, Server};
 use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::{json, Value};
-use support::apiserver::ApiServer;
 use tempfile::TempDir;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::{self, poll, Daemon, DaemonOptions};
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::objects::{self, Port};
+use testkit::process::{self, Spawned};
+use testkit::traffic::{self, Proto, Reply, Server};
 
 /// ClusterIP of `default/web` (`http` 80→8080/TCP NodePort 30080, `dns` 53→5353/UDP).
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -68,80 +65,31 @@ const PORT_RANGE: std::ops::RangeInclusive<u16> = 36000..=36999;
 // ---------------------------------------------------------------------------------------------
 // Objects.
 
-fn slice(service: &str, addresses: &[Ipv4Addr], ports: Value) -> Value {
-    objects::ready_slice(service, &objects::on_node(addresses, "node-1"), ports)
-}
-
 /// `default/web`: NodePort Service, `http` 80→8080/TCP (nodePort 30080), `dns` 53→5353/UDP.
-fn web() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "web", "namespace": "default" },
-        "spec": {
-            "type": "NodePort",
-            "clusterIP": CLUSTER_IP.to_string(),
-            "clusterIPs": [CLUSTER_IP.to_string()],
-            "ports": [
-                { "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": NODE_PORT },
-                { "name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP", "nodePort": UDP_NODE_PORT },
-            ],
-        },
-    })
-}
-
-fn web_slice(addresses: &[Ipv4Addr]) -> Value {
-    slice(
-        "web",
-        addresses,
-        json!([
-            { "name": "http", "port": 8080, "protocol": "TCP" },
-            { "name": "dns", "port": 5353, "protocol": "UDP" },
-        ]),
-    )
+fn web_ports() -> Vec<Port> {
+    vec![Port::tcp("http", 80, 8080).node_port(NODE_PORT), Port::udp("dns", 53, 5353).node_port(UDP_NODE_PORT)]
 }
 
 /// `default/sticky`: ClientIP affinity over both backends.
 fn sticky() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "sticky", "namespace": "default" },
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": STICKY_IP.to_string(),
-            "clusterIPs": [STICKY_IP.to_string()],
+    let service = objects::service("sticky", STICKY_IP, &[Port::tcp("http", 80, 8080)]);
+    objects::merge(
+        service,
+        json!({ "spec": {
             "sessionAffinity": "ClientIP",
             "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 10800 } },
-            "ports": [{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }],
-        },
-    })
+        } }),
+    )
 }
 
 /// `default/big`: 9999/UDP to pod 0's echo server.
-fn big() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "big", "namespace": "default" },
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": BIG_IP.to_string(),
-            "clusterIPs": [BIG_IP.to_string()],
-            "ports": [{ "name": "echo", "port": ECHO_PORT, "targetPort": ECHO_PORT, "protocol": "UDP" }],
-        },
-    })
+fn big_ports() -> Vec<Port> {
+    vec![Port::udp("echo", ECHO_PORT, ECHO_PORT)]
 }
 
-/// The node the daemon runs as, with its client-facing InternalIP.
-fn node(ip: Ipv4Addr) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": { "name": "node-1" },
-        "spec": { "podCIDR": "10.244.0.0/24" },
-        "status": { "addresses": [{ "type": "InternalIP", "address": ip.to_string() }] },
-    })
+/// Ready endpoints on this node.
+fn ready(addresses: &[Ipv4Addr]) -> Vec<objects::Ep> {
+    objects::ready_on(addresses, objects::NODE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,9 +154,9 @@ impl Env {
     fn new() -> Option<Env> {
         let backend = Backend::Nft;
         let tools = [backend.binary(IpFamily::V4, Tool::Restore), backend.binary(IpFamily::V4, Tool::Save)];
-        if !common::require_root()
-            || !common::require_program("iptables")
-            || !tools.iter().all(|t| common::require_program(t))
+        if !testkit::require_root()
+            || !testkit::require_program("iptables")
+            || !tools.iter().all(|t| testkit::require_program(t))
         {
             return None;
         }
@@ -226,14 +174,14 @@ impl Env {
         );
         let api = ApiServer::start_in_netns(lab.node.name());
         let node_ip = lab.pod(0).gateway;
-        api.apply(node(node_ip));
+        api.apply(objects::node(objects::NODE, Some(node_ip)));
         let (ip0, ip1) = (lab.pod(0).ip, lab.pod(1).ip);
-        api.apply(web());
-        api.apply(web_slice(&[ip0, ip1]));
+        api.apply(objects::service("web", CLUSTER_IP, &web_ports()));
+        api.apply(objects::slice("web", &ready(&[ip0, ip1]), &web_ports()));
         api.apply(sticky());
-        api.apply(slice("sticky", &[ip0, ip1], json!([{ "name": "http", "port": 8080, "protocol": "TCP" }])));
-        api.apply(big());
-        api.apply(slice("big", &[ip0], json!([{ "name": "echo", "port": ECHO_PORT, "protocol": "UDP" }])));
+        api.apply(objects::slice("sticky", &ready(&[ip0, ip1]), &[Port::tcp("http", 80, 8080)]));
+        api.apply(objects::service("big", BIG_IP, &big_ports()));
+        api.apply(objects::slice("big", &ready(&[ip0]), &big_ports()));
         let dir = tempfile::tempdir().expect("temp dir");
         Some(Env { daemon: None, api, servers, _echo: echo, lab, dir, backend, starts: 0, node_ip_flag: true })
     }
@@ -620,23 +568,17 @@ fn node_port_from_an_external_client_namespace() {
 //    released with the Service.
 
 /// `default/ext`: external IPs `local` (an address of the node) and [`FOREIGN_IP`].
+fn ext_ports() -> Vec<Port> {
+    vec![
+        Port::tcp("tcp", EXT_TCP_PORT, 8080),
+        Port::udp("udp", EXT_UDP_PORT, 5353),
+        Port::tcp("squat", EXT_SQUAT_PORT, 8080),
+    ]
+}
+
 fn ext_service(local: Ipv4Addr) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "ext", "namespace": "default" },
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": EXT_CLUSTER_IP.to_string(),
-            "clusterIPs": [EXT_CLUSTER_IP.to_string()],
-            "externalIPs": [local.to_string(), FOREIGN_IP.to_string()],
-            "ports": [
-                { "name": "tcp", "port": EXT_TCP_PORT, "targetPort": 8080, "protocol": "TCP" },
-                { "name": "udp", "port": EXT_UDP_PORT, "targetPort": 5353, "protocol": "UDP" },
-                { "name": "squat", "port": EXT_SQUAT_PORT, "targetPort": 8080, "protocol": "TCP" },
-            ],
-        },
-    })
+    let service = objects::service("ext", EXT_CLUSTER_IP, &ext_ports());
+    objects::merge(service, json!({ "spec": { "externalIPs": [local.to_string(), FOREIGN_IP.to_string()] } }))
 }
 
 /// argv: ip port tcp|udp. Prints `taken` when the port cannot be bound (in use), `free` when it
@@ -699,15 +641,7 @@ fn local_external_ip_ports_are_held_conflicts_reported_and_released() {
         Duration::from_secs(5),
     );
     env.api.apply(ext_service(local));
-    env.api.apply(slice(
-        "ext",
-        &[env.lab.pod(0).ip, env.lab.pod(1).ip],
-        json!([
-            { "name": "tcp", "port": 8080, "protocol": "TCP" },
-            { "name": "udp", "port": 5353, "protocol": "UDP" },
-            { "name": "squat", "port": 8080, "protocol": "TCP" },
-        ]),
-    ));
+    env.api.apply(objects::slice("ext", &ready(&[env.lab.pod(0).ip, env.lab.pod(1).ip]), &ext_ports()));
     // The external IP is served through the proxy (portal rules), and its ports are held.
     for (proto, port) in [(Proto::Tcp, EXT_TCP_PORT), (Proto::Udp, EXT_UDP_PORT), (Proto::Tcp, EXT_SQUAT_PORT)] {
         let to = SocketAddr::from((local, port));
@@ -753,7 +687,7 @@ fn without_node_ip_flag_node_traffic_is_dnated_to_its_own_source_address() {
     // The Node object names another local address of the node.
     let other = [env.lab.pod(0).gateway, env.lab.pod(1).gateway].into_iter().find(|ip| *ip != source);
     let Some(other) = other else { env.fail("no second node address") };
-    env.api.apply(node(other));
+    env.api.apply(objects::node(objects::NODE, Some(other)));
     env.node_ip_flag = false;
     env.start_daemon(true);
     if !env.save().contains(&format!("--to-destination {source}:")) {

@@ -4,27 +4,25 @@
 //! fresh full apply of `b`. A plan that deletes a chain something still jumps to is rejected
 //! by both, leaving both unchanged. Needs root (skips otherwise, fails under CI=true).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::netns::NetNs;
 use kubenat::apply::apply_once;
 use kubenat::apply::exec::{Backend, Error, ExecIptables, Iptables, RestoreFailure, RestoreOptions, Tool};
 use kubenat::apply::fake::FakeIptables;
 use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::k8s::convert::{cluster_state, EndpointsSource};
 use kubenat::k8s::manifests::load_paths;
-use kubenat::model::{ClusterState, IpFamily, LocalDetector, NodeConfig};
+use kubenat::model::{build, ClusterState, IpFamily, NodeConfig};
 use kubenat::rules::parse::parse;
 use kubenat::rules::plan::plan_partial;
 use kubenat::rules::render::{jump_rules, render};
 use kubenat::rules::ruleset::{ChainName, Rule, Ruleset, Table, TableName};
+use testkit::netns::NetNs;
 
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: true };
 
 fn available(backend: Backend, family: IpFamily) -> bool {
-    common::require_root() && common::require_program(&backend.binary(family, Tool::Restore))
+    testkit::require_root() && testkit::require_program(&backend.binary(family, Tool::Restore))
 }
 
 fn scenario(name: &str) -> ClusterState {
@@ -42,13 +40,7 @@ fn union(names: &[&str]) -> ClusterState {
 }
 
 fn node(family: IpFamily) -> NodeConfig {
-    let cidr = if family == IpFamily::V4 { "10.244.0.0/16" } else { "fd00:10:244::/56" };
-    NodeConfig {
-        family,
-        node_name: "node-1".into(),
-        local_detector: LocalDetector::Cidr(cidr.parse().expect("cidr")),
-        ..NodeConfig::default()
-    }
+    build::node(family)
 }
 
 /// `state` with `edit` applied to the endpoints of its first service.

@@ -1,5 +1,5 @@
 //! kubenat next to flannel, on the real kernel: a two-node flannel-style cluster in namespaces
-//! (`common::flannel::FlannelCluster`, vxlan and host-gw), one real kubenat daemon per node
+//! (`testkit::flannel::FlannelCluster`, vxlan and host-gw), one real kubenat daemon per node
 //! (`--hostname-override node-N`, `--flannel-subnet-file`, `--iptables-backend nft`), both
 //! talking to one test API server in node 1 (node 2 through a TCP relay on 192.168.50.1), and
 //! real TCP traffic from pods, nodes and an off-cluster client proving the datapath.
@@ -10,19 +10,16 @@
 //! 10.244.1.2, used for the hairpin check). Every check runs and is reported in a table; the
 //! test fails at the end if any failed. Needs root (skips otherwise; fails under CI=true).
 
-mod common;
-mod support;
-
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::daemon::poll;
-use common::flannel::{self, Backend, FlannelCluster, NodeDaemon, Relay, EXTERNAL_IP};
-use common::objects;
-use common::traffic::{self, Proto, Reply, Server};
 use serde_json::{json, Value};
-use support::apiserver::ApiServer;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::poll;
+use testkit::flannel::{self, Backend, FlannelCluster, NodeDaemon, Relay, EXTERNAL_IP};
+use testkit::objects::{self, Ep, EpState, Port};
+use testkit::traffic::{self, Proto, Reply, Server};
 
 const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
@@ -47,28 +44,25 @@ fn node_obj(n: u8) -> Value {
     })
 }
 
+/// `default/<name>`: `http` 80→8080/TCP, a NodePort with `node_port` (eTP Local with `local`).
 fn service(name: &str, ip: Ipv4Addr, node_port: Option<u16>, local: bool) -> Value {
-    let mut port = json!({ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" });
-    let mut spec = json!({
-        "type": "ClusterIP", "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
-    });
-    if let Some(np) = node_port {
-        port["nodePort"] = json!(np);
-        spec["type"] = json!("NodePort");
-        spec["externalTrafficPolicy"] = json!(if local { "Local" } else { "Cluster" });
+    let service = objects::service(name, ip, &objects::with_node_ports(&[Port::tcp("http", 80, 8080)], node_port));
+    match node_port {
+        Some(_) => objects::merge(
+            service,
+            json!({ "spec": { "externalTrafficPolicy": if local { "Local" } else { "Cluster" } } }),
+        ),
+        None => service,
     }
-    spec["ports"] = json!([port]);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": spec,
-    })
 }
 
+/// The EndpointSlice of `default/<service>`: ready endpoints `(address, n)` on `node-<n>`.
 fn slice(service: &str, endpoints: &[(Ipv4Addr, u8)]) -> Value {
-    let endpoints: Vec<(Ipv4Addr, String)> = endpoints.iter().map(|(ip, node)| (*ip, format!("node-{node}"))).collect();
-    objects::ready_slice(service, &endpoints, json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]))
+    let endpoints: Vec<Ep> = endpoints
+        .iter()
+        .map(|(ip, node)| Ep { ip: *ip, node: format!("node-{node}"), state: EpState::Ready })
+        .collect();
+    objects::slice(service, &endpoints, &[Port::tcp("http", 80, 8080)])
 }
 
 /// Soft checks: each records pass/fail with detail; `finish` prints the table and fails.
@@ -96,7 +90,7 @@ impl Checks {
     }
 }
 
-fn tcp(from: &common::netns::NetNs, ip: Ipv4Addr, port: u16, count: usize) -> Vec<Reply> {
+fn tcp(from: &testkit::netns::NetNs, ip: Ipv4Addr, port: u16, count: usize) -> Vec<Reply> {
     traffic::requests(from, Proto::Tcp, SocketAddr::from((ip, port)), REQUEST, count)
 }
 
@@ -119,7 +113,7 @@ fn clients(replies: &[Reply]) -> Vec<Ipv4Addr> {
 }
 
 /// Conntrack lines of the outer VXLAN flows in `ns`: (orig src, orig sport, reply dst, reply dport).
-fn vxlan_flows(ns: &common::netns::NetNs) -> (Vec<(String, String, String, String)>, String) {
+fn vxlan_flows(ns: &testkit::netns::NetNs) -> (Vec<(String, String, String, String)>, String) {
     let text = flannel::output(ns, &["conntrack", "-L", "-p", "udp", "--dport", "8472"]);
     let mut flows = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("udp")) {
@@ -132,11 +126,11 @@ fn vxlan_flows(ns: &common::netns::NetNs) -> (Vec<(String, String, String, Strin
 }
 
 fn run(backend: Backend) {
-    if !common::require_root()
-        || !common::require_br_netfilter()
+    if !testkit::require_root()
+        || !testkit::require_br_netfilter()
         || !["iptables-nft", "iptables-nft-restore", "iptables-nft-save", "conntrack", "bridge"]
             .iter()
-            .all(|p| common::require_program(p))
+            .all(|p| testkit::require_program(p))
     {
         return;
     }

@@ -2,8 +2,6 @@
 //! `args` must equal `expected.txt` (and `expected-ipv6.txt` where present) byte for byte.
 //! Regenerate deliberately with `KUBENAT_BLESS=1 cargo test --test golden` and review the diff.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -51,7 +49,7 @@ fn render(args: &[String]) -> String {
 
 fn check(dir: &Path, expected_name: &str, ipv6: bool) {
     let actual = render(&scenario_args(dir, ipv6));
-    common::golden::assert_golden(&dir.join(expected_name), &actual);
+    testkit::golden::assert_golden(&dir.join(expected_name), &actual);
 }
 
 #[test]

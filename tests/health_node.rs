@@ -5,35 +5,24 @@
 //! `/configz`, `/proxyMode`) is checked on the same daemon. Needs root (skips otherwise, fails
 //! under CI=true).
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::daemon::{poll, Daemon, DaemonOptions};
-use common::lab::Lab;
 use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::{json, Value};
-use support::apiserver::ApiServer;
 use tempfile::TempDir;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::{poll, Daemon, DaemonOptions};
+use testkit::lab::Lab;
+use testkit::objects;
 
 /// Every "eventually" here is bounded by this.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The daemon's Node (`--hostname-override node-1`), with `extra` merged into `metadata` and
-/// `taints` as `spec.taints`.
+/// The daemon's Node (`--hostname-override node-1`), with `metadata` merged into its metadata
+/// and `taints` as `spec.taints`.
 fn node(metadata: Value, taints: Value) -> Value {
-    let mut meta = json!({ "name": "node-1" });
-    if let (Some(meta), Some(extra)) = (meta.as_object_mut(), metadata.as_object()) {
-        meta.extend(extra.clone());
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": meta,
-        "spec": { "podCIDR": "10.244.0.0/24", "taints": taints },
-    })
+    objects::merge(objects::node(objects::NODE, None), json!({ "metadata": metadata, "spec": { "taints": taints } }))
 }
 
 fn autoscaler_taint() -> Value {
@@ -51,12 +40,12 @@ struct Env {
 impl Env {
     /// `None` (test skipped) when not root or no iptables backend is installed.
     fn start() -> Option<Env> {
-        if !common::require_root() {
+        if !testkit::require_root() {
             return None;
         }
         let backend = [Backend::Nft, Backend::Legacy]
             .into_iter()
-            .find(|b| common::require_program(&b.binary(IpFamily::V4, Tool::Restore)))?;
+            .find(|b| testkit::require_program(&b.binary(IpFamily::V4, Tool::Restore)))?;
         let lab = Lab::new(0);
         let api = ApiServer::start_in_netns(lab.node.name());
         api.apply(node(json!({}), json!([])));

@@ -8,20 +8,18 @@
 //! (`.ci/run` builds it first). Needs root (skips otherwise, fails under CI=true), except
 //! `containerfile_matches_build_script`, which keeps deploy/Containerfile in step with the script.
 
-mod common;
-mod support;
-
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::{http_get, poll};
-use common::image::{Container, Image, RunOptions, State};
-use common::kubelet;
-use common::netns::NetNs;
-use common::objects;
-use common::process;
 use serde_json::{json, Value};
-use support::apiserver::{ApiServer, ServerConfig};
+use testkit::apiserver::{ApiServer, ServerConfig};
+use testkit::daemon::{http_get, poll};
+use testkit::image::{Container, Image, RunOptions, State};
+use testkit::kubelet;
+use testkit::netns::NetNs;
+use testkit::objects::{self, Port};
+use testkit::process;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// A one-shot `kubenat apply` in a container (create, start, apply, exit).
@@ -33,7 +31,7 @@ const NODE: &str = "node-1";
 
 /// The image, or `None` (skipped) when not root.
 fn image() -> Option<&'static Image> {
-    common::require_root().then(Image::get)
+    testkit::require_root().then(Image::get)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,15 +128,12 @@ fn mount_path(container: &Value, name: &str) -> String {
 }
 
 fn web_service() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "web", "namespace": "default" },
-        "spec": {
-            "type": "ClusterIP", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
-            "ports": [{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }],
-        },
-    })
+    objects::service("web", Ipv4Addr::new(10, 96, 0, 10), &[Port::tcp("http", 80, 8080)])
+}
+
+/// The EndpointSlice of `default/web`: one ready endpoint, 10.244.0.5, on `node`.
+fn web_slice(node: &str) -> Value {
+    objects::slice("web", &objects::ready_on(&[Ipv4Addr::new(10, 244, 0, 5)], node), &[Port::tcp("http", 80, 8080)])
 }
 
 /// Both backends' nat tables of `ns` (the daemon detects which one to use).
@@ -159,11 +154,9 @@ fn daemon_answers_probes(prefix: &str, command: &[&str]) {
     let spec = daemonset_container();
     let ns = NetNs::new(prefix);
     let api = ApiServer::start_in_netns(ns.name());
-    api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE },
-                      "spec": { "podCIDR": "10.244.0.0/24" } }));
+    api.apply(objects::node(NODE, None));
     api.apply(web_service());
-    let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
-    api.apply(objects::ready_slice("web", &objects::on_node(&["10.244.0.5".parse().expect("ip")], NODE), ports));
+    api.apply(web_slice(NODE));
 
     // The ConfigMap's files; kubeconfig.conf points at the test API server (plain HTTP, no
     // token) instead of API_SERVER_HOST with the service-account token.
@@ -294,12 +287,10 @@ impl SwapNode {
             ..ServerConfig::default()
         };
         let api = ApiServer::start_with(config);
-        api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node_name },
-                          "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] } }));
+        let node = json!({ "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] } });
+        api.apply(objects::merge(objects::node(node_name, None), node));
         api.apply(web_service());
-        let ports = json!([{ "name": "http", "port": 8080, "protocol": "TCP" }]);
-        let endpoints = objects::on_node(&["10.244.0.5".parse().expect("ip")], node_name);
-        api.apply(objects::ready_slice("web", &endpoints, ports));
+        api.apply(web_slice(node_name));
         SwapNode { ns, api }
     }
 

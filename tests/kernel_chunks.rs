@@ -5,13 +5,8 @@
 //! applier that `kubenat apply` and the daemon share does the same and removes the userspace
 //! mode's leftovers. Needs root (skips otherwise, fails under CI=true).
 
-mod common;
-
-use common::netns::NetNs;
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
-use kubenat::model::{
-    ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
-};
+use kubenat::model::{build, ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName};
 use kubenat::rules::chunks::split;
 use kubenat::rules::parse::parse;
 use kubenat::rules::render::{jump_rules, render};
@@ -21,6 +16,7 @@ use kubenat::{
     apply::{Applier, History, Mode},
     rules::extras::extras,
 };
+use testkit::netns::NetNs;
 
 const V4: IpFamily = IpFamily::V4;
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: false };
@@ -53,11 +49,7 @@ fn cluster(n: u32, shift: u32) -> ClusterState {
 }
 
 fn node() -> NodeConfig {
-    NodeConfig {
-        node_name: "node-1".into(),
-        local_detector: LocalDetector::Cidr("10.244.0.0/16".parse().unwrap()),
-        ..NodeConfig::default()
-    }
+    build::node(V4)
 }
 
 fn saved(ipt: &ExecIptables) -> String {
@@ -76,7 +68,7 @@ fn saved(ipt: &ExecIptables) -> String {
 /// Loads `before` in one transaction, then `after` (a) in one transaction and (b) in pieces of
 /// at most `max` chains, each in its own namespace; returns both saves.
 fn both_ways(backend: Backend, max: usize) -> Option<(String, String, usize)> {
-    if !common::require_root() || !common::require_program(&backend.binary(V4, Tool::Restore)) {
+    if !testkit::require_root() || !testkit::require_program(&backend.binary(V4, Tool::Restore)) {
         return None;
     }
     let node = node();
@@ -123,7 +115,7 @@ fn pieces_equal_one_transaction_legacy() {
 /// rules leaves an empty namespace.
 #[test]
 fn applier_writes_pieces_and_removes_userspace_leftovers_nft() {
-    if !common::require_root() || !common::require_program(&Backend::Nft.binary(V4, Tool::Restore)) {
+    if !testkit::require_root() || !testkit::require_program(&Backend::Nft.binary(V4, Tool::Restore)) {
         return;
     }
     let node = node();

@@ -3,17 +3,15 @@
 //! filters — and `stale_udp_flows`' plan — name, and agrees with `FlowFilter::matches` (the
 //! fake's semantics). Needs root and conntrack-tools (skips otherwise, fails under CI=true).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::lab::Lab;
-use common::netns::NetNs;
-use common::traffic::{self, Proto, Server};
 use kubenat::conntrack::{stale_udp_flows, Conntrack, Error, ExecConntrack, Flow, FlowFilter};
 use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName};
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::traffic::{self, Proto, Server};
 
 const WAIT: Duration = Duration::from_secs(2);
 const SERVICE_IP: &str = "10.96.0.53";
@@ -21,7 +19,7 @@ const NODE_PORT: u16 = 30053;
 const TARGET_PORT: u16 = 5353;
 
 fn available() -> bool {
-    common::require_root() && common::require_program("conntrack") && common::require_program("iptables")
+    testkit::require_root() && testkit::require_program("conntrack") && testkit::require_program("iptables")
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -6,20 +6,15 @@
 //! An IPv6 tree loads with `ip6tables-restore` and reads back equal to the flat render.
 //! Needs root (skips otherwise, fails under CI).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use common::lab::Lab;
-use common::netns::NetNs;
-use common::traffic::{self, Proto, Reply, Server};
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, Tool};
 use kubenat::apply::{Applier, Mode};
 use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::model::{
-    ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
+    build, ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName,
     ServicesDispatch,
 };
 use kubenat::rules::chain_names::is_dispatch_chain;
@@ -27,6 +22,9 @@ use kubenat::rules::parse::parse;
 use kubenat::rules::render::{jump_rules, render};
 use kubenat::rules::ruleset::{Ruleset, TableName};
 use kubenat::{apply::apply_once, rules::extras::plan};
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::traffic::{self, Proto, Reply, Server};
 
 const V4: IpFamily = IpFamily::V4;
 const SERVICES: u32 = 400;
@@ -34,16 +32,11 @@ const TARGET_PORT: u16 = 8080;
 const WAIT: Duration = Duration::from_secs(2);
 
 fn available(backend: Backend) -> bool {
-    common::require_root() && common::require_program(&backend.binary(V4, Tool::Restore))
+    testkit::require_root() && testkit::require_program(&backend.binary(V4, Tool::Restore))
 }
 
 fn node(dispatch: ServicesDispatch) -> NodeConfig {
-    NodeConfig {
-        node_name: "node-1".into(),
-        local_detector: LocalDetector::Cidr("10.244.0.0/16".parse().expect("cidr")),
-        services_dispatch: dispatch,
-        ..NodeConfig::default()
-    }
+    NodeConfig { services_dispatch: dispatch, ..build::node(V4) }
 }
 
 fn endpoint(ip: Ipv4Addr) -> Endpoint {
@@ -151,7 +144,7 @@ fn carries_traffic_through_the_tree(backend: Backend) {
 /// IPv6: 300 services at random addresses of fd00:10:96::/108 load with ip6tables-restore, the
 /// kernel keeps every dispatch rule on a nibble boundary, and the dump diffs equal to flat.
 fn loads_on_ipv6(backend: Backend) {
-    if !(available(backend) && common::require_program(&backend.binary(IpFamily::V6, Tool::Restore))) {
+    if !(available(backend) && testkit::require_program(&backend.binary(IpFamily::V6, Tool::Restore))) {
         return;
     }
     let ns = NetNs::new("disp6");

@@ -2,27 +2,25 @@
 //! node namespace with the real nft and legacy `iptables-restore`, and real TCP/UDP traffic
 //! from pod namespaces proves what the rules do. Needs root (skips otherwise, fails under CI).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::fixture::{self, CLUSTER_IP, DNS_TARGET_PORT, JUMPS, NO_ENDPOINTS_IP, WEB_TARGET_PORT};
-use common::lab::{Lab, LabConfig, Topology};
-use common::netns::NetNs;
-use common::traffic::{self, Proto, Reply, Server};
 use kubenat::apply::exec::{detect_backend_in, Backend, Error, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::model::{IpFamily, NodeConfig};
 use kubenat::rules::parse::parse;
 use kubenat::rules::render::jump_rules;
 use kubenat::{apply::apply_once, rules::extras::plan};
+use testkit::fixture::{self, CLUSTER_IP, DNS_TARGET_PORT, JUMPS, NO_ENDPOINTS_IP, WEB_TARGET_PORT};
+use testkit::lab::{Lab, LabConfig, Topology};
+use testkit::netns::NetNs;
+use testkit::traffic::{self, Proto, Reply, Server};
 
 const V4: IpFamily = IpFamily::V4;
 const WAIT: Duration = Duration::from_secs(2);
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: false };
 
 fn available(backend: Backend) -> bool {
-    common::require_root() && common::require_program(&backend.binary(V4, Tool::Restore))
+    testkit::require_root() && testkit::require_program(&backend.binary(V4, Tool::Restore))
 }
 
 /// A routed lab: pod 0 is the client, pods 1 and 2 run TCP 8080 and UDP 5353 identity servers.
@@ -207,7 +205,7 @@ fn legacy_broken_input_names_the_line() {
 
 #[test]
 fn missing_namespace_is_reported() {
-    if !common::require_root() {
+    if !testkit::require_root() {
         return;
     }
     let ipt = ExecIptables::new(Backend::Nft).in_netns(format!("knt-missing-{}", std::process::id()));
@@ -238,7 +236,7 @@ fn detects_the_backend_holding_the_rules() {
 /// Same-node pod → ClusterIP → pod on one bridge works only when bridged replies pass
 /// through iptables (`br_netfilter`), which is why kubenat checks the sysctl at start.
 fn bridge_needs_br_netfilter(backend: Backend) {
-    if !(available(backend) && common::require_br_netfilter()) {
+    if !(available(backend) && testkit::require_br_netfilter()) {
         return;
     }
     let lab = Lab::with(LabConfig { pods: 3, topology: Topology::Bridge { br_netfilter: true } });

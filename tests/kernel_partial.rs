@@ -6,13 +6,10 @@
 //! restore fail and the sync fall back to a full one. Needs root (skips otherwise, fails under
 //! CI=true).
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::netns::NetNs;
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, Tool};
 use kubenat::config::NodeOptions;
 use kubenat::conntrack::FakeConntrack;
@@ -25,11 +22,12 @@ use kubenat::rules::plan::{plan_partial_with, PlanOptions};
 use kubenat::rules::render::render;
 use kubenat::rules::ruleset::{RuleOp, Ruleset, TableName};
 use kubenat::sync::{FamilyReport, SyncOptions, Syncer};
+use testkit::netns::NetNs;
 
 const V4: IpFamily = IpFamily::V4;
 
 fn available(backend: Backend) -> bool {
-    common::require_root() && common::require_program(&backend.binary(V4, Tool::Restore))
+    testkit::require_root() && testkit::require_program(&backend.binary(V4, Tool::Restore))
 }
 
 fn name(i: u32) -> ServicePortName {

@@ -7,27 +7,25 @@
 //! converter) loads and reads back equal to what we rendered.
 //! Needs root (skips otherwise, fails under CI=true).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::lab::Lab;
-use common::netns::NetNs;
-use common::traffic::{self, Proto, Reply, Server};
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::inspect::diff::{diff, DiffOptions};
 use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, ServicePort, ServicePortName};
 use kubenat::rules::parse::parse;
 use kubenat::rules::render::render;
 use kubenat::rules::ruleset::TableName;
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::traffic::{self, Proto, Reply, Server};
 
 const NOFLUSH: RestoreOptions = RestoreOptions { noflush: true, counters: false };
 const WAIT: Duration = Duration::from_secs(2);
 const BACKENDS: [Backend; 2] = [Backend::Nft, Backend::Legacy];
 
 fn available(backend: Backend, family: IpFamily) -> bool {
-    common::require_root() && common::require_program(&backend.binary(family, Tool::Restore))
+    testkit::require_root() && testkit::require_program(&backend.binary(family, Tool::Restore))
 }
 
 fn kubenat(args: &[&str]) -> String {
@@ -133,7 +131,7 @@ fn jump_count(saved: &str) -> usize {
 #[test]
 fn demo_traffic_through_applied_rules() {
     for backend in BACKENDS {
-        if !available(backend, IpFamily::V4) || !common::require_program("python3") {
+        if !available(backend, IpFamily::V4) || !testkit::require_program("python3") {
             return;
         }
         let lab = Lab::new(3);

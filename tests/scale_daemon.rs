@@ -11,9 +11,6 @@
 //! `KUBENAT_SCALE_BACKEND` (`nft` or `legacy`), `KUBENAT_SCALE_ROUNDS` (5),
 //! `KUBENAT_SCALE_REPORT` (a file the summary is appended to). Every wait is bounded.
 
-mod common;
-mod support;
-
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -22,12 +19,12 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::daemon::{Daemon, DaemonOptions, Scrape, RESTORE_BYTES_PARTIAL, RESTORE_COUNT_PARTIAL};
-use common::lab::Lab;
-use common::objects;
-use common::traffic::{Proto, Server};
 use serde_json::{json, Value};
-use support::apiserver::ApiServer;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::{Daemon, DaemonOptions, Scrape, RESTORE_BYTES_PARTIAL, RESTORE_COUNT_PARTIAL};
+use testkit::lab::Lab;
+use testkit::objects::{self, Port};
+use testkit::traffic::{Proto, Server};
 
 /// How long the first full sync of the whole state may take (a 20k-service nft restore is ≈1 min
 /// on an idle machine, many times that on a loaded one).
@@ -47,21 +44,16 @@ fn cluster_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + n)
 }
 
+fn ports() -> [Port; 1] {
+    [Port::tcp("http", 80, BACKEND_PORT)]
+}
+
 fn service(name: &str, ip: Ipv4Addr) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": {
-            "type": "ClusterIP", "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
-            "ports": [{ "name": "http", "port": 80, "targetPort": BACKEND_PORT, "protocol": "TCP" }],
-        },
-    })
+    objects::service(name, ip, &ports())
 }
 
 fn slice(service: &str, addresses: &[Ipv4Addr]) -> Value {
-    let ports = json!([{ "name": "http", "port": BACKEND_PORT, "protocol": "TCP" }]);
-    objects::ready_slice(service, &objects::on_node(addresses, "node-2"), ports)
+    objects::slice(service, &objects::ready_on(addresses, "node-2"), &ports())
 }
 
 /// Synthetic endpoints that never answer (outside the lab's pod CIDR, nothing routes them).
@@ -172,7 +164,7 @@ fn partial(scrape: &Scrape) -> (f64, f64) {
 #[test]
 #[ignore = "scale measurement: run by scripts/bench-daemon.sh (release build, minutes)"]
 fn daemon_at_scale() {
-    if !common::require_root() {
+    if !testkit::require_root() {
         return;
     }
     let services = knob("KUBENAT_SCALE_SERVICES", 10_000);

@@ -4,30 +4,27 @@
 //! without NET_RAW) they fail with an error naming the command and the denial. The daemon's
 //! metrics listen on 127.0.0.1 by default. Needs root (skips otherwise, fails under CI=true).
 
-mod common;
-mod support;
-
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::daemon::{http_get, poll, Scrape, BIN, RESTORE_COUNT_FULL, RESTORE_FAILURES};
-use common::lab::Lab;
-use common::netns::NetNs;
-use common::process::{self, COMMAND_TIMEOUT};
-use common::traffic::{self, Proto, Reply, Server};
 use kubenat::apply::exec::{Backend, Tool};
 use kubenat::model::IpFamily;
 use serde_json::json;
-use support::apiserver::ApiServer;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::{bin, http_get, poll, Scrape, RESTORE_COUNT_FULL, RESTORE_FAILURES};
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::process::{self, COMMAND_TIMEOUT};
+use testkit::traffic::{self, Proto, Reply, Server};
 
 const BACKENDS: [Backend; 2] = [Backend::Nft, Backend::Legacy];
 
 fn available(backend: Backend) -> bool {
-    common::require_root()
-        && common::require_program("setpriv")
-        && common::require_program(&backend.binary(IpFamily::V4, Tool::Restore))
+    testkit::require_root()
+        && testkit::require_program("setpriv")
+        && testkit::require_program(&backend.binary(IpFamily::V4, Tool::Restore))
 }
 
 /// `ip netns exec NS setpriv … -- argv`: enter the namespace as full root, then keep only
@@ -54,7 +51,7 @@ fn apply_demo(ns: &NetNs, backend: Backend, caps: &[&str]) -> Output {
         ns.name(),
         caps,
         &[
-            BIN,
+            bin(),
             "apply",
             "--objects",
             "examples/demo",
@@ -67,7 +64,7 @@ fn apply_demo(ns: &NetNs, backend: Backend, caps: &[&str]) -> Output {
 
 #[test]
 fn setpriv_really_drops_capabilities() {
-    if !common::require_root() || !common::require_program("setpriv") {
+    if !testkit::require_root() || !testkit::require_program("setpriv") {
         return;
     }
     let ns = NetNs::new("capchk");
@@ -134,7 +131,7 @@ impl CappedDaemon {
             node.name(),
             &["net_admin", "net_raw"],
             &[
-                BIN,
+                bin(),
                 "--kubeconfig",
                 &kubeconfig,
                 "--hostname-override",
@@ -178,7 +175,7 @@ impl Drop for CappedDaemon {
 #[test]
 fn daemon_runs_with_only_net_admin_and_net_raw_and_metrics_stay_on_localhost() {
     for backend in BACKENDS {
-        if !available(backend) || !common::require_program("ss") {
+        if !available(backend) || !testkit::require_program("ss") {
             return;
         }
         let lab = Lab::new(3);

@@ -3,20 +3,18 @@
 //! a flannel chain planted with iptables-legacy; `SubnetWatch` following a file that appears,
 //! is replaced by rename and breaks.
 
-mod common;
-
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::netns::NetNs;
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables, RestoreOptions, Tool};
 use kubenat::apply::fake::FakeIptables;
 use kubenat::flannel::subnet_env::SubnetEnv;
 use kubenat::flannel::watch::SubnetWatch;
 use kubenat::model::IpFamily;
 use kubenat::startup::{self, CheckConfig, CheckResult, Facts, Sysctl, SysctlReader, SysctlValue};
+use testkit::netns::NetNs;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +102,7 @@ fn gather_in(ns: &NetNs) -> Facts {
 #[test]
 fn real_sysctls_and_backends_in_a_network_namespace() {
     let tools = [Backend::Legacy, Backend::Nft].map(|b| b.binary(IpFamily::V4, Tool::Restore));
-    if !common::require_root() || !tools.iter().all(|t| common::require_program(t)) {
+    if !testkit::require_root() || !tools.iter().all(|t| testkit::require_program(t)) {
         return;
     }
     let ns = NetNs::new("chk");
@@ -151,7 +149,7 @@ fn real_sysctls_and_backends_in_a_network_namespace() {
 
 #[test]
 fn a_missing_namespace_is_unreadable_not_missing() {
-    if !common::require_root() {
+    if !testkit::require_root() {
         return;
     }
     let reader = SysctlReader::Netns(format!("knt-chk-{}-absent", std::process::id()));

@@ -9,25 +9,22 @@
 //! start, sync, and answer `/healthz` and `/livez`. The same for the k3s, kops and kube-up flag
 //! sets. Needs root (skips otherwise, fails under CI=true).
 
-mod common;
-mod support;
-
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{http_get, poll};
-use common::kubelet::{
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use testkit::apiserver::{ApiServer, ServerConfig};
+use testkit::daemon::{http_get, poll};
+use testkit::kubelet::{
     config_map_volume, host_name, kubeadm_kubeconfig, service_account_volume, FlagSet, KubeadmPod, SERVICE_ACCOUNT,
     TOKEN,
 };
-use common::lab::Lab;
-use common::objects;
-use serde_json::{json, Value};
-use support::apiserver::{ApiServer, ServerConfig};
-use tempfile::TempDir;
+use testkit::lab::Lab;
+use testkit::objects::{self, Port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubenat");
 /// Every "eventually" here is bounded by this.
@@ -44,14 +41,10 @@ fn cluster(api: &ApiServer, node: &str, pod_cidr: &str) {
         "spec": { "podCIDR": pod_cidr, "podCIDRs": [pod_cidr] },
         "status": { "addresses": [{ "type": "InternalIP", "address": "192.0.2.50" }] },
     }));
-    api.apply(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": { "name": "web", "namespace": "default" },
-        "spec": { "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "type": "ClusterIP",
-                  "ports": [{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }] },
-    }));
-    let endpoints = objects::on_node(&[Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3)], node);
-    api.apply(objects::ready_slice("web", &endpoints, json!([{ "name": "http", "port": 8080, "protocol": "TCP" }])));
+    let ports = [Port::tcp("http", 80, 8080)];
+    api.apply(objects::service("web", Ipv4Addr::new(10, 96, 0, 10), &ports));
+    let endpoints = objects::ready_on(&[Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3)], node);
+    api.apply(objects::slice("web", &endpoints, &ports));
 }
 
 /// A process run like a container: a private mount namespace inside the node's network
@@ -118,7 +111,7 @@ struct Node {
 
 impl Node {
     fn start(name: &str, pod_cidr: &str) -> Option<Node> {
-        if !common::require_root() || !common::require_program("unshare") {
+        if !testkit::require_root() || !testkit::require_program("unshare") {
             return None;
         }
         let lab = Lab::new(0);
@@ -158,9 +151,9 @@ impl Node {
         let programmed = poll(WAIT, Duration::from_millis(200), || {
             let saved: String = ["iptables-nft-save", "iptables-legacy-save"]
                 .iter()
-                .filter(|tool| common::require_program(tool))
+                .filter(|tool| testkit::require_program(tool))
                 .map(|tool| {
-                    let out = common::process::run(&["ip", "netns", "exec", ns, tool, "-t", "nat"], WAIT);
+                    let out = testkit::process::run(&["ip", "netns", "exec", ns, tool, "-t", "nat"], WAIT);
                     String::from_utf8_lossy(&out.stdout).into_owned()
                 })
                 .collect();

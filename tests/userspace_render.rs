@@ -6,13 +6,11 @@
 //! same rules, and puts the jumps where upstream did (PORTALS first, NODEPORT last).
 //! The kernel test needs root (skips otherwise, fails under CI=true).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::netns::NetNs;
+use testkit::netns::NetNs;
 
 const SCENARIOS: &[&str] = &["basic"];
 const ROOT: &str = "fixtures/userspace";
@@ -45,7 +43,7 @@ fn render(args: &[String]) -> String {
 
 fn check(dir: &Path, expected_name: &str, ipv6: bool) {
     let actual = render(&scenario_args(dir, ipv6));
-    common::golden::assert_golden(&dir.join(expected_name), &actual);
+    testkit::golden::assert_golden(&dir.join(expected_name), &actual);
 }
 
 #[test]
@@ -125,13 +123,13 @@ fn by_chain(lines: impl Iterator<Item = String>) -> BTreeMap<String, Vec<String>
 
 #[test]
 fn kernel_loads_userspace_rules_with_both_backends() {
-    if !common::require_root() {
+    if !testkit::require_root() {
         return;
     }
     for backend in BACKENDS {
         for (ipv6, tool) in [(false, "iptables"), (true, "ip6tables")] {
             let restore = format!("{tool}-{backend}-restore");
-            if !common::require_program(&restore) {
+            if !testkit::require_program(&restore) {
                 continue;
             }
             let text = render(&scenario_args(&Path::new(ROOT).join("basic"), ipv6));

@@ -1,6 +1,7 @@
 //! Domain types the renderer reads: service ports, endpoints and the whole cluster view.
 //! Nothing here knows about Kubernetes API structs; `k8s/` converts into these.
 
+pub mod build;
 mod node;
 mod node_facts;
 mod port_plan;

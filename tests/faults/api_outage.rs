@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use kubenat::apply::exec::Backend;
 
-use crate::common::daemon::DaemonOptions;
-use crate::common::probe::ProbeConfig;
 use crate::env::{probed_ip, web_targets, Env};
-use crate::objects::{self, EpState};
+use testkit::daemon::DaemonOptions;
+use testkit::objects::{self, EpState};
+use testkit::probe::ProbeConfig;
 
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
@@ -22,8 +22,12 @@ fn api_unreachable_then_compacted_keeps_forwarding_and_applies_changes_after() {
     env.start_daemon();
     let services = env.apply_probed(2);
     let gone_ip = probed_ip(7);
-    env.api.apply(objects::service("gone", gone_ip, &objects::web_ports(), None));
-    env.api.apply(objects::slice("gone", &[(env.backend_ip(0), EpState::Ready)], &objects::web_ports()));
+    env.api.apply(objects::service("gone", gone_ip, &objects::web_ports()));
+    env.api.apply(objects::slice(
+        "gone",
+        &objects::on_this_node(&[(env.backend_ip(0), EpState::Ready)]),
+        &objects::web_ports(),
+    ));
     let named: Vec<(&str, _)> = services.iter().map(|(n, ip)| (n.as_str(), *ip)).collect();
     let targets = web_targets(&named);
     env.until_all_answer(&targets);
@@ -36,10 +40,14 @@ fn api_unreachable_then_compacted_keeps_forwarding_and_applies_changes_after() {
     env.api.set_unreachable(true);
     let started = Instant::now();
     let p1: Vec<_> = [0, 1].iter().map(|&i| (env.backend_ip(i), EpState::Ready)).collect();
-    env.api.apply(objects::slice("p1", &p1, &objects::web_ports()));
+    env.api.apply(objects::slice("p1", &objects::on_this_node(&p1), &objects::web_ports()));
     let late_ip = probed_ip(8);
-    env.api.apply(objects::service("late", late_ip, &objects::web_ports(), None));
-    env.api.apply(objects::slice("late", &[(env.backend_ip(2), EpState::Ready)], &objects::web_ports()));
+    env.api.apply(objects::service("late", late_ip, &objects::web_ports()));
+    env.api.apply(objects::slice(
+        "late",
+        &objects::on_this_node(&[(env.backend_ip(2), EpState::Ready)]),
+        &objects::web_ports(),
+    ));
     env.api.delete("Service", "default", "gone");
     env.api.delete("EndpointSlice", "default", &objects::slice_name("gone"));
     env.api.compact();

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kubenat::apply::exec::Backend;
 
-use crate::common::daemon::DaemonOptions;
-use crate::common::probe::{Attempt, Outcome, ProbeConfig};
-use crate::common::traffic::Proto;
 use crate::env::{probed_ip, web_targets, Env, BACKENDS};
-use crate::objects::{self, EpState, Port};
-use crate::support::apiserver::ApiServer;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::DaemonOptions;
+use testkit::objects::{self, EpState, Port};
+use testkit::probe::{Attempt, Outcome, ProbeConfig};
+use testkit::traffic::Proto;
 
 /// splitmix64: a tiny, well-distributed, seedable generator (no dependency needed).
 pub struct Rng(u64);
@@ -152,7 +152,7 @@ impl Churn {
             self.stats.lost_ready.push((SystemTime::now(), name.clone()));
         }
         let list: Vec<(Ipv4Addr, EpState)> = eps.iter().map(|(&i, &s)| (self.backend_ips[i], s)).collect();
-        api.apply(objects::slice(&name, &list, &objects::web_ports()));
+        api.apply(objects::slice(&name, &objects::on_this_node(&list), &objects::web_ports()));
         self.stats.writes += 1;
         self.probed.insert(name, eps);
         Some(kind)
@@ -185,8 +185,8 @@ impl Churn {
                     let protocol = PROTOCOLS[self.rng.below(PROTOCOLS.len())];
                     svc.ports.push(Port::new(&format!("p{n}"), 1000 + n, 9000 + n, protocol));
                 }
-                api.apply(objects::service(&name, svc.ip, &svc.ports, svc.node_port));
-                api.apply(objects::slice(&name, &svc.endpoints, &svc.ports));
+                api.apply(objects::service(&name, svc.ip, &objects::with_node_ports(&svc.ports, svc.node_port)));
+                api.apply(objects::slice(&name, &objects::on_this_node(&svc.endpoints), &svc.ports));
                 self.stats.writes += 2;
                 self.others.insert(name, svc);
                 Some("service changed")
@@ -209,7 +209,7 @@ impl Churn {
                 if svc.endpoints == before {
                     return None;
                 }
-                api.apply(objects::slice(&name, &svc.endpoints, &svc.ports));
+                api.apply(objects::slice(&name, &objects::on_this_node(&svc.endpoints), &svc.ports));
                 self.stats.writes += 1;
                 self.others.insert(name, svc);
                 Some("other endpoints changed")
@@ -230,8 +230,8 @@ impl Churn {
             .map(|k| (Ipv4Addr::new(10, 250, (id % 250) as u8, 1 + k as u8), *self.rng.pick(&STATES)))
             .collect();
         let svc = Other { ip, ports, node_port, endpoints };
-        api.apply(objects::service(&name, svc.ip, &svc.ports, svc.node_port));
-        api.apply(objects::slice(&name, &svc.endpoints, &svc.ports));
+        api.apply(objects::service(&name, svc.ip, &objects::with_node_ports(&svc.ports, svc.node_port)));
+        api.apply(objects::slice(&name, &objects::on_this_node(&svc.endpoints), &svc.ports));
         self.stats.writes += 2;
         self.others.insert(name, svc);
         "service added"

@@ -14,13 +14,13 @@ use kubenat::rules::ruleset::TableName;
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::common::daemon::{poll, Daemon, DaemonOptions, Scrape, BIN};
-use crate::common::lab::Lab;
-use crate::common::netns::NetNs;
-use crate::common::probe::{Probe, ProbeConfig, Target};
-use crate::common::traffic::{Proto, Server};
-use crate::objects;
-use crate::support::apiserver::ApiServer;
+use testkit::apiserver::ApiServer;
+use testkit::daemon::{bin, poll, Daemon, DaemonOptions, Scrape};
+use testkit::lab::Lab;
+use testkit::netns::NetNs;
+use testkit::objects;
+use testkit::probe::{Probe, ProbeConfig, Target};
+use testkit::traffic::{Proto, Server};
 
 /// Backend pods (0..BACKENDS); each serves `pod-N` on 8080/TCP and 5353/UDP.
 pub const BACKENDS: usize = 3;
@@ -59,13 +59,13 @@ impl Env {
     /// `None` (test skipped) when not root or the backend's tools are missing.
     pub fn new(backend: Backend, opts: DaemonOptions) -> Option<Env> {
         let tools = [backend.binary(IpFamily::V4, Tool::Restore), backend.binary(IpFamily::V4, Tool::Save)];
-        if !crate::common::require_root() || !tools.iter().all(|t| crate::common::require_program(t)) {
+        if !testkit::require_root() || !tools.iter().all(|t| testkit::require_program(t)) {
             return None;
         }
         let lab = Lab::new(BACKENDS + 1);
         let servers = (0..BACKENDS).map(|i| Some(start_servers(&lab, i))).collect();
         let api = ApiServer::start_in_netns(lab.node.name());
-        api.apply(objects::node(lab.pod(0).gateway));
+        api.apply(objects::node(objects::NODE, Some(lab.pod(0).gateway)));
         let dir = tempfile::tempdir().expect("temp dir");
         Some(Env {
             daemon: None,
@@ -174,11 +174,11 @@ impl Env {
             "--hostname-override",
             objects::NODE,
             "--cluster-cidr",
-            crate::common::lab::CLUSTER_CIDR,
+            testkit::lab::CLUSTER_CIDR,
             "--jumps",
         ];
         args.extend(self.render_args.iter().map(String::as_str));
-        let out = std::process::Command::new(BIN).args(&args).output().expect("run kubenat render");
+        let out = std::process::Command::new(bin()).args(&args).output().expect("run kubenat render");
         if !out.status.success() {
             self.fail(&format!("kubenat render failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
@@ -302,8 +302,8 @@ impl Env {
         (0..n)
             .map(|i| {
                 let name = format!("p{i}");
-                self.api.apply(objects::service(&name, probed_ip(i), &objects::web_ports(), None));
-                self.api.apply(objects::slice(&name, &ready, &objects::web_ports()));
+                self.api.apply(objects::service(&name, probed_ip(i), &objects::web_ports()));
+                self.api.apply(objects::slice(&name, &objects::on_this_node(&ready), &objects::web_ports()));
                 (name, probed_ip(i))
             })
             .collect()
@@ -311,7 +311,7 @@ impl Env {
 
     /// Waits until one round of requests to every target is answered.
     pub fn until_all_answer(&self, targets: &[Target]) {
-        use crate::common::traffic::{request, Reply};
+        use testkit::traffic::{request, Reply};
         self.until(WAIT, "every probed Service answers", || {
             targets
                 .iter()

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kubenat::apply::exec::Backend;
 
-use crate::common::daemon::DaemonOptions;
-use crate::common::probe::{epoch_secs, ProbeConfig};
 use crate::env::{web_targets, Env};
+use testkit::daemon::DaemonOptions;
+use testkit::objects;
+use testkit::probe::{epoch_secs, ProbeConfig};
 
 /// Sync period of these tests' daemons: the bound for canary repair.
 const SYNC_PERIOD: Duration = Duration::from_secs(3);
@@ -78,7 +79,7 @@ fn real_nft_restore() -> Option<&'static str> {
 #[test]
 fn failing_restores_keep_the_last_rules_forwarding_and_recover() {
     let Some(real) = real_nft_restore() else {
-        crate::common::require(false, "/usr/sbin/iptables-nft-restore not installed");
+        testkit::require(false, "/usr/sbin/iptables-nft-restore not installed");
         return;
     };
     let wrappers = tempfile::tempdir().expect("temp dir");
@@ -103,15 +104,14 @@ fn failing_restores_keep_the_last_rules_forwarding_and_recover() {
 
     // Restores fail: p1 loses pod-2 and a new Service `late` appears, neither can land.
     std::fs::write(&flag, "").expect("flag");
-    let ready = |pods: &[usize]| -> Vec<_> {
-        pods.iter().map(|&i| (env.backend_ip(i), crate::objects::EpState::Ready)).collect()
-    };
-    env.api.apply(crate::objects::slice("p1", &ready(&[0, 1]), &crate::objects::web_ports()));
+    let ready =
+        |pods: &[usize]| -> Vec<_> { pods.iter().map(|&i| (env.backend_ip(i), objects::EpState::Ready)).collect() };
+    env.api.apply(objects::slice("p1", &objects::on_this_node(&ready(&[0, 1])), &objects::web_ports()));
     let late_ip = crate::env::probed_ip(9);
-    env.api.apply(crate::objects::service("late", late_ip, &crate::objects::web_ports(), None));
-    env.api.apply(crate::objects::slice("late", &ready(&[0]), &crate::objects::web_ports()));
-    let failed = |s: &crate::common::daemon::Scrape| {
-        s.get(crate::common::daemon::RESTORE_FAILURES) + s.get(crate::common::daemon::PARTIAL_RESTORE_FAILURES)
+    env.api.apply(objects::service("late", late_ip, &objects::web_ports()));
+    env.api.apply(objects::slice("late", &objects::on_this_node(&ready(&[0])), &objects::web_ports()));
+    let failed = |s: &testkit::daemon::Scrape| {
+        s.get(testkit::daemon::RESTORE_FAILURES) + s.get(testkit::daemon::PARTIAL_RESTORE_FAILURES)
     };
     // Several failed syncs, and /healthz turns unhealthy (2 × sync period without success).
     let failures = env.until(Duration::from_secs(20), "3 failed restores and an unhealthy /healthz", || {
@@ -144,9 +144,9 @@ fn failing_restores_keep_the_last_rules_forwarding_and_recover() {
     if !failures.is_empty() {
         env.fail(&format!("the last good rules did not keep forwarding:\n{}", report.describe(&failures)));
     }
-    let reply = crate::common::traffic::request(
+    let reply = testkit::traffic::request(
         env.client(),
-        crate::common::traffic::Proto::Tcp,
+        testkit::traffic::Proto::Tcp,
         std::net::SocketAddr::from((late_ip, 80)),
         Duration::from_secs(1),
     );
@@ -209,7 +209,7 @@ fn neighbour_round(ns: &str, lock: &std::path::Path) -> bool {
 
 #[test]
 fn held_xtables_lock_and_a_neighbour_rewriting_its_chains() {
-    if !crate::common::require_root() || !crate::common::require_program("flock") {
+    if !testkit::require_root() || !testkit::require_program("flock") {
         return;
     }
     let lock_dir = tempfile::tempdir().expect("temp dir");
@@ -250,11 +250,11 @@ fn held_xtables_lock_and_a_neighbour_rewriting_its_chains() {
         let taken = Instant::now();
         std::thread::sleep(Duration::from_millis(200));
         let q_ip = crate::env::probed_ip(8);
-        env.api.apply(crate::objects::service("q", q_ip, &crate::objects::web_ports(), None));
-        env.api.apply(crate::objects::slice(
+        env.api.apply(objects::service("q", q_ip, &objects::web_ports()));
+        env.api.apply(objects::slice(
             "q",
-            &[(env.backend_ip(1), crate::objects::EpState::Ready)],
-            &crate::objects::web_ports(),
+            &objects::on_this_node(&[(env.backend_ip(1), objects::EpState::Ready)]),
+            &objects::web_ports(),
         ));
         let landed = env.until(hold + Duration::from_secs(15), "the change made under the lock to land", || {
             env.save().contains(&format!("-d {q_ip}/32")).then(|| taken.elapsed())

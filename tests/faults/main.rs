@@ -13,16 +13,11 @@
 //! `KUBENAT_SOAK_SEED` (churn RNG seed, default fixed).
 
 // The integration tests' shared support (this crate lives in a directory of its own).
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../support/mod.rs"]
-mod support;
 
 mod api_outage;
 mod churn;
 mod env;
 mod kernel;
-mod objects;
 mod restart;
 mod userspace;
 

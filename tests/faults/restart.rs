@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use kubenat::apply::exec::Backend;
 
-use crate::common::daemon::DaemonOptions;
-use crate::common::probe::ProbeConfig;
 use crate::env::{web_targets, write_script, Env};
-use crate::objects::{self, EpState, Port};
+use testkit::daemon::DaemonOptions;
+use testkit::objects::{self, EpState, Port};
+use testkit::probe::ProbeConfig;
 
 /// Services created in one go before the first kill.
 const BULK: usize = 1500;
@@ -25,9 +25,9 @@ fn apply_bulk(env: &Env) {
     for i in 0..BULK {
         let name = format!("bulk{i}");
         let ip = Ipv4Addr::new(10, 97, (i / 250) as u8, 1 + (i % 250) as u8);
-        env.api.apply(objects::service(&name, ip, &ports, None));
+        env.api.apply(objects::service(&name, ip, &ports));
         let eps = [(Ipv4Addr::new(10, 251, (i / 250) as u8, 1 + (i % 250) as u8), EpState::Ready)];
-        env.api.apply(objects::slice(&name, &eps, &ports));
+        env.api.apply(objects::slice(&name, &objects::on_this_node(&eps), &ports));
     }
 }
 
@@ -39,7 +39,7 @@ fn kill_mid_restore(env: &mut Env, mark: &Path) -> usize {
     let status = env.daemon_mut().kill9();
     let _ = std::fs::remove_file(mark);
     // The orphaned restore finishes by itself (its input ends where the daemon died).
-    let gone = crate::common::daemon::poll(Duration::from_secs(10), Duration::from_millis(50), || {
+    let gone = testkit::daemon::poll(Duration::from_secs(10), Duration::from_millis(50), || {
         children.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     if gone.is_none() {
@@ -52,7 +52,7 @@ fn kill_mid_restore(env: &mut Env, mark: &Path) -> usize {
 #[test]
 fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     let Some(real) = Some("/usr/sbin/iptables-nft-restore").filter(|p| Path::new(p).exists()) else {
-        crate::common::require(false, "/usr/sbin/iptables-nft-restore not installed");
+        testkit::require(false, "/usr/sbin/iptables-nft-restore not installed");
         return;
     };
     let wrappers = tempfile::tempdir().expect("temp dir");
@@ -102,8 +102,8 @@ fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     probe.wait_for_more(20, Duration::from_secs(5));
     let report = probe.stop();
     let scrape = env.scrape();
-    let full_size = scrape.get(crate::common::daemon::RESTORE_BYTES_FULL)
-        / scrape.get(crate::common::daemon::RESTORE_COUNT_FULL).max(1.0);
+    let full_size =
+        scrape.get(testkit::daemon::RESTORE_BYTES_FULL) / scrape.get(testkit::daemon::RESTORE_COUNT_FULL).max(1.0);
     let cut = std::fs::read_to_string(&sizes).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(", ");
     eprintln!(
         "[kill -9] 2 kills mid-restore ({children} restores cut, fed {cut} bytes of a ~{full_size:.0}-byte full \

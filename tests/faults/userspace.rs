@@ -10,13 +10,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::common::daemon::{self, DaemonOptions};
-use crate::common::probe::{Outcome, ProbeConfig, Target};
-use crate::common::process::Spawned;
-use crate::common::traffic::{self, Proto};
 use crate::env::{probed_ip, Env, BACKENDS};
-use crate::objects::{self, EpState, Port};
 use kubenat::apply::exec::Backend;
+use testkit::daemon::{self, DaemonOptions};
+use testkit::objects::{self, EpState, Port};
+use testkit::probe::{Outcome, ProbeConfig, Target};
+use testkit::process::Spawned;
+use testkit::traffic::{self, Proto};
 
 /// The daemon's proxy port range.
 const PROXY_PORTS: std::ops::RangeInclusive<u16> = 36000..=36099;
@@ -46,9 +46,9 @@ fn userspace_env() -> Option<Env> {
 /// Service `name` (`http` 80→8080/TCP) on every backend, ready.
 fn apply_web(env: &Env, name: &str, ip: Ipv4Addr) -> Target {
     let ports = [Port::new("http", 80, 8080, "TCP")];
-    env.api.apply(objects::service(name, ip, &ports, None));
+    env.api.apply(objects::service(name, ip, &ports));
     let eps: Vec<_> = (0..BACKENDS).map(|i| (env.backend_ip(i), EpState::Ready)).collect();
-    env.api.apply(objects::slice(name, &eps, &ports));
+    env.api.apply(objects::slice(name, &objects::on_this_node(&eps), &ports));
     Target::new(&format!("{name}/http"), Proto::Tcp, SocketAddr::from((ip, 80)))
 }
 
@@ -158,8 +158,8 @@ fn clients_that_never_read_neither_block_others_nor_grow_memory() {
     let web = apply_web(&env, "w", probed_ip(0));
     let hose_ip = probed_ip(1);
     let hose_ports = [Port::new("data", 90, 9090, "TCP")];
-    env.api.apply(objects::service("hose", hose_ip, &hose_ports, None));
-    env.api.apply(objects::slice("hose", &[(env.backend_ip(0), EpState::Ready)], &hose_ports));
+    env.api.apply(objects::service("hose", hose_ip, &hose_ports));
+    env.api.apply(objects::slice("hose", &objects::on_this_node(&[(env.backend_ip(0), EpState::Ready)]), &hose_ports));
     let _firehose = Spawned::until_ready(
         &env.lab.pod(0).ns.argv(&[daemon::python(), "-c", FIREHOSE_PY, "9090"]),
         traffic::SERVER_READY_TIMEOUT,

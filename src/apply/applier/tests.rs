@@ -4,8 +4,8 @@ use super::*;
 
 use crate::apply::exec::Result as ExecResult;
 use crate::apply::fake::FakeIptables;
+use crate::model::build::{self, node, state};
 use crate::rules::extras::plan;
-use crate::rules::plan::testutil::{node, state, svc};
 use crate::rules::render::{jump_rules, render};
 
 const V4: IpFamily = IpFamily::V4;
@@ -27,7 +27,9 @@ impl Iptables for Nft<'_> {
 
 fn desired(services: usize) -> (Ruleset, Vec<JumpRule>) {
     let services = (0..services)
-        .map(|i| svc(&format!("svc-{i}"), &format!("10.96.0.{}", i + 1), &[&format!("10.244.1.{}:8080", i + 1)]))
+        .map(|i| {
+            build::service(&format!("svc-{i}"), &format!("10.96.0.{}", i + 1), &[&format!("10.244.1.{}:8080", i + 1)])
+        })
         .collect();
     let node = node(V4);
     (render(&state(services), &node), jump_rules(&node))

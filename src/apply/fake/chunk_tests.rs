@@ -1,10 +1,10 @@
 use crate::apply::exec::{Iptables, RestoreOptions};
 use crate::apply::fake::FakeIptables;
+use crate::model::build::{self, node, state};
 use crate::model::{ClusterState, IpFamily};
 use crate::rules::chunks::*;
 use crate::rules::extras::extras;
 use crate::rules::parse::parse;
-use crate::rules::plan::testutil::{node, state, svc};
 use crate::rules::render::{jump_rules, render};
 use crate::rules::ruleset::Ruleset;
 use crate::rules::write::Merged;
@@ -17,7 +17,7 @@ fn cluster(n: u32, shift: u32) -> ClusterState {
         .map(|i| {
             let eps: Vec<String> = (0..3).map(|e| format!("10.244.{}.{}:8080", (i + shift) % 250, e + 1)).collect();
             let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
-            svc(&format!("svc-{i}"), &format!("10.96.{}.{}", i / 250, i % 250 + 1), &eps)
+            build::service(&format!("svc-{i}"), &format!("10.96.{}.{}", i / 250, i % 250 + 1), &eps)
         })
         .collect();
     state(services)

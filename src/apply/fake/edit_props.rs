@@ -7,8 +7,8 @@ use proptest::prelude::*;
 
 use crate::apply::exec::{Iptables, RestoreOptions};
 use crate::apply::fake::FakeIptables;
+use crate::model::build::{self, node, state};
 use crate::model::{ClusterState, IpFamily, ServicePort};
-use crate::rules::plan::testutil::{node, state, svc};
 use crate::rules::plan::*;
 use crate::rules::render::render;
 use crate::rules::ruleset::{Arg, ChainName, Rule, RuleOp, Ruleset, Table, TableName};
@@ -35,7 +35,7 @@ fn edit_lines(plan: &Ruleset) -> usize {
 fn service(i: u16, endpoint: u16) -> ServicePort {
     let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
     let ep = format!("10.244.{}.{}:8080", endpoint / 250, endpoint % 250 + 1);
-    svc(&format!("svc-{i:03}"), &ip, &[ep.as_str()])
+    build::service(&format!("svc-{i:03}"), &ip, &[ep.as_str()])
 }
 
 /// A change to one service: 0 removes it, 1 moves its endpoint, 2 (re)adds it.

@@ -2,9 +2,9 @@ use std::sync::Arc;
 
 use super::*;
 use crate::apply::apply_once;
+use crate::model::build::{self, node, state};
 use crate::rules::canonical::{canonical, CanonicalRule};
 use crate::rules::parse::parse;
-use crate::rules::plan::testutil::{node, state, svc};
 use crate::rules::render::{jump_rules, render};
 use crate::rules::ruleset::Ruleset;
 
@@ -173,7 +173,8 @@ fn kube_rules(ruleset: &Ruleset) -> Vec<(TableName, String, Vec<CanonicalRule>)>
 
 #[test]
 fn save_parses_back_to_what_was_restored() {
-    let desired = render(&state(vec![svc("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080"])]), &node(V4));
+    let desired =
+        render(&state(vec![build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080"])]), &node(V4));
     let fake = FakeIptables::new();
     fake.restore(V4, &desired.to_string(), NOFLUSH).unwrap();
     let saved = parse(&fake.save(V4, None).unwrap()).unwrap();
@@ -190,7 +191,7 @@ fn save_parses_back_to_what_was_restored() {
 #[test]
 fn apply_once_twice_inserts_jumps_once() {
     let node = node(V4);
-    let desired = render(&state(vec![svc("web", "10.96.0.10", &["10.244.1.5:8080"])]), &node);
+    let desired = render(&state(vec![build::service("web", "10.96.0.10", &["10.244.1.5:8080"])]), &node);
     let jumps = jump_rules(&node);
     let fake: Arc<dyn Iptables + Send + Sync> = Arc::new(preloaded());
     let first = apply_once(fake.as_ref(), V4, &desired, &jumps).unwrap();

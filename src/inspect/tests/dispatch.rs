@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use crate::inspect::diff::{diff, DiffOptions};
 use crate::inspect::trace::{trace, Packet, TraceEnv, Verdict};
 use crate::model::{
-    ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, NodePortAddresses, Protocol, ServicePort,
-    ServicePortName, ServicesDispatch,
+    build, ClusterState, Endpoint, IpFamily, NodeConfig, NodePortAddresses, Protocol, ServicePort, ServicePortName,
+    ServicesDispatch,
 };
 use crate::rules::chain_names::{is_dispatch_chain, KUBE_NODEPORTS, KUBE_SERVICES};
 use crate::rules::parse::parse;
@@ -29,15 +29,11 @@ impl Rng {
 }
 
 fn node(family: IpFamily, dispatch: ServicesDispatch) -> NodeConfig {
-    let cidr = if family == IpFamily::V4 { "10.244.0.0/16" } else { "fd00:10:244::/56" };
     NodeConfig {
-        family,
-        node_name: "node-1".into(),
         node_ips: vec!["192.168.1.10".parse().unwrap()],
         local_addresses: vec!["192.168.1.10/24".parse().unwrap()],
-        local_detector: LocalDetector::Cidr(cidr.parse().unwrap()),
         services_dispatch: dispatch,
-        ..NodeConfig::default()
+        ..build::node(family)
     }
 }
 

@@ -1,5 +1,5 @@
-use super::testutil::{node, spn, state, svc};
 use super::*;
+use crate::model::build::{self, node, state};
 use crate::model::{ClusterState, IpFamily};
 use crate::rules::chain_names::{endpoint_chain, ServiceChains};
 use crate::rules::render::render;
@@ -14,17 +14,17 @@ fn rendered(state: &ClusterState, family: IpFamily) -> Ruleset {
 /// `default/web` with three endpoints and `default/db` with one.
 fn base() -> ClusterState {
     state(vec![
-        svc("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080", "10.244.3.9:8080"]),
-        svc("db", "10.96.0.20", &["10.244.1.6:5432"]),
+        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080", "10.244.3.9:8080"]),
+        build::service("db", "10.96.0.20", &["10.244.1.6:5432"]),
     ])
 }
 
 fn sep(name: &str, addr: &str) -> String {
-    endpoint_chain(&spn(name), &addr.parse().unwrap()).to_string()
+    endpoint_chain(&build::port_name("default", name, "http"), &addr.parse().unwrap()).to_string()
 }
 
 fn svc_chain(name: &str) -> String {
-    ServiceChains::for_service(&spn(name)).cluster.to_string()
+    ServiceChains::for_service(&build::port_name("default", name, "http")).cluster.to_string()
 }
 
 /// (table, declared chains, chains with rules written, deleted chains) of one plan table.
@@ -77,7 +77,10 @@ fn unchanged_plans_nothing() {
 fn one_endpoint_replaced_writes_the_service_and_the_new_endpoint_only() {
     let a = base();
     let mut b = a.clone();
-    b.services.insert(spn("web"), svc("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080", "10.244.4.4:8080"]));
+    b.services.insert(
+        build::port_name("default", "web", "http"),
+        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080", "10.244.4.4:8080"]),
+    );
     let (ra, rb) = (rendered(&a, V4), rendered(&b, V4));
     let plan = plan_partial(&ra, &rb);
     let expected_written = sorted(vec![svc_chain("web"), sep("web", "10.244.4.4:8080")]);
@@ -103,7 +106,10 @@ fn one_endpoint_replaced_writes_the_service_and_the_new_endpoint_only() {
 fn one_endpoint_removed_rewrites_the_probabilities_and_deletes_its_chain() {
     let a = base();
     let mut b = a.clone();
-    b.services.insert(spn("web"), svc("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080"]));
+    b.services.insert(
+        build::port_name("default", "web", "http"),
+        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080"]),
+    );
     let plan = plan_partial(&rendered(&a, V4), &rendered(&b, V4));
     let web = vec![svc_chain("web")];
     assert_eq!(shape(&plan), [(TableName::Nat, web.clone(), web, vec![sep("web", "10.244.3.9:8080")])]);
@@ -114,7 +120,7 @@ fn one_endpoint_removed_rewrites_the_probabilities_and_deletes_its_chain() {
 fn service_added_rewrites_kube_services_and_writes_its_chains() {
     let a = base();
     let mut b = a.clone();
-    let new = svc("api", "10.96.0.30", &["10.244.5.5:443", "10.244.6.6:443"]);
+    let new = build::service("api", "10.96.0.30", &["10.244.5.5:443", "10.244.6.6:443"]);
     b.services.insert(new.name.clone(), new);
     let (ra, rb) = (rendered(&a, V4), rendered(&b, V4));
     let plan = plan_partial(&ra, &rb);
@@ -134,7 +140,7 @@ fn service_added_rewrites_kube_services_and_writes_its_chains() {
 fn service_removed_deletes_its_chains_and_rewrites_kube_services() {
     let a = base();
     let mut b = a.clone();
-    b.services.remove(&spn("web"));
+    b.services.remove(&build::port_name("default", "web", "http"));
     let plan = plan_partial(&rendered(&a, V4), &rendered(&b, V4));
     let deleted = sorted(vec![
         svc_chain("web"),
@@ -157,7 +163,7 @@ fn service_removed_deletes_its_chains_and_rewrites_kube_services() {
 fn filter_only_change_leaves_nat_alone() {
     let a = base();
     let mut b = a.clone();
-    let empty = svc("empty", "10.96.0.40", &[]);
+    let empty = build::service("empty", "10.96.0.40", &[]);
     b.services.insert(empty.name.clone(), empty);
     let plan = plan_partial(&rendered(&a, V4), &rendered(&b, V4));
     let services = vec!["KUBE-SERVICES".to_string()];
@@ -167,7 +173,7 @@ fn filter_only_change_leaves_nat_alone() {
 
 #[test]
 fn ipv6_endpoint_change() {
-    let six = |eps: &[&str]| state(vec![svc("web", "fd00:96::10", eps)]);
+    let six = |eps: &[&str]| state(vec![build::service("web", "fd00:96::10", eps)]);
     let (a, b) = (six(&["[fd00:10:244::5]:8080", "[fd00:10:244::6]:8080"]), six(&["[fd00:10:244::5]:8080"]));
     let (ra, rb) = (rendered(&a, IpFamily::V6), rendered(&b, IpFamily::V6));
     let plan = plan_partial(&ra, &rb);
@@ -180,7 +186,7 @@ fn ipv6_endpoint_change() {
 fn stats_count_the_plan() {
     let a = base();
     let mut b = a.clone();
-    b.services.remove(&spn("db"));
+    b.services.remove(&build::port_name("default", "db", "http"));
     let plan = plan_partial(&rendered(&a, V4), &rendered(&b, V4));
     let stats = PlanStats::of(&plan);
     let expected = PlanStats { chains_written: 1, rules_written: 2, chains_deleted: 2, bytes: plan.to_string().len() };
@@ -239,12 +245,12 @@ fn large_plan_is_fast() {
                 let eps: Vec<String> =
                     (0..10).map(|e| format!("10.{}.{}.{}:8080", 128 + s / 250, s % 250, e + 1)).collect();
                 let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
-                svc(&format!("svc-{s}"), &format!("172.30.{}.{}", s / 250, s % 250), &eps)
+                build::service(&format!("svc-{s}"), &format!("172.30.{}.{}", s / 250, s % 250), &eps)
             })
             .collect(),
     );
     let mut b = a.clone();
-    if let Some(s) = b.services.get_mut(&spn("svc-7")) {
+    if let Some(s) = b.services.get_mut(&build::port_name("default", "svc-7", "http")) {
         s.endpoints[3].addr = "10.200.0.1:8080".parse().unwrap();
     }
     let (ra, rb) = (rendered(&a, V4), rendered(&b, V4));

@@ -1,52 +1,11 @@
-//! Cluster states for plan and fake tests: hand-built services and a small random generator.
+//! A small random generator of cluster states for property tests (hand-built values come from
+//! `model::build`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use proptest::prelude::*;
 
-use crate::model::{
-    ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
-};
-
-pub(crate) fn spn(name: &str) -> ServicePortName {
-    ServicePortName { namespace: "default".into(), name: name.into(), port: "http".into(), protocol: Protocol::Tcp }
-}
-
-/// A ClusterIP service `default/<name>:http` on `ip`:80 with `endpoints` (`IP:port`).
-pub(crate) fn svc(name: &str, ip: &str, endpoints: &[&str]) -> ServicePort {
-    let mut endpoints: Vec<Endpoint> = endpoints.iter().map(|e| ep(e.parse().unwrap())).collect();
-    endpoints.sort_by_cached_key(Endpoint::key);
-    ServicePort { endpoints, ..ServicePort::new(spn(name), vec![ip.parse().unwrap()], 80) }
-}
-
-pub(crate) fn ep(addr: SocketAddr) -> Endpoint {
-    Endpoint {
-        addr,
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some("node-2".into()),
-        zone_hints: vec![],
-        node_hints: vec![],
-    }
-}
-
-pub(crate) fn state(services: Vec<ServicePort>) -> ClusterState {
-    ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s)).collect() }
-}
-
-pub(crate) fn node(family: IpFamily) -> NodeConfig {
-    let cidr = match family {
-        IpFamily::V4 => "10.244.0.0/16",
-        IpFamily::V6 => "fd00:10:244::/56",
-    };
-    NodeConfig {
-        family,
-        node_name: "node-1".into(),
-        local_detector: LocalDetector::Cidr(cidr.parse().unwrap()),
-        ..NodeConfig::default()
-    }
-}
+use crate::model::{build, ClusterState, Endpoint, Protocol, ServicePort, ServicePortName, TrafficPolicy};
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
     (0u8..12, prop::sample::select(vec![8080u16, 9090]), 0u8..3, any::<bool>()).prop_map(|(host, port, cond, v6)| {
@@ -60,7 +19,7 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
             serving: cond <= 1,
             terminating: cond >= 1,
             node_name: Some(format!("node-{}", host % 3)),
-            ..ep(SocketAddr::new(ip, port))
+            ..build::endpoint(SocketAddr::new(ip, port))
         }
     })
 }
@@ -78,7 +37,7 @@ fn service(index: u8) -> impl Strategy<Value = Option<ServicePort>> {
             endpoints.sort_by_cached_key(Endpoint::key);
             endpoints.dedup_by(|a, b| a.key() == b.key());
             ServicePort {
-                name: ServicePortName { protocol, ..spn(&format!("svc-{index}")) },
+                name: ServicePortName { protocol, ..build::port_name("default", &format!("svc-{index}"), "http") },
                 cluster_ips: vec![
                     IpAddr::V4(Ipv4Addr::new(10, 96, 0, index + 1)),
                     IpAddr::V6(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, index as u16 + 1)),
@@ -87,7 +46,7 @@ fn service(index: u8) -> impl Strategy<Value = Option<ServicePort>> {
                 affinity_timeout: affinity,
                 external_policy: if etp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
                 endpoints,
-                ..svc("unused", "10.0.0.1", &[])
+                ..build::service("unused", "10.0.0.1", &[])
             }
         })
     })
@@ -96,5 +55,5 @@ fn service(index: u8) -> impl Strategy<Value = Option<ServicePort>> {
 /// Up to five dual-stack services (some absent), each with up to four endpoints.
 pub(crate) fn cluster_state() -> impl Strategy<Value = ClusterState> {
     (service(0), service(1), service(2), service(3), service(4))
-        .prop_map(|(a, b, c, d, e)| state([a, b, c, d, e].into_iter().flatten().collect()))
+        .prop_map(|(a, b, c, d, e)| build::state([a, b, c, d, e].into_iter().flatten().collect()))
 }

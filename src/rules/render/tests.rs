@@ -1,7 +1,7 @@
 //! Renderer unit tests on hand-built states (goldens from manifests live in `fixtures/`).
 
 use super::*;
-use crate::model::{Endpoint, IpFamily, NodePortAddresses, Protocol, ServicePort, ServicePortName};
+use crate::model::{build, Endpoint, IpFamily, NodePortAddresses, Protocol, ServicePort, ServicePortName};
 
 fn spn(ns: &str, name: &str, port: &str) -> ServicePortName {
     ServicePortName { namespace: ns.into(), name: name.into(), port: port.into(), protocol: Protocol::Tcp }
@@ -29,11 +29,9 @@ fn state(services: Vec<ServicePort>) -> ClusterState {
 
 fn node() -> NodeConfig {
     NodeConfig {
-        node_name: "node-1".into(),
         node_ips: vec!["192.168.1.10".parse().unwrap()],
         local_addresses: vec!["192.168.1.10/24".parse().unwrap()],
-        local_detector: LocalDetector::Cidr("10.244.0.0/16".parse().unwrap()),
-        ..NodeConfig::default()
+        ..build::node(IpFamily::V4)
     }
 }
 
@@ -46,50 +44,7 @@ fn reference_example() -> ClusterState {
     state(vec![web, db])
 }
 
-const REFERENCE_EXAMPLE: &str = r#"*filter
-:KUBE-SERVICES - [0:0]
-:KUBE-EXTERNAL-SERVICES - [0:0]
-:KUBE-FORWARD - [0:0]
-:KUBE-NODEPORTS - [0:0]
-:KUBE-PROXY-FIREWALL - [0:0]
-:KUBE-FIREWALL - [0:0]
--A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
--A KUBE-SERVICES -m comment --comment "default/db has no endpoints" -m tcp -p tcp -d 10.96.200.20 --dport 5432 -j REJECT
--A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
--A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
--A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-COMMIT
-*nat
-:KUBE-SERVICES - [0:0]
-:KUBE-NODEPORTS - [0:0]
-:KUBE-POSTROUTING - [0:0]
-:KUBE-MARK-MASQ - [0:0]
-:KUBE-EXT-CDGGSHYLG3RE2FKL - [0:0]
-:KUBE-SVC-CDGGSHYLG3RE2FKL - [0:0]
-:KUBE-SEP-AFGSLHOD2HFNCBX4 - [0:0]
-:KUBE-SEP-2RIJ5GIYXEFH6G4D - [0:0]
-:KUBE-SEP-RBX5X5TOEG5GD3RO - [0:0]
--A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
--A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
--A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
--A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
--A KUBE-SERVICES -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.100.10 --dport 80 -j KUBE-SVC-CDGGSHYLG3RE2FKL
--A KUBE-NODEPORTS -m comment --comment default/web:http -m tcp -p tcp --dport 30080 -j KUBE-EXT-CDGGSHYLG3RE2FKL
--A KUBE-SVC-CDGGSHYLG3RE2FKL -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.100.10 --dport 80 ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ
--A KUBE-EXT-CDGGSHYLG3RE2FKL -m comment --comment "masquerade traffic for default/web:http external destinations" -j KUBE-MARK-MASQ
--A KUBE-EXT-CDGGSHYLG3RE2FKL -j KUBE-SVC-CDGGSHYLG3RE2FKL
--A KUBE-SVC-CDGGSHYLG3RE2FKL -m comment --comment "default/web:http -> 10.244.1.5:8080" -m statistic --mode random --probability 0.3333333333 -j KUBE-SEP-AFGSLHOD2HFNCBX4
--A KUBE-SVC-CDGGSHYLG3RE2FKL -m comment --comment "default/web:http -> 10.244.2.7:8080" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-2RIJ5GIYXEFH6G4D
--A KUBE-SVC-CDGGSHYLG3RE2FKL -m comment --comment "default/web:http -> 10.244.3.9:8080" -j KUBE-SEP-RBX5X5TOEG5GD3RO
--A KUBE-SEP-AFGSLHOD2HFNCBX4 -m comment --comment default/web:http -s 10.244.1.5 -j KUBE-MARK-MASQ
--A KUBE-SEP-AFGSLHOD2HFNCBX4 -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.1.5:8080
--A KUBE-SEP-2RIJ5GIYXEFH6G4D -m comment --comment default/web:http -s 10.244.2.7 -j KUBE-MARK-MASQ
--A KUBE-SEP-2RIJ5GIYXEFH6G4D -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.2.7:8080
--A KUBE-SEP-RBX5X5TOEG5GD3RO -m comment --comment default/web:http -s 10.244.3.9 -j KUBE-MARK-MASQ
--A KUBE-SEP-RBX5X5TOEG5GD3RO -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.3.9:8080
--A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
-COMMIT
-"#;
+const REFERENCE_EXAMPLE: &str = include_str!("../../../fixtures/dumps/reference-2.6.restore");
 
 #[test]
 fn reference_example_is_byte_identical() {

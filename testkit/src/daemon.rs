@@ -13,8 +13,19 @@ use std::time::{Duration, Instant};
 use super::netns::NetNs;
 use super::process::{self, COMMAND_TIMEOUT};
 
-/// The daemon binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_kubenat");
+/// The daemon binary under test: `kubenat` next to the test binary's `deps/` folder, where
+/// cargo builds it for every integration test (`CARGO_BIN_EXE_kubenat` only exists inside the
+/// test crates themselves).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+        let bin = dir.join("kubenat");
+        assert!(bin.is_file(), "{} is not built (cargo builds it for integration tests)", bin.display());
+        bin.to_string_lossy().into_owned()
+    })
+}
 /// How long a stopped daemon may take to exit (it gives its sync loop up to 10 s).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(12);
 
@@ -97,7 +108,7 @@ impl Daemon {
         let file = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let stdout = file.try_clone().unwrap_or_else(|e| panic!("dup {}: {e}", log.display()));
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", node.name(), BIN]).args(args).args(&opts.extra_args);
+        command.args(["netns", "exec", node.name(), bin()]).args(args).args(&opts.extra_args);
         command.stdin(Stdio::null()).stdout(stdout).stderr(file);
         if let Some(dir) = &opts.path_prefix {
             let path = std::env::var_os("PATH").unwrap_or_default();
@@ -107,7 +118,7 @@ impl Daemon {
         }
         command.envs(opts.env.iter().map(|(k, v)| (k, v)));
         // `ip netns exec` execs the program in place: the child's pid is the daemon's.
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
         Daemon { child, node: node.name().to_string(), log: log.to_path_buf(), healthz_port, metrics_port }
     }
 

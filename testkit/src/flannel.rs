@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use super::daemon::{self, poll, Scrape, BIN, RESTORE_COUNT_FULL};
+use super::daemon::{self, bin, poll, Scrape, RESTORE_COUNT_FULL};
 use super::netns::NetNs;
 use super::process::{self, Spawned};
 
@@ -433,13 +433,13 @@ impl NodeDaemon {
         let file = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let stdout = file.try_clone().expect("dup log");
         let child = Command::new("ip")
-            .args(["netns", "exec", node.ns.name(), BIN])
+            .args(["netns", "exec", node.ns.name(), bin()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
         NodeDaemon { child, ns: node.ns.name().to_string(), log: log.to_path_buf(), metrics_port }
     }
 

@@ -13,7 +13,7 @@ pub const TOKEN: &str = "kubenat-swap-test-token";
 /// Where the kubelet mounts the service account's token and CA.
 pub const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// kubeadm's fixtures.
-const KUBEADM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dropin/kubeadm");
+const KUBEADM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/dropin/kubeadm");
 
 fn yaml(path: &str) -> Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -99,7 +99,7 @@ pub struct FlagSet {
 impl FlagSet {
     /// Reads `NAME.args`; writes the kubeconfig under `dir`.
     pub fn read(name: &str, server: &str, dir: &Path) -> FlagSet {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dropin/flags/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/dropin/flags/");
         let text = fs::read_to_string(format!("{path}{name}.args")).expect("args fixture");
         let mut set = FlagSet { argv: vec!["/usr/local/bin/kube-proxy".to_string()], kubeconfig_mount: None };
         for arg in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {

@@ -127,11 +127,6 @@ impl Store {
         self.rv
     }
 
-    /// The compaction point: watches need a resourceVersion at or after it.
-    pub fn compacted(&self) -> u64 {
-        self.compacted
-    }
-
     /// Creates or replaces an object (see `ApiServer::apply`); returns the stored object.
     pub fn apply(&mut self, mut object: Value) -> Value {
         let resource = resource_of(&object);

@@ -1,16 +1,20 @@
-//! Shared harness for real-kernel tests: namespaces that clean up after themselves (`netns`),
-//! a one-node lab of routed or bridged pods (`lab`), identity servers and a client that moves
-//! real TCP/UDP bytes between them (`traffic`), bounded child processes (`process`), and the
-//! container image with podman containers run from it (`image`).
+//! kubenat's one support tree for integration tests, built once and linked into each test
+//! crate: namespaces that clean up after themselves (`netns`), a one-node lab of routed or
+//! bridged pods (`lab`), identity servers and a client that moves real TCP/UDP bytes between
+//! them (`traffic`), bounded child processes (`process`), the daemon run in a namespace and its
+//! metrics (`daemon`), flannel clusters (`flannel`), the kubelet's view of a pod (`kubelet`),
+//! the container image with podman containers run from it (`image`), golden files (`golden`),
+//! fixtures (`fixture`), Kubernetes object builders (`objects`), a wire-compatible test API
+//! server used through the real `kube` client (`apiserver`) and a reflector harness with bounded
+//! "converges to" waits (`reflect`).
 //!
 //! Typical use:
 //! ```ignore
-//! mod common;
-//! use common::{lab::Lab, traffic::{self, Proto, Server}};
+//! use testkit::{lab::Lab, traffic::{self, Proto, Server}};
 //!
 //! #[test]
 //! fn something() {
-//!     if !common::require_root() { return; }
+//!     if !testkit::require_root() { return; }
 //!     let lab = Lab::new(2);
 //!     let _srv = Server::start(&lab.pod(1).ns, Proto::Tcp, 8080, "b");
 //!     let reply = traffic::request(&lab.pod(0).ns, Proto::Tcp, lab.pod(1).addr(8080), Duration::from_secs(2));
@@ -18,8 +22,7 @@
 //! ```
 //! Every namespace is named `knt-<prefix>-<pid>-<n>`, so tests may run in parallel; every wait
 //! is bounded; every child is killed by its guard, even when the test panics.
-#![allow(dead_code)]
-
+pub mod apiserver;
 pub mod daemon;
 pub mod fixture;
 pub mod flannel;
@@ -31,6 +34,7 @@ pub mod netns;
 pub mod objects;
 pub mod probe;
 pub mod process;
+pub mod reflect;
 pub mod traffic;
 
 use std::path::Path;

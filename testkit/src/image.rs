@@ -26,7 +26,7 @@ use super::process;
 pub const STORE_ENV: &str = "KUBENAT_IMAGE_STORE";
 /// Where the image is built when `$KUBENAT_IMAGE_STORE` is not set (re-run every time: the
 /// script is incremental, and the image then matches the working tree).
-const DEFAULT_STORE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/image-store");
+const DEFAULT_STORE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/image-store");
 /// A cold build: release build of the crate, mmdebstrap, commit.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// One podman command (`run -d` creates the container's file system).
@@ -160,7 +160,7 @@ impl Image {
 /// `cargo build --release` would rebuild half the dependency tree, then again on the next
 /// build from a shell.
 fn build(store: &Path) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-image.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-image.sh");
     let store_arg = store.to_string_lossy();
     let cargo_vars: Vec<String> = std::env::vars_os()
         .filter_map(|(key, _)| key.into_string().ok())
