@@ -47,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- Namespaces (like tests/common/lab.rs, routed topology).
+# --- Namespaces (like testkit/src/lab.rs, routed topology).
 ip netns add "$node"; ip netns add "$srv"; ip netns add "$cli"
 for n in "$node" "$srv" "$cli"; do ip -n "$n" link set lo up; done
 ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1

@@ -2,35 +2,25 @@
 //! iptables NAT rules identical to kube-proxy's, applied atomically with `iptables-restore`.
 //!
 //! # Layout
-//! Rooms by stage; arrows point down this list only (a room uses the rooms below it, never the
-//! ones above).
-//! - `cli` (binary only): the command line — the daemon's flags and the offline tools.
-//! - `daemon`: the node daemon as a library: `run(config, shutdown)` wires the rooms below.
-//! - `sync`: the daemon's level-triggered sync loop (render → plan → apply).
-//! - `config`: kube-proxy's `KubeProxyConfiguration` and flags (decoded, defaulted, overlaid and
-//!   validated as kube-proxy does; one flag definition for every command), the config-file
-//!   watch, and the options → per-family `NodeConfig`.
-//! - `k8s`: the only place that knows Kubernetes API types; watches and converts into `model`.
-//! - `flannel`: reads and follows flannel's `subnet.env` (cluster and local pod CIDRs).
-//! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend)
-//!   and the process's OOM score.
-//! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
-//!   healthCheckNodePort servers.
-//! - `conntrack`: stale UDP flow cleanup.
-//! - `userspace`: the legacy userspace proxy's parts (balancer, port allocator, TCP relay with a
-//!   splice pipe pool, UDP relay, port claims, host IP); its portal rules are rendered by
-//!   `rules::render::userspace`.
-//! - `inspect`: offline analysis of rulesets — `diff` (semantic), `trace` (packet tracer),
-//!   `check` (jump consistency).
-//! - `apply`: the apply stage, the only I/O on rules — `exec` (the `Iptables` trait, the real
-//!   binaries, backend detection), `applier` (the one applier every caller writes through),
-//!   `cleanup` (`--cleanup`, mode switches), `fake` (an in-memory kernel for tests and
-//!   `--dry-run`).
-//! - `rules`: the pure core — `ruleset` (typed rules), `chain_names`, `render`, `write` /
-//!   `parse` (text out and in), `canonical` (one spelling per rule), `backend`, `plan` (partial
-//!   syncs), `chunks` (nft pieces), `extras` (what a full apply adds).
-//! - `model`: the value types everything speaks — service ports, endpoints, `ClusterState`,
-//!   `NodeConfig`, `NodeFacts`, the userspace `PortPlan`.
+//! Rooms by stage; a room uses only the rooms listed below it.
+//! - `daemon`: the node daemon as a library, `run(config, shutdown)`; wires the rooms below.
+//! - `sync`: the level-triggered sync loop (render → plan → apply) and its `Syncer`.
+//! - `config`: kube-proxy's configuration file and flags, resolved as kube-proxy does.
+//! - `k8s`: the only room that knows Kubernetes API types; watches and converts into `model`.
+//! - `flannel`: flannel's `subnet.env`, read and followed.
+//! - `startup`: start-up checks (sysctls, modules, backend) and the process's OOM score.
+//! - `healthcheck`: the healthCheckNodePort servers.
+//! - `health`: `/healthz`, `/livez`, `/metrics` and `/configz` servers.
+//! - `metrics`: kube-proxy's metrics, registered and recorded.
+//! - `conntrack`: stale UDP conntrack flows, planned and deleted.
+//! - `userspace`: the legacy userspace proxy (balancer, ports, TCP and UDP relays).
+//! - `inspect`: offline analysis of rulesets: `diff`, `trace`, `check`.
+//! - `apply`: the apply stage: `exec` (real binaries), `applier`, `cleanup`, `fake` kernel.
+//! - `rules`: the pure core: ruleset, chain names, render, write/parse, plan, nft pieces.
+//! - `model`: the value types everything speaks (services, endpoints, node configuration).
+//!
+//! The binary's `cli` module holds the command line (daemon flags, `render`, `diff`, `trace`,
+//! `apply`); integration tests share the `kubenat-testkit` crate (`testkit/`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
