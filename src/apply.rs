@@ -12,4 +12,4 @@ pub mod cleanup;
 pub mod exec;
 pub mod fake;
 
-pub use self::applier::{apply_once, Applied, Applier, ApplierOptions, Error, History, Mode, Result};
+pub use self::applier::{apply_once, Applied, Applier, ApplierOptions, Error, History, Mode, Result, StaleChains};

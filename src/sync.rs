@@ -2,10 +2,13 @@
 //! apply, rate-limited by the min sync period and forced (as a full sync) every sync period.
 //!
 //! A sync is *partial* when the kernel is known to hold what we last applied: only the chains
-//! whose rules changed are written. It is *full* at start, after any failure, periodically, and
-//! whenever the canary chains show that someone flushed the tables: the current rules are read
-//! back (`iptables-save`), missing jumps are inserted and stale chains removed. The last good
-//! rules always stay in place when a restore fails.
+//! whose rules changed are written (nothing at all when nothing changed). It is *full* at
+//! start, after any failure, on a new flannel lease, whenever the canary chains show that
+//! someone flushed the tables, and when the last full sync is [`FULL_SYNC_PERIOD`] old —
+//! except in kube-proxy's large-cluster mode, which skips that hourly one and deletes stale
+//! service chains at most once a sync period: the current rules are read back
+//! (`iptables-save`), missing jumps are inserted and stale chains removed. The last good rules
+//! always stay in place when a restore fails.
 
 mod run;
 
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::apply::exec::Iptables;
-use crate::apply::{self, Applied, Applier, History, Mode};
+use crate::apply::{self, Applied, Applier, History, Mode, StaleChains};
 use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
@@ -25,10 +28,15 @@ use crate::health::HealthState;
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, PolicyKind, SyncKind};
 use crate::model::{ClusterState, IpFamily, NodeConfig};
+use crate::rules::plan::stale::StaleChain;
 use crate::rules::render::userspace::{render_portals, userspace_jump_rules};
-use crate::rules::render::{jump_rules, no_local_endpoints, render, JumpRule};
+use crate::rules::render::{jump_rules, large_cluster, no_local_endpoints, render, JumpRule};
 use crate::rules::ruleset::{Ruleset, TableName};
 use crate::userspace::proxier::Proxier;
+
+/// How old the last full sync may get before a sync is full again (kube-proxy's
+/// `FullSyncPeriod`), outside large-cluster mode.
+pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Errors of one sync; the loop logs them, keeps the last good rules and retries.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +119,12 @@ pub struct Syncer {
     health: HealthState,
     /// What the kernel holds, as we rendered it, per family; absent = unknown (full sync next).
     applied: BTreeMap<IpFamily, Ruleset>,
+    /// When each family's last full sync succeeded.
+    last_full: BTreeMap<IpFamily, Instant>,
+    /// When each family's stale service chains were last deleted.
+    last_cleanup: BTreeMap<IpFamily, Instant>,
+    /// Large-cluster mode: stale service chains left in place until the next clean-up.
+    deferred: BTreeMap<IpFamily, Vec<StaleChain>>,
     /// The state the applied rules were rendered from (for conntrack cleanup).
     applied_state: Option<ClusterState>,
     /// Problems already logged, so each bad object is reported once.
@@ -137,6 +151,9 @@ impl Syncer {
             metrics,
             health,
             applied: BTreeMap::new(),
+            last_full: BTreeMap::new(),
+            last_cleanup: BTreeMap::new(),
+            deferred: BTreeMap::new(),
             applied_state: None,
             logged_problems: BTreeSet::new(),
             pod_cidr_warning: None,
@@ -202,6 +219,18 @@ impl Syncer {
         Applier::new(self.ipt.as_ref(), family, mode)
     }
 
+    /// Whether `family` is in kube-proxy's large-cluster mode (iptables mode only).
+    fn large_cluster(&self, family: IpFamily, snapshot: &Snapshot) -> bool {
+        self.userspace.is_none() && large_cluster(&snapshot.state, family)
+    }
+
+    /// Whether `family`'s next sync must be full although nothing forces it: its last full
+    /// sync is [`FULL_SYNC_PERIOD`] old, outside large-cluster mode.
+    fn full_sync_due(&self, family: IpFamily, snapshot: &Snapshot) -> bool {
+        let old = self.last_full.get(&family).is_none_or(|t| t.elapsed() > FULL_SYNC_PERIOD);
+        old && !self.large_cluster(family, snapshot)
+    }
+
     /// One sync of every family. `full` forces reading back and repairing the kernel state.
     pub fn sync(&mut self, snapshot: &Snapshot, changes: &Changes, full: bool) -> Result<Vec<FamilyReport>> {
         let started = Instant::now();
@@ -210,6 +239,7 @@ impl Syncer {
         let mut reports = Vec::new();
         for family in self.opts.families.clone() {
             let family_started = Instant::now();
+            let full = full || self.full_sync_due(family, snapshot);
             match self.sync_family(family, snapshot, full) {
                 Ok(report) => {
                     self.family_synced(&report, family_started.elapsed().as_secs_f64(), changes);
@@ -264,8 +294,13 @@ impl Syncer {
         }
         let mut partial_failed = false;
         if let (false, Some(last)) = (full, self.applied.get(&family)) {
-            match self.applier(family).partial(last, &desired) {
+            let cleanup_due = !self.large_cluster(family, snapshot)
+                || self.last_cleanup.get(&family).is_none_or(|t| t.elapsed() > self.opts.sync_period);
+            let earlier = self.deferred.get(&family).map(Vec::as_slice).unwrap_or_default();
+            let stale = if cleanup_due { StaleChains::Delete(earlier) } else { StaleChains::Defer };
+            match self.applier(family).partial_with(last, &desired, stale) {
                 Ok(applied) => {
+                    self.stale_chains(family, cleanup_due, &applied);
                     self.rules_written(family, &applied);
                     if applied.transactions > 0 {
                         self.metrics.observe_restore_bytes(SyncKind::Partial, applied.bytes);
@@ -284,10 +319,26 @@ impl Syncer {
         // A full sync does not need the last applied ruleset: free it before building the input.
         let history = if self.applied.remove(&family).is_some() { History::Applied } else { History::Unknown };
         let applied = self.applier(family).full(&desired, &jumps, history).map_err(Error::from)?;
+        let now = Instant::now();
+        self.last_full.insert(family, now);
+        self.last_cleanup.insert(family, now);
+        self.deferred.remove(&family);
         self.rules_written(family, &applied);
         self.metrics.observe_restore_bytes(SyncKind::Full, applied.bytes);
         self.applied.insert(family, desired);
         Ok(FamilyReport { family, kind: SyncKind::Full, bytes: applied.bytes, partial_failed })
+    }
+
+    /// Follows what a partial apply did with stale service chains: deleted (a clean-up) or
+    /// left for the next one.
+    fn stale_chains(&mut self, family: IpFamily, cleaned: bool, applied: &Applied) {
+        if cleaned {
+            self.deferred.remove(&family);
+            self.last_cleanup.insert(family, Instant::now());
+        } else if !applied.deferred.is_empty() {
+            tracing::debug!(%family, chains = applied.deferred.len(), "large cluster: stale chains left for the next clean-up");
+            self.deferred.entry(family).or_default().extend(applied.deferred.iter().cloned());
+        }
     }
 
     /// `kubeproxy_sync_proxy_rules_iptables_last{table}`: what this sync wrote (0 in a table it

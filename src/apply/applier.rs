@@ -17,6 +17,7 @@ use crate::rules::chain_names::KUBE_PROXY_CANARY;
 use crate::rules::chunks::{self, NFT_CHAINS_PER_TRANSACTION};
 use crate::rules::extras::{extras, ApplyReport};
 use crate::rules::parse;
+use crate::rules::plan::stale::{add_deletions, defer_deletions, StaleChain};
 use crate::rules::plan::{plan_partial_with, PlanOptions};
 use crate::rules::render::JumpRule;
 use crate::rules::ruleset::{Ruleset, TableName};
@@ -147,6 +148,18 @@ pub struct Applied {
     pub transactions: usize,
     /// Rules written, per table (`kubeproxy_sync_proxy_rules_iptables_last`).
     pub rules_written: Vec<(TableName, usize)>,
+    /// Stale service chains left in place for a later clean-up ([`StaleChains::Defer`]).
+    pub deferred: Vec<StaleChain>,
+}
+
+/// What a partial apply does with the chains of services that are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleChains<'a> {
+    /// Delete them now, together with these chains an earlier apply left behind.
+    Delete(&'a [StaleChain]),
+    /// Leave them (unreferenced) for a later clean-up; they are returned in
+    /// [`Applied::deferred`]. kube-proxy's large-cluster mode.
+    Defer,
 }
 
 /// Whether a full apply follows rules we applied ourselves, so missing canaries mean someone
@@ -200,11 +213,24 @@ impl<'a> Applier<'a> {
     /// Partial apply: writes only what changed from `last` (what we applied last, still in the
     /// kernel) to `desired`. No restore runs when nothing changed.
     pub fn partial(&self, last: &Ruleset, desired: &Ruleset) -> Result<Applied> {
-        let input = plan_partial_with(last, desired, &self.opts.plan);
+        self.partial_with(last, desired, StaleChains::Delete(&[]))
+    }
+
+    /// [`Applier::partial`], with stale service chains deleted or deferred as `stale` says.
+    pub fn partial_with(&self, last: &Ruleset, desired: &Ruleset, stale: StaleChains<'_>) -> Result<Applied> {
+        let mut input = plan_partial_with(last, desired, &self.opts.plan);
+        let deferred = match stale {
+            StaleChains::Delete(earlier) => {
+                add_deletions(&mut input, earlier, desired);
+                Vec::new()
+            }
+            StaleChains::Defer => defer_deletions(&mut input),
+        };
         if input.tables.is_empty() {
-            return Ok(Applied::default());
+            return Ok(Applied { deferred, ..Applied::default() });
         }
-        self.write(&input, &Ruleset::default(), "partial")
+        let applied = self.write(&input, &Ruleset::default(), "partial")?;
+        Ok(Applied { deferred, ..applied })
     }
 
     /// What a full apply adds to `desired` given the live tables `current`: the canaries,
@@ -286,7 +312,7 @@ impl<'a> Applier<'a> {
             .iter()
             .map(|t| (t.name, t.rules.len() + extra.table(t.name).map_or(0, |e| e.rules.len())))
             .collect();
-        Ok(Applied { report, bytes, transactions: texts.len(), rules_written })
+        Ok(Applied { report, bytes, transactions: texts.len(), rules_written, deferred: Vec::new() })
     }
 }
 

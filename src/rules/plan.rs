@@ -14,6 +14,7 @@
 mod chains;
 mod edits;
 mod options;
+pub mod stale;
 
 use std::fmt;
 

@@ -1,5 +1,8 @@
 //! The async driver around `Syncer`: waits for the first complete list, then syncs on change
-//! (no more often than the min sync period), fully every sync period, with backoff on failure.
+//! (no more often than the min sync period) and once every sync period, with backoff on
+//! failure. Each period's tick checks the canaries first: a missing one (someone flushed the
+//! tables) makes that sync full; otherwise the `Syncer` decides (partial, or full when the
+//! last full sync is an hour old outside large-cluster mode), as kube-proxy does.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -41,7 +44,8 @@ struct Timing {
     dirty: bool,
     force_full: bool,
     last_sync: Option<Instant>,
-    next_full: Instant,
+    /// The next periodic tick (canary check and sync), every sync period.
+    next_tick: Instant,
     backoff: Duration,
 }
 
@@ -66,7 +70,7 @@ impl SyncLoop {
             dirty: true,
             force_full: true,
             last_sync: None,
-            next_full: Instant::now() + opts.sync_period,
+            next_tick: Instant::now() + opts.sync_period,
             backoff: Duration::ZERO,
         };
         let mut driver =
@@ -135,7 +139,7 @@ impl Driver {
     /// Syncs `snapshot` on the sync thread and settles the timing.
     async fn sync(&mut self, snapshot: Snapshot, worker: &SyncThread) -> Wake {
         let taken = self.feed.take();
-        let full = self.timing.force_full || Instant::now() >= self.timing.next_full;
+        let full = self.timing.force_full;
         self.timing.last_sync = Some(Instant::now());
         let Some(mut syncer) = self.syncer.take() else { return Wake::Stop };
         // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
@@ -159,9 +163,6 @@ impl Driver {
         match result {
             Ok(_) => {
                 (t.dirty, t.force_full, t.backoff) = (false, false, Duration::ZERO);
-                if full {
-                    t.next_full = Instant::now() + self.opts.sync_period;
-                }
                 self.sync_health_checks(&snapshot).await;
             }
             Err(err) => {
@@ -182,7 +183,7 @@ impl Driver {
         }
     }
 
-    /// Waits for a change, a new flannel lease or the periodic full sync.
+    /// Waits for a change, a new flannel lease or the periodic tick.
     async fn wait_for_change(&mut self, shutdown: &CancellationToken) -> Wake {
         let flannel = &mut self.flannel;
         tokio::select! {
@@ -204,15 +205,21 @@ impl Driver {
                     _ => *flannel = None,
                 }
             }
-            _ = sleep_until(self.timing.next_full) => {
-                self.timing.dirty = true;
-                if self.syncer.as_ref().is_some_and(Syncer::canary_missing) {
-                    tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
-                }
-                self.queue.all();
-            }
+            _ = sleep_until(self.timing.next_tick) => self.tick(),
         }
         Wake::Sync
+    }
+
+    /// The periodic tick: the next one is a sync period later; a missing canary forces a full
+    /// sync, else the sync is partial unless the syncer finds a full one due.
+    fn tick(&mut self) {
+        self.timing.next_tick = Instant::now() + self.opts.sync_period;
+        self.timing.dirty = true;
+        if self.syncer.as_ref().is_some_and(Syncer::canary_missing) {
+            tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
+            self.timing.force_full = true;
+        }
+        self.queue.all();
     }
 
     /// A new flannel lease: everything is rendered again with it.

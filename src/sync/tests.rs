@@ -7,6 +7,7 @@ use super::*;
 use crate::apply::fake::FakeIptables;
 use crate::conntrack::FakeConntrack;
 use crate::model::{Endpoint, Protocol, ServicePort, ServicePortName};
+use crate::rules::chain_names::ServiceChains;
 
 fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> ServicePort {
     let mut eps: Vec<Endpoint> = endpoints
@@ -178,6 +179,86 @@ async fn userspace_mode_writes_portals_and_removes_iptables_mode_chains() {
     assert!(state.contains("-j DNAT --to-destination 127.0.0.2:"), "{state}");
     assert!(!state.contains("KUBE-SERVICES") && !state.contains("KUBE-SVC-"), "iptables-mode chains left:\n{state}");
     shutdown.cancel();
+}
+
+/// `n` services of 10 endpoints each (over 1,000 endpoints from 101 on: large-cluster mode).
+fn many(n: usize) -> Vec<ServicePort> {
+    (0..n)
+        .map(|i| {
+            let endpoints: Vec<String> =
+                (0..10).map(|j| format!("10.244.{}.{}:8080", i / 25, (i % 25) * 10 + j + 1)).collect();
+            let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+            service(&format!("svc-{i}"), &format!("10.96.{}.{}", i / 250, i % 250 + 1), Protocol::Tcp, &endpoints)
+        })
+        .collect()
+}
+
+/// Pretends the last full sync of IPv4 happened `ago`.
+fn full_sync_was(r: &mut Rig, ago: Duration) {
+    r.syncer.last_full.insert(IpFamily::V4, Instant::now().checked_sub(ago).expect("clock"));
+}
+
+#[test]
+fn quiet_periods_stay_partial_until_the_full_sync_period() {
+    let mut r = rig();
+    let snap = snapshot(vec![web(&["10.244.1.2:8080"])]);
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Full);
+    for _ in 0..3 {
+        assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Partial);
+    }
+    assert_eq!(r.ipt.restore_log(IpFamily::V4).len(), 1, "quiet periods restore nothing");
+    full_sync_was(&mut r, FULL_SYNC_PERIOD + Duration::from_secs(1));
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Full);
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Partial);
+}
+
+#[test]
+fn large_clusters_skip_the_hourly_full_sync() {
+    let mut r = rig();
+    let snap = snapshot(many(101));
+    assert!(large_cluster(&snap.state, IpFamily::V4));
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Full);
+    full_sync_was(&mut r, FULL_SYNC_PERIOD + Duration::from_secs(1));
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Partial);
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), true).expect("sync")[0].kind, SyncKind::Full, "forced");
+}
+
+#[test]
+fn large_clusters_delete_stale_chains_once_a_sync_period() {
+    let mut r = rig();
+    let services = many(102);
+    let gone = ServiceChains::for_service(&services[0].name).cluster.to_string();
+    assert_eq!(
+        r.syncer.sync(&snapshot(services.clone()), &Changes::default(), false).expect("sync")[0].kind,
+        SyncKind::Full
+    );
+    let nat = |r: &Rig| r.ipt.save(IpFamily::V4, Some(TableName::Nat)).expect("save");
+    assert!(nat(&r).contains(&format!(":{gone} ")));
+
+    // Removed right after the full sync (a clean-up): its chains stay, unreferenced.
+    let snap = snapshot(services[1..].to_vec());
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Partial);
+    let text = nat(&r);
+    assert!(text.contains(&format!(":{gone} ")), "deletion deferred");
+    assert!(!text.contains(&format!("-j {gone}")), "but no longer referenced");
+    assert!(r.syncer.deferred[&IpFamily::V4].len() > 1, "its SVC and SEP chains wait");
+
+    // A sync period later the next sync deletes them, even with nothing else to do.
+    let long_ago = Instant::now().checked_sub(r.syncer.opts.sync_period + Duration::from_secs(1)).expect("clock");
+    r.syncer.last_cleanup.insert(IpFamily::V4, long_ago);
+    assert_eq!(r.syncer.sync(&snap, &Changes::default(), false).expect("sync")[0].kind, SyncKind::Partial);
+    assert!(!nat(&r).contains(&format!(":{gone} ")), "deleted at the clean-up");
+    assert!(!r.syncer.deferred.contains_key(&IpFamily::V4));
+}
+
+#[test]
+fn small_clusters_delete_stale_chains_at_once() {
+    let mut r = rig();
+    let services = vec![web(&["10.244.1.2:8080"]), service("db", "10.96.0.11", Protocol::Tcp, &["10.244.1.3:5432"])];
+    let gone = ServiceChains::for_service(&services[1].name).cluster.to_string();
+    r.syncer.sync(&snapshot(services.clone()), &Changes::default(), false).expect("sync");
+    r.syncer.sync(&snapshot(services[..1].to_vec()), &Changes::default(), false).expect("sync");
+    assert!(!r.ipt.save(IpFamily::V4, Some(TableName::Nat)).expect("save").contains(&format!(":{gone} ")));
 }
 
 #[test]

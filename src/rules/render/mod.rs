@@ -20,10 +20,24 @@ pub use jumps::{jump_rules, JumpRule};
 
 use super::chain_names::{self, fixed};
 use super::ruleset::{Arg, ChainName, Rule, Ruleset, Table, TableName};
-use crate::model::{ClusterState, LocalDetector, NodeConfig, ServicesDispatch};
+use crate::model::{ClusterState, IpFamily, LocalDetector, NodeConfig, ServicesDispatch};
 
 /// Above this many endpoints kube-proxy drops the per-endpoint comments (≈40 % less input).
 pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
+/// kube-proxy's "large cluster mode" for `family`: more than [`LARGE_CLUSTER_ENDPOINTS`]
+/// endpoints over the services with a cluster IP of that family. Per-endpoint comments are
+/// then left out, the hourly full sync is skipped and stale chains are deleted at most once a
+/// sync period.
+pub fn large_cluster(state: &ClusterState, family: IpFamily) -> bool {
+    let total: usize = state
+        .services
+        .values()
+        .filter(|s| s.cluster_ip(family).is_some())
+        .map(|s| s.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).count())
+        .sum();
+    total > LARGE_CLUSTER_ENDPOINTS
+}
 
 /// The two tables being written, plus what every writer needs to know.
 pub(crate) struct Output<'a> {
@@ -70,17 +84,11 @@ pub(crate) fn if_not_local(detector: &LocalDetector) -> Option<Arg> {
 /// `--services-dispatch=tree` nat `KUBE-SERVICES` is then rearranged by [`dispatch`].
 pub fn render(state: &ClusterState, node: &NodeConfig) -> Ruleset {
     let family = node.family;
-    let total_endpoints: usize = state
-        .services
-        .values()
-        .filter(|s| s.cluster_ip(family).is_some())
-        .map(|s| s.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).count())
-        .sum();
     let mut out = Output {
         node,
         filter: Table::new(TableName::Filter),
         nat: Table::new(TableName::Nat),
-        large_cluster: total_endpoints > LARGE_CLUSTER_ENDPOINTS,
+        large_cluster: large_cluster(state, family),
     };
     static_rules::preamble(&mut out);
     for svc in state.services.values() {
