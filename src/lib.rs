@@ -12,8 +12,9 @@
 //!   watch, and the options → per-family `NodeConfig`.
 //! - `k8s`: the only place that knows Kubernetes API types; watches and converts into `model`.
 //! - `flannel`: reads and follows flannel's `subnet.env` (cluster and local pod CIDRs).
-//! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend)
-//!   and the process's OOM score.
+//! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend),
+//!   node tuning as kube-proxy does it (conntrack limits and timeouts, route_localnet) and the
+//!   process's OOM score.
 //! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
 //!   healthCheckNodePort servers.
 //! - `conntrack`: stale UDP flow cleanup.
