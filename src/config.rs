@@ -207,6 +207,31 @@ impl NodeOptions {
         self.nodeport_addresses(&[]).map(|_| ())
     }
 
+    /// Whether kube-proxy's iptables proxier serves NodePorts on IPv4 loopback (and so sets
+    /// `route_localnet`): `--iptables-localhost-nodeports` is on and the IPv4 entries of
+    /// `--nodeport-addresses` are none (every address) or include 127.0.0.0. `primary` stands
+    /// for the node's IPs, which are never loopback.
+    pub fn ipv4_localhost_nodeports(&self) -> bool {
+        if !self.localhost_nodeports {
+            return false;
+        }
+        let mut any_v4 = false;
+        for value in self.nodeport_addresses.iter().map(|v| v.trim()) {
+            if value == "primary" {
+                any_v4 = true;
+                continue;
+            }
+            let Ok(net) = value.parse::<IpNet>() else { continue };
+            if let IpNet::V4(net) = net {
+                any_v4 = true;
+                if net.addr().is_loopback() || net.contains(&std::net::Ipv4Addr::new(127, 0, 0, 0)) {
+                    return true;
+                }
+            }
+        }
+        !any_v4
+    }
+
     fn nodeport_addresses(&self, node_ips: &[IpAddr]) -> Result<NodePortAddresses> {
         if self.nodeport_addresses.is_empty() {
             return Ok(NodePortAddresses::All);
@@ -314,6 +339,23 @@ mod tests {
         assert_eq!(n.local_detector, LocalDetector::Cidr("10.42.3.0/24".parse().unwrap()));
         let n = NodeOptions::default().node_config(IpFamily::V4, None, Some(&flannel)).unwrap();
         assert_eq!(n.local_detector, LocalDetector::Cidr("10.42.0.0/16".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_localhost_nodeports_follow_nodeport_addresses() {
+        let with = |addresses: &[&str], on: bool| NodeOptions {
+            nodeport_addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            localhost_nodeports: on,
+            ..NodeOptions::default()
+        };
+        assert!(with(&[], true).ipv4_localhost_nodeports(), "every address includes loopback");
+        assert!(!with(&[], false).ipv4_localhost_nodeports(), "turned off");
+        assert!(with(&["127.0.0.0/8"], true).ipv4_localhost_nodeports());
+        assert!(with(&["10.0.0.0/8", "127.0.0.1/32"], true).ipv4_localhost_nodeports());
+        assert!(with(&["0.0.0.0/0"], true).ipv4_localhost_nodeports());
+        assert!(!with(&["10.0.0.0/8"], true).ipv4_localhost_nodeports(), "no loopback among the IPv4 ones");
+        assert!(!with(&["primary"], true).ipv4_localhost_nodeports(), "the node's IPs");
+        assert!(with(&["fd00::/64"], true).ipv4_localhost_nodeports(), "no IPv4 entry: every IPv4 address");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use self::servers::BindError;
 use crate::apply::cleanup::CleanupReport;
 use crate::apply::exec::{Backend, ExecIptables, Iptables};
 use crate::apply::{Applier, Mode};
+use crate::config::duration::GoDuration;
 use crate::config::{DaemonConfig, ProxyMode};
 use crate::conntrack::ExecConntrack;
 use crate::flannel::subnet_env::SubnetEnv;
@@ -35,6 +36,7 @@ use crate::k8s::convert::EndpointsSource;
 use crate::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use crate::metrics::Metrics;
 use crate::model::IpFamily;
+use crate::startup::tuning::{self, TuningConfig};
 use crate::startup::{self, CheckConfig};
 use crate::sync::{SyncLoop, SyncOptions, Syncer};
 use crate::userspace::proxier::{Proxier, ProxierConfig};
@@ -112,14 +114,37 @@ impl Config {
     /// The start-up checks for this configuration.
     fn checks(&self, families: usize) -> CheckConfig {
         let (_, backend) = self.iptables();
-        CheckConfig { localhost_nodeports: self.proxy.node.localhost_nodeports, ipv6: families > 1, backend }
+        CheckConfig { localhost_nodeports: self.localhost_nodeports(), ipv6: families > 1, backend }
+    }
+
+    /// IPv4 NodePorts are served on 127.0.0.1 (iptables mode), so `route_localnet` must be 1.
+    fn localhost_nodeports(&self) -> bool {
+        self.proxy.mode == ProxyMode::Iptables && self.proxy.node.ipv4_localhost_nodeports()
+    }
+
+    /// What node tuning sets: kube-proxy's `conntrack` settings (defaulted) and `route_localnet`.
+    pub fn tuning(&self) -> TuningConfig {
+        let ct = &self.proxy.effective.config.conntrack;
+        let duration = |d: Option<GoDuration>| d.and_then(GoDuration::to_std).unwrap_or_default();
+        TuningConfig {
+            max_per_core: i64::from(ct.max_per_core.unwrap_or(0)),
+            min: i64::from(ct.min.unwrap_or(0)),
+            tcp_established_timeout: duration(ct.tcp_established_timeout),
+            tcp_close_wait_timeout: duration(ct.tcp_close_wait_timeout),
+            tcp_be_liberal: ct.tcp_be_liberal,
+            udp_timeout: duration(Some(ct.udp_timeout)),
+            udp_stream_timeout: duration(Some(ct.udp_stream_timeout)),
+            route_localnet: self.localhost_nodeports(),
+        }
     }
 }
 
 /// The process-level start-up steps kube-proxy takes before anything else (`--init-only`
-/// stops after them): the OOM score. Failures are logged, never fatal (an unprivileged
-/// container cannot lower its score; kube-proxy logs this at info too).
-pub fn init(config: &Config) {
+/// stops after them): the OOM score, then node tuning (conntrack limits and timeouts,
+/// `route_localnet`; with `--dry-run` only logged). Returns how many tuning steps failed.
+/// Failures are logged, never fatal (an unprivileged container cannot lower its score, which
+/// kube-proxy logs at info too; a value that cannot be written is one warning each).
+pub fn init(config: &Config) -> usize {
     if let Some(adj) = config.proxy.effective.config.oom_score_adj {
         match startup::oom::set_oom_score_adj(adj) {
             Ok(value) => tracing::info!(oom_score_adj = value, "set the process's OOM score"),
@@ -128,6 +153,9 @@ pub fn init(config: &Config) {
             }
         }
     }
+    let sysctls = tuning::ProcSysctls::host();
+    let results = tuning::tune(&config.tuning(), tuning::online_cpus(), &sysctls, config.options.dry_run);
+    results.iter().filter(|r| matches!(r.outcome, tuning::Outcome::Failed(_))).count()
 }
 
 /// `--init-only`: the start-up checks, logged and counted; returns how many failed.
@@ -157,9 +185,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let flannel = watch.current();
     let families = config.families(flannel.as_ref());
     let (metrics, registry) = Metrics::new();
-    let checks = config.checks(families.len());
+    let (checks, tuned) = (config.checks(families.len()), config.tuning());
     let check_metrics = metrics.clone();
-    let _ = tokio::task::spawn_blocking(move || startup::check_host(&checks, &check_metrics)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        startup::check_host(&checks, &check_metrics);
+        tuning::report_current(&tuned, tuning::online_cpus(), &tuning::ProcSysctls::host(), &check_metrics)
+    })
+    .await;
     let health = HealthState::new(config.proxy.sync_period * 2).with_metrics(metrics.clone());
     servers::start_servers(&config.proxy, &health, registry, &shutdown).await?;
     let (feed, changes) = ChangeFeed::new();

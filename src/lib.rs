@@ -8,7 +8,7 @@
 //! - `config`: kube-proxy's configuration file and flags, resolved as kube-proxy does.
 //! - `k8s`: the only room that knows Kubernetes API types; watches and converts into `model`.
 //! - `flannel`: flannel's `subnet.env`, read and followed.
-//! - `startup`: start-up checks (sysctls, modules, backend) and the process's OOM score.
+//! - `startup`: start-up checks and node tuning (conntrack sysctls, route_localnet, OOM score).
 //! - `healthcheck`: the healthCheckNodePort servers.
 //! - `health`: `/healthz`, `/livez`, `/metrics` and `/configz` servers.
 //! - `metrics`: kube-proxy's metrics, registered and recorded.

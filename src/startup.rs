@@ -1,9 +1,13 @@
 //! Startup requirement checks — br_netfilter, ip_forward, route_localnet and the iptables backend
 //! flannel uses: a pure [`evaluate`] over [`Facts`] (read by [`gather`]) and [`report`] (one
-//! warning line and one metric per check). Nothing here is fatal, and nothing changes a sysctl.
+//! warning line and one metric per check). Nothing here is fatal; the checks only read.
+//!
+//! - `tuning`: the values kube-proxy sets at start (conntrack, route_localnet), set likewise.
+//! - `oom`: the process's OOM score.
 
 mod gather;
 pub mod oom;
+pub mod tuning;
 
 pub use gather::{count_flannel_lines, flannel_lines, gather, gather_host, Error, Result, SysctlReader};
 
@@ -243,8 +247,8 @@ fn route_localnet(facts: &Facts, cfg: &CheckConfig) -> CheckResult {
     let problems = want_one(
         facts,
         Sysctl::RouteLocalnet,
-        "localhost NodePorts are on but connections to 127.0.0.1:<nodePort> will fail (kube-proxy sets this \
-         sysctl itself; kubenat only checks it)",
+        "localhost NodePorts are on but connections to 127.0.0.1:<nodePort> will fail (kubenat sets it at \
+         start, like kube-proxy, unless it may not write /proc/sys)",
         "sysctl -w net.ipv4.conf.all.route_localnet=1, or start with --iptables-localhost-nodeports=false",
     );
     result(ROUTE_LOCALNET, problems.into_iter().collect(), "route_localnet is 1 for localhost NodePorts".into())

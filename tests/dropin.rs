@@ -419,7 +419,8 @@ fn a_busy_healthz_port_is_retried_unless_bind_address_hard_fail() {
 
 #[test]
 fn init_only_and_write_config_to_exit_at_once() {
-    let out = kubenat(&["--init-only", "--hostname-override=node-1", "--iptables-backend=nft"]);
+    // --dry-run: node tuning only logs what it would set (this runs in the host's namespace).
+    let out = kubenat(&["--init-only", "--hostname-override=node-1", "--iptables-backend=nft", "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("--init-only"), "{}", stderr(&out));
     let out = kubenat(&["render", "--objects", "examples/demo", "--init-only"]);

@@ -116,10 +116,10 @@ pub fn run(args: DaemonArgs, log_filter: Option<&str>) -> anyhow::Result<ExitCod
     if args.cleanup == Some(true) {
         return Ok(cleanup(&config));
     }
-    daemon::init(&config);
+    let failed_steps = daemon::init(&config);
     if args.kube.init_only == Some(true) {
         let failed = daemon::check_host(&config);
-        tracing::info!(failed_checks = failed, "--init-only: start-up steps done, exiting");
+        tracing::info!(failed_steps, failed_checks = failed, "--init-only: start-up steps done, exiting");
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,7 @@ use super::defaults;
 use super::duration::GoDuration;
 use super::features;
 use super::flags::KubeProxyFlags;
-use super::types::{Conntrack, KubeProxyConfiguration, Nftables, Winkernel};
+use super::types::{KubeProxyConfiguration, Nftables, Winkernel};
 use super::validate::{self, parse_bind_address};
 use super::{DetectLocalMode, Error, NodeOptions};
 use crate::model::ServicesDispatch;
@@ -123,11 +123,7 @@ fn other_modes(c: &KubeProxyConfiguration) -> Option<Note> {
 
 /// One warning naming every setting kubenat does not act on (yet), with its value.
 fn not_acted_on(c: &KubeProxyConfiguration) -> Vec<Note> {
-    let mut fields = Vec::new();
-    if let Some(sysctls) = conntrack_sysctls(&c.conntrack) {
-        fields
-            .push(format!("conntrack ({sysctls}: kubenat does not write conntrack sysctls yet; set them on the host)"));
-    }
+    let mut fields: Vec<String> = Vec::new();
     if c.enable_profiling {
         fields.push("enableProfiling (no Go profiler; /debug/pprof is not served)".into());
     }
@@ -167,28 +163,6 @@ fn zeroish(value: &serde_json::Value) -> bool {
         Value::Array(items) => items.iter().all(zeroish),
         Value::Object(map) => map.values().all(zeroish),
     }
-}
-
-/// The conntrack settings kube-proxy would write to the kernel (a zero leaves a sysctl alone).
-fn conntrack_sysctls(ct: &Conntrack) -> Option<String> {
-    let mut set = Vec::new();
-    if let Some(per_core) = ct.max_per_core.filter(|n| *n > 0) {
-        set.push(format!("maxPerCore={per_core}, min={}", ct.min.unwrap_or(0)));
-    }
-    for (name, value) in [
-        ("tcpEstablishedTimeout", ct.tcp_established_timeout.unwrap_or_default()),
-        ("tcpCloseWaitTimeout", ct.tcp_close_wait_timeout.unwrap_or_default()),
-        ("udpTimeout", ct.udp_timeout),
-        ("udpStreamTimeout", ct.udp_stream_timeout),
-    ] {
-        if !value.is_zero() {
-            set.push(format!("{name}={value}"));
-        }
-    }
-    if ct.tcp_be_liberal {
-        set.push("tcpBeLiberal=true".into());
-    }
-    (!set.is_empty()).then(|| set.join(", "))
 }
 
 impl Effective {

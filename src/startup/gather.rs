@@ -65,14 +65,7 @@ pub enum SysctlReader {
 impl SysctlReader {
     /// Reads `sysctl`; problems become [`SysctlValue::Unreadable`].
     pub fn read(&self, sysctl: Sysctl) -> SysctlValue {
-        match self.read_text(sysctl) {
-            Ok(None) => SysctlValue::Missing,
-            Ok(Some(text)) => match text.trim().parse() {
-                Ok(n) => SysctlValue::Set(n),
-                Err(_) => SysctlValue::Unreadable(format!("it holds {:?}, not a number", text.trim())),
-            },
-            Err(err) => SysctlValue::Unreadable(err.to_string()),
-        }
+        value_of(self.read_text(sysctl))
     }
 
     /// The file's text, `None` when it does not exist.
@@ -84,7 +77,20 @@ impl SysctlReader {
     }
 }
 
-fn read_local(path: &Path) -> Result<Option<String>> {
+/// A file's text as a [`SysctlValue`]: a number, missing, or why not.
+pub(super) fn value_of(text: Result<Option<String>>) -> SysctlValue {
+    match text {
+        Ok(None) => SysctlValue::Missing,
+        Ok(Some(text)) => match text.trim().parse() {
+            Ok(n) => SysctlValue::Set(n),
+            Err(_) => SysctlValue::Unreadable(format!("it holds {:?}, not a number", text.trim())),
+        },
+        Err(err) => SysctlValue::Unreadable(err.to_string()),
+    }
+}
+
+/// The text of the file at `path`, `None` when it does not exist.
+pub(super) fn read_local(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -118,7 +118,7 @@ fn sysctl_table() {
             &[
                 "net.ipv4.conf.all.route_localnet is 0",
                 "127.0.0.1:<nodePort> will fail",
-                "kube-proxy sets this sysctl itself; kubenat only checks it",
+                "kubenat sets it at start",
                 "--iptables-localhost-nodeports=false",
             ],
         ),
