@@ -87,7 +87,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct SyncOptions {
     /// `--iptables-min-sync-period`.
     pub min_sync_period: Duration,
-    /// `--iptables-sync-period`: forced full sync interval (also canary and health timeout base).
+    /// `--iptables-sync-period`: how often the canaries are checked and a sync runs anyway (also
+    /// the health timeout base).
     pub sync_period: Duration,
     /// IP families to program.
     pub families: Vec<IpFamily>,
@@ -207,7 +208,7 @@ impl Syncer {
         self.applied.clear();
     }
 
-    /// Whether the canary chain is missing from any programmed family's mangle table (someone
+    /// Whether a canary chain is missing from any programmed family's tables (someone
     /// flushed the tables behind our back).
     pub fn canary_missing(&self) -> bool {
         self.opts.families.iter().any(|&family| self.applier(family).canary_missing())

@@ -42,6 +42,8 @@ const CLIENT: usize = 2;
 const ENDPOINT_CHANGES: &str = "kubeproxy_sync_proxy_rules_endpoint_changes_total";
 /// Service events consumed by finished syncs.
 const SERVICE_CHANGES: &str = "kubeproxy_sync_proxy_rules_service_changes_total";
+/// Syncs of IPv4 (every periodic one too, even when it restores nothing).
+const SYNCS: &str = r#"kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}"#;
 /// How long the API server is down in `survives_watch_drops_compaction_and_api_outage` (as the
 /// issue asks: 30 s, long enough for the client's retries and the watcher's backoff to run out).
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -265,13 +267,31 @@ fn programs_updates_and_removes_rules_with(backend: Backend) {
     if partials < 1.0 {
         env.fail(&format!("the scale-up was not applied by a partial restore:\n{}", after.0));
     }
-    // The next periodic full sync (sync period 5 s) rewrites the same ruleset in full.
-    let full = env.until("the periodic full sync", || {
+    // A quiet sync period: the periodic sync checks the canaries and restores nothing.
+    let syncs = |s: &Scrape| s.get(SYNCS);
+    let quiet = env.until("a periodic sync", || {
         let now = env.scrape();
-        (now.get(RESTORE_COUNT_FULL) > after.get(RESTORE_COUNT_FULL)).then_some(now)
+        (syncs(&now) > syncs(&after)).then_some(now)
     });
-    let fulls = full.get(RESTORE_COUNT_FULL) - after.get(RESTORE_COUNT_FULL);
-    let full_bytes = full.get(RESTORE_BYTES_FULL) - after.get(RESTORE_BYTES_FULL);
+    for series in [RESTORE_COUNT_FULL, RESTORE_COUNT_PARTIAL] {
+        if quiet.get(series) != after.get(series) {
+            env.fail(&format!("a quiet sync period restored something ({series}):\n{}", quiet.0));
+        }
+    }
+    // Someone deletes the mangle canary: the next periodic sync is full and rewrites the same
+    // ruleset in full (and puts the canary back).
+    let canary = ["-t", "mangle", "-X", "KUBE-PROXY-CANARY"];
+    let iptables = backend.binary(IpFamily::V4, Tool::Command);
+    env.lab.node.run_ok(&[&[iptables.as_str()][..], &canary[..]].concat());
+    let full = env.until("a full sync after the canary was deleted", || {
+        let now = env.scrape();
+        (now.get(RESTORE_COUNT_FULL) > quiet.get(RESTORE_COUNT_FULL)).then_some(now)
+    });
+    if !env.save().contains(":KUBE-PROXY-CANARY") {
+        env.fail("the full sync did not put the canary back");
+    }
+    let fulls = full.get(RESTORE_COUNT_FULL) - quiet.get(RESTORE_COUNT_FULL);
+    let full_bytes = full.get(RESTORE_BYTES_FULL) - quiet.get(RESTORE_BYTES_FULL);
     eprintln!(
         "[{backend}] restore sizes: scale-up {partial_bytes} B in {partials} partial restore(s); \
          the same ruleset {full_bytes} B in {fulls} full restore(s)"

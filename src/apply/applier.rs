@@ -266,17 +266,24 @@ impl<'a> Applier<'a> {
         Ok(report)
     }
 
-    /// Whether the canary chain is missing from the mangle table (someone flushed the tables
-    /// behind our back). A failed read counts as present, with a warning.
+    /// Whether the canary chain is missing from the mangle, nat or filter table (someone flushed
+    /// a table behind our back), as kube-proxy checks every sync period. A failed check counts
+    /// as present, with a warning.
     pub fn canary_missing(&self) -> bool {
         let family = self.family;
-        match self.ipt.save(family, Some(TableName::Mangle)) {
-            Ok(text) => !text.lines().any(|l| l.starts_with(":KUBE-PROXY-CANARY ")),
-            Err(err) => {
-                warn!(%family, error = %err, "could not read the mangle table to check the canary");
-                false
+        // Mangle first: its canary is written last, so it is the first to miss after a flush
+        // of everything; nat and filter are listed one chain each (never saved whole).
+        for table in [TableName::Mangle, TableName::Nat, TableName::Filter] {
+            match self.ipt.chain_exists(family, table, KUBE_PROXY_CANARY) {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(%family, %table, "KUBE-PROXY-CANARY is gone: the table was flushed behind our back");
+                    return true;
+                }
+                Err(err) => warn!(%family, %table, error = %err, "could not check the canary chain"),
             }
         }
+        false
     }
 
     /// The restore texts, in order, that write `main` plus `extra` (`--noflush`): one, except

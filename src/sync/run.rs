@@ -43,6 +43,8 @@ pub struct SyncLoop {
 struct Timing {
     dirty: bool,
     force_full: bool,
+    /// The next sync checks the canaries first (set by the periodic tick).
+    check_canaries: bool,
     last_sync: Option<Instant>,
     /// The next periodic tick (canary check and sync), every sync period.
     next_tick: Instant,
@@ -69,6 +71,7 @@ impl SyncLoop {
         let timing = Timing {
             dirty: true,
             force_full: true,
+            check_canaries: false,
             last_sync: None,
             next_tick: Instant::now() + opts.sync_period,
             backoff: Duration::ZERO,
@@ -139,13 +142,16 @@ impl Driver {
     /// Syncs `snapshot` on the sync thread and settles the timing.
     async fn sync(&mut self, snapshot: Snapshot, worker: &SyncThread) -> Wake {
         let taken = self.feed.take();
-        let full = self.timing.force_full;
+        let forced = self.timing.force_full;
+        let check_canaries = std::mem::take(&mut self.timing.check_canaries);
         self.timing.last_sync = Some(Instant::now());
         let Some(mut syncer) = self.syncer.take() else { return Wake::Stop };
         // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
         // workers so /healthz, /metrics and the watchers stay responsive meanwhile.
         let snap = snapshot.clone();
         let done = worker.run(move || {
+            // A missing canary (a table flushed behind our back) makes this sync full.
+            let full = forced || (check_canaries && syncer.canary_missing());
             let result = syncer.sync(&snap, &taken, full);
             (syncer, result)
         });
@@ -210,15 +216,12 @@ impl Driver {
         Wake::Sync
     }
 
-    /// The periodic tick: the next one is a sync period later; a missing canary forces a full
-    /// sync, else the sync is partial unless the syncer finds a full one due.
+    /// The periodic tick: the next one is a sync period later; this one syncs after checking
+    /// the canaries (a missing one makes the sync full, else it is partial unless the syncer
+    /// finds a full one due).
     fn tick(&mut self) {
         self.timing.next_tick = Instant::now() + self.opts.sync_period;
-        self.timing.dirty = true;
-        if self.syncer.as_ref().is_some_and(Syncer::canary_missing) {
-            tracing::warn!("KUBE-PROXY-CANARY is gone: the tables were flushed; restoring every rule");
-            self.timing.force_full = true;
-        }
+        (self.timing.dirty, self.timing.check_canaries) = (true, true);
         self.queue.all();
     }
 

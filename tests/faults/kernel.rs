@@ -260,7 +260,7 @@ fn held_xtables_lock_and_a_neighbour_rewriting_its_chains() {
             env.save().contains(&format!("-d {q_ip}/32")).then(|| taken.elapsed())
         });
         let _ = holder.wait();
-        std::thread::sleep(Duration::from_secs(4)); // a periodic full sync next to the neighbour
+        std::thread::sleep(Duration::from_secs(4)); // a periodic sync (canary checks) next to the neighbour
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let rounds = neighbour.join().expect("neighbour thread");
         (rounds, hold, landed)

@@ -1,5 +1,5 @@
-//! `kill -9` of the daemon in the middle of a large sync — twice: during a periodic full sync of
-//! 1,500 Services, then during the restarted daemon's first full sync — then a clean restart.
+//! `kill -9` of the daemon in the middle of a large sync — twice: during a full sync of 1,500
+//! Services (forced by deleting the mangle canary, as a flush would), then during the restarted daemon's first full sync — then a clean restart.
 //! A wrapper `iptables-nft-restore` first on the daemon's `PATH` (while a flag file exists)
 //! marks that a restore started and pauses, so the kill lands while the daemon is still
 //! feeding it; it then passes on what it got — the input truncated where the daemon died — to
@@ -76,7 +76,8 @@ fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     env.until_all_answer(&targets);
     let probe = env.probe(targets, ProbeConfig::default());
 
-    // 1. 1,500 Services are programmed; the next periodic full sync (a large one) is killed.
+    // 1. 1,500 Services are programmed; the full sync that the next period's canary check
+    //    starts (the mangle canary is deleted, as a flush would) is killed.
     apply_bulk(&env);
     env.assert_converged(Duration::from_secs(30));
     let bulk_rules = |env: &Env| {
@@ -84,6 +85,7 @@ fn kill_9_mid_sync_then_restart_converges_without_dropping_traffic() {
     };
     let before = bulk_rules(&env);
     std::fs::write(&flag, "").expect("flag");
+    env.lab.node.run_ok(&["iptables-nft", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"]);
     let mut children = kill_mid_restore(&mut env, &mark);
     let after = bulk_rules(&env);
     if after != before {
