@@ -5,11 +5,15 @@
 //! - time from start to the first full sync, and the daemon's RSS (VmRSS, VmHWM) after it;
 //! - event-to-rules latency: object written to the API → first TCP connection from a pod
 //!   answered through the new rule, for a new Service and for an endpoint change;
-//! - bytes of each partial restore those changes caused.
+//! - bytes of each partial restore those changes caused;
+//! - (`quiet_periods_at_scale`) what quiet sync periods cost: the daemon's CPU (its own and its
+//!   `iptables-*` children's) per period against the cost of one full sync, measured in the
+//!   same run — a full sync every period was kubenat's cadence before it followed kube-proxy's.
 //!
 //! Knobs (environment): `KUBENAT_SCALE_SERVICES` (10000), `KUBENAT_SCALE_ENDPOINTS` (10),
 //! `KUBENAT_SCALE_BACKEND` (`nft` or `legacy`), `KUBENAT_SCALE_ROUNDS` (5),
-//! `KUBENAT_SCALE_REPORT` (a file the summary is appended to). Every wait is bounded.
+//! `KUBENAT_SCALE_REPORT` (a file the summary is appended to), `KUBENAT_SCALE_PERIODS` (quiet
+//! periods, 3) and `KUBENAT_SCALE_SYNC_PERIOD` (seconds, 10). Every wait is bounded.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -259,4 +263,105 @@ fn daemon_at_scale() {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
         file.write_all(report.as_bytes()).expect("write report");
     }
+}
+
+/// CPU seconds used by `pid` and its waited-for children (`/proc/PID/stat` utime, stime,
+/// cutime, cstime; 100 ticks a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    // utime is field 14, i.e. index 11 after the state field (index 0 = field 3).
+    fields.get(11..15).map_or(f64::NAN, |t| t.iter().sum::<f64>() / 100.0)
+}
+
+/// Full syncs and all syncs of IPv4 so far.
+fn sync_counts(scrape: &Scrape) -> (f64, f64) {
+    let full = r#"kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"}"#;
+    let all = r#"kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}"#;
+    (scrape.value(full).unwrap_or(0.0), scrape.value(all).unwrap_or(0.0))
+}
+
+#[test]
+#[ignore = "scale measurement: run by scripts/bench-daemon.sh (release build, minutes)"]
+fn quiet_periods_at_scale() {
+    if !testkit::require_root() {
+        return;
+    }
+    let services = knob("KUBENAT_SCALE_SERVICES", 10_000);
+    let endpoints = knob("KUBENAT_SCALE_ENDPOINTS", 10);
+    let periods = knob("KUBENAT_SCALE_PERIODS", 3).max(1);
+    let period = Duration::from_secs(knob("KUBENAT_SCALE_SYNC_PERIOD", 10).max(1) as u64);
+    let backend: &'static str = match std::env::var("KUBENAT_SCALE_BACKEND").as_deref() {
+        Ok("legacy") => "legacy",
+        _ => "nft",
+    };
+    let lab = Lab::new(1);
+    let api = ApiServer::start_in_netns(lab.node.name());
+    api.apply(objects::node("node-1", None));
+    for i in 0..services {
+        let name = format!("svc-{i}");
+        api.apply(service(&name, cluster_ip(i)));
+        api.apply(slice(&name, &fake_endpoints(i, endpoints)));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let log = dir.path().join("kubenat.log");
+    let sync_period: &'static str = Box::leak(format!("{}s", period.as_secs()).into_boxed_str());
+    let opts = DaemonOptions { sync_period, log: "info", ..DaemonOptions::new(backend) };
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&lab.node, &kubeconfig, &log, &opts);
+    let first = daemon.wait_full_syncs(1.0, FIRST_SYNC);
+    let first_wall = started.elapsed().as_secs_f64();
+    let first_cpu = cpu_seconds(daemon.pid());
+    let full_sync_seconds =
+        first.value(r#"kubeproxy_sync_full_proxy_rules_duration_seconds_sum{ip_family="IPv4"}"#).unwrap_or(f64::NAN);
+    let (full_before, syncs_before) = sync_counts(&first);
+    let restores_before = first.value(RESTORE_COUNT_PARTIAL).unwrap_or(0.0);
+
+    thread::sleep(period * u32::try_from(periods).expect("periods fit u32") + period / 2);
+    let quiet = daemon.metrics().expect("metrics");
+    let quiet_cpu = cpu_seconds(daemon.pid()) - first_cpu;
+    let (full_after, syncs_after) = sync_counts(&quiet);
+    let restores = quiet.value(RESTORE_COUNT_PARTIAL).unwrap_or(0.0) - restores_before;
+    let partial_sum =
+        quiet.value(r#"kubeproxy_sync_partial_proxy_rules_duration_seconds_sum{ip_family="IPv4"}"#).unwrap_or(0.0);
+    let partial_count = quiet
+        .value(r#"kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv4"}"#)
+        .unwrap_or(0.0)
+        .max(1.0);
+    daemon.terminate();
+
+    let per_period = quiet_cpu / periods as f64;
+    let mut report = String::new();
+    let _ = writeln!(report, "backend={backend} services={services} endpoints/service={endpoints} quiet periods");
+    let _ = writeln!(
+        report,
+        "  first full sync: {full_sync_seconds:.1} s in the sync ({first_wall:.1} s from start), {first_cpu:.1} CPU-s \
+         (daemon + iptables tools, start-up and list included)"
+    );
+    let _ = writeln!(
+        report,
+        "  {periods} quiet periods of {}s: {} syncs, {} full, {restores} restores; {quiet_cpu:.2} CPU-s \
+         ({per_period:.2} per period, partial sync mean {:.0} ms)",
+        period.as_secs(),
+        syncs_after - syncs_before,
+        full_after - full_before,
+        partial_sum / partial_count * 1e3,
+    );
+    let _ = writeln!(
+        report,
+        "  per period: {per_period:.2} CPU-s now vs ≥ {first_cpu:.1} CPU-s and {full_sync_seconds:.1} s of \
+         iptables-save/-restore (xtables lock) with a full sync every period: ratio {:.3}",
+        per_period / first_cpu
+    );
+    print!("{report}");
+    if let Ok(path) = std::env::var("KUBENAT_SCALE_REPORT") {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
+        file.write_all(report.as_bytes()).expect("write report");
+    }
+    assert_eq!(full_after, full_before, "a quiet period ran a full sync");
+    assert_eq!(restores, 0.0, "a quiet period restored something");
 }
