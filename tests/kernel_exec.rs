@@ -9,6 +9,7 @@ use kubenat::apply::exec::{detect_backend_in, Backend, Error, ExecIptables, Ipta
 use kubenat::model::{IpFamily, NodeConfig};
 use kubenat::rules::parse::parse;
 use kubenat::rules::render::jump_rules;
+use kubenat::rules::ruleset::TableName;
 use kubenat::{apply::apply_once, rules::extras::plan};
 use testkit::fixture::{self, CLUSTER_IP, DNS_TARGET_PORT, JUMPS, NO_ENDPOINTS_IP, WEB_TARGET_PORT};
 use testkit::lab::{Lab, LabConfig, Topology};
@@ -264,4 +265,26 @@ fn nft_bridge_needs_br_netfilter() {
 #[test]
 fn legacy_bridge_needs_br_netfilter() {
     bridge_needs_br_netfilter(Backend::Legacy);
+}
+
+/// The canary check lists one chain: present → true, absent → false, on both backends, in
+/// every table kube-proxy puts a canary in.
+#[test]
+fn chain_exists_lists_one_chain() {
+    for backend in [Backend::Nft, Backend::Legacy] {
+        if !available(backend) {
+            return;
+        }
+        let ns = NetNs::new("chainexists");
+        let ipt = ExecIptables::new(backend).in_netns(ns.name());
+        let canary = "KUBE-PROXY-CANARY";
+        for table in [TableName::Mangle, TableName::Nat, TableName::Filter] {
+            assert!(!ipt.chain_exists(V4, table, canary).expect("list"), "{backend} {table}: none yet");
+        }
+        let input = "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*nat\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n";
+        ipt.restore(V4, input, NOFLUSH).expect("restore");
+        assert!(ipt.chain_exists(V4, TableName::Mangle, canary).expect("list"), "{backend}");
+        assert!(ipt.chain_exists(V4, TableName::Nat, canary).expect("list"), "{backend}");
+        assert!(!ipt.chain_exists(V4, TableName::Filter, canary).expect("list"), "{backend}");
+    }
 }

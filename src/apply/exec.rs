@@ -230,18 +230,20 @@ impl Iptables for ExecIptables {
         self.backend
     }
 
-    /// `iptables -w 5 -W 100000 -t TABLE -n -L CHAIN`: exit 0 when the chain exists, 1 with
-    /// "No chain/target/match by that name" when it does not. Lists one chain instead of saving
-    /// a whole table (a 10k-service nat table takes seconds to save).
+    /// `iptables -w 5 -t TABLE -n -L CHAIN`: exit 0 when the chain exists, 1 when it does not
+    /// (legacy says "No chain/target/match by that name", iptables-nft 1.8.9 "chain … is
+    /// incompatible"); other statuses are errors (3 and 4: no permission, no table support).
+    /// Lists one chain instead of saving a whole table (a 10k-service nat table takes seconds
+    /// to save).
     fn chain_exists(&self, family: IpFamily, table: TableName, chain: &str) -> Result<bool> {
         let binary = self.backend.binary(family, Tool::Command);
-        let (wait, poll) = (LOCK_WAIT_SECONDS.to_string(), LOCK_POLL_MICROS.to_string());
-        let args = ["-w", wait.as_str(), "-W", poll.as_str(), "-t", table.as_str(), "-n", "-L", chain];
+        let wait = LOCK_WAIT_SECONDS.to_string();
+        let args = ["-w", wait.as_str(), "-t", table.as_str(), "-n", "-L", chain];
         let done = self.run(&binary, &args, None)?;
         if done.status.success() {
             return Ok(true);
         }
-        if done.stderr.contains("No chain/target/match by that name") || done.stderr.contains("does not exist") {
+        if done.status.code() == Some(1) {
             return Ok(false);
         }
         let stderr = done.stderr.trim().to_string();
