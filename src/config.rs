@@ -31,7 +31,7 @@ use ipnet::IpNet;
 
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::model::NodeFacts;
-use crate::model::{IpFamily, LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
+use crate::model::{IpFamily, LocalDetector, NodeConfig, NodePortAddresses, NodePortEntry, ServicesDispatch};
 
 /// Errors turning options into a node configuration; each names the flag to fix.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +44,8 @@ pub enum Error {
         /// What is missing or wrong.
         reason: String,
     },
-    /// A `--nodeport-addresses` entry that is neither a CIDR nor `primary`.
-    #[error("--nodeport-addresses: {0:?} is not a CIDR or \"primary\"")]
+    /// A `--nodeport-addresses` entry that is neither a CIDR nor a keyword.
+    #[error("--nodeport-addresses: {}", crate::model::BadEntry(.0.clone()))]
     NodePortAddress(String),
     /// A configuration value (from the file or a flag) that kube-proxy would reject.
     #[error("{field} ({flag}): {reason}")]
@@ -133,21 +133,23 @@ pub struct NodeOptions {
     pub pod_interface_name_prefix: Option<String>,
     /// Explicit node IPs (otherwise the Node's addresses).
     pub node_ips: Vec<IpAddr>,
-    /// The node's interface addresses (otherwise the node IPs).
+    /// The node's interface addresses: probed by the daemon on every sync, a flag offline;
+    /// empty means the node IPs.
     pub node_addresses: Vec<IpNet>,
-    /// `--nodeport-addresses` entries: CIDRs or `primary`.
+    /// `--nodeport-addresses` entries: CIDRs and the keywords `primary`, `localhost`, `all`.
     pub nodeport_addresses: Vec<String>,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
     /// `--iptables-masquerade-bit`.
     pub masquerade_bit: u8,
-    /// `--iptables-localhost-nodeports`.
+    /// Localhost NodePorts are on: `--iptables-localhost-nodeports` and `--nodeport-addresses`
+    /// admitting IPv4 loopback (kube-proxy's condition; then route_localnet is needed).
     pub localhost_nodeports: bool,
-    /// `MASQUERADE --random-fully` is supported.
+    /// `MASQUERADE --random-fully` is supported (the daemon probes the iptables version).
     pub random_fully: bool,
-    /// nfacct counters exist.
+    /// nfacct counters exist (the daemon ensures them through netlink).
     pub nfacct: bool,
-    /// `nf_conntrack_tcp_be_liberal` is set.
+    /// `nf_conntrack_tcp_be_liberal` is set (the daemon reads it at start).
     pub conntrack_tcp_be_liberal: bool,
     /// `--services-dispatch`.
     pub services_dispatch: ServicesDispatch,
@@ -204,22 +206,12 @@ impl NodeOptions {
             },
             _ => {}
         }
-        self.nodeport_addresses(&[]).map(|_| ())
+        self.nodeport_entries().map(|_| ())
     }
 
-    fn nodeport_addresses(&self, node_ips: &[IpAddr]) -> Result<NodePortAddresses> {
-        if self.nodeport_addresses.is_empty() {
-            return Ok(NodePortAddresses::All);
-        }
-        let mut cidrs = Vec::new();
-        for value in &self.nodeport_addresses {
-            if value.trim() == "primary" {
-                cidrs.extend(node_ips.iter().map(|ip| IpNet::from(*ip)));
-            } else {
-                cidrs.push(value.trim().parse().map_err(|_| Error::NodePortAddress(value.clone()))?);
-            }
-        }
-        Ok(NodePortAddresses::Cidrs(cidrs))
+    /// The parsed `--nodeport-addresses` entries.
+    pub fn nodeport_entries(&self) -> Result<Vec<NodePortEntry>> {
+        NodePortEntry::parse_all(&self.nodeport_addresses).map_err(|bad| Error::NodePortAddress(bad.0))
     }
 
     /// The cluster CIDR of `family`: the flag, else flannel's network.
@@ -275,7 +267,7 @@ impl NodeOptions {
         if local_addresses.is_empty() {
             local_addresses = node_ips.iter().map(|ip| IpNet::from(*ip)).collect();
         }
-        let nodeport_addresses = self.nodeport_addresses(&node_ips)?;
+        let nodeport_addresses = NodePortAddresses::for_family(&self.nodeport_entries()?, family, &node_ips);
         Ok(NodeConfig {
             family,
             node_name: self.node_name.clone(),
