@@ -12,6 +12,8 @@
 //!   watch, and the options → per-family `NodeConfig`.
 //! - `k8s`: the only place that knows Kubernetes API types; watches and converts into `model`.
 //! - `flannel`: reads and follows flannel's `subnet.env` (cluster and local pod CIDRs).
+//! - `host`: host probing as kube-proxy does it — interface addresses (rtnetlink, every sync),
+//!   the iptables version (`--random-fully`), `nf_conntrack_tcp_be_liberal`, nfacct counters.
 //! - `startup`: startup requirement checks (br_netfilter, ip_forward, route_localnet, backend)
 //!   and the process's OOM score.
 //! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
@@ -41,6 +43,7 @@ pub mod daemon;
 pub mod flannel;
 pub mod health;
 pub mod healthcheck;
+pub mod host;
 pub mod inspect;
 pub mod k8s;
 pub mod metrics;
