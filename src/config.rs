@@ -31,7 +31,9 @@ use ipnet::IpNet;
 
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::model::NodeFacts;
-use crate::model::{IpFamily, LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
+use crate::model::{
+    contains_ipv4_loopback, IpFamily, LocalDetector, NodeConfig, NodePortAddresses, NodePortEntry, ServicesDispatch,
+};
 
 /// Errors turning options into a node configuration; each names the flag to fix.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +46,8 @@ pub enum Error {
         /// What is missing or wrong.
         reason: String,
     },
-    /// A `--nodeport-addresses` entry that is neither a CIDR nor `primary`.
-    #[error("--nodeport-addresses: {0:?} is not a CIDR or \"primary\"")]
+    /// A `--nodeport-addresses` entry that is neither a CIDR nor a keyword.
+    #[error("--nodeport-addresses: {}", crate::model::BadEntry(.0.clone()))]
     NodePortAddress(String),
     /// A configuration value (from the file or a flag) that kube-proxy would reject.
     #[error("{field} ({flag}): {reason}")]
@@ -133,21 +135,23 @@ pub struct NodeOptions {
     pub pod_interface_name_prefix: Option<String>,
     /// Explicit node IPs (otherwise the Node's addresses).
     pub node_ips: Vec<IpAddr>,
-    /// The node's interface addresses (otherwise the node IPs).
+    /// The node's interface addresses: probed by the daemon on every sync, a flag offline;
+    /// empty means the node IPs.
     pub node_addresses: Vec<IpNet>,
-    /// `--nodeport-addresses` entries: CIDRs or `primary`.
+    /// `--nodeport-addresses` entries: CIDRs and the keywords `primary`, `localhost`, `all`.
     pub nodeport_addresses: Vec<String>,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
     /// `--iptables-masquerade-bit`.
     pub masquerade_bit: u8,
-    /// `--iptables-localhost-nodeports`.
+    /// Localhost NodePorts are on: `--iptables-localhost-nodeports` and `--nodeport-addresses`
+    /// admitting IPv4 loopback (kube-proxy's condition; then route_localnet is needed).
     pub localhost_nodeports: bool,
-    /// `MASQUERADE --random-fully` is supported.
+    /// `MASQUERADE --random-fully` is supported (the daemon probes the iptables version).
     pub random_fully: bool,
-    /// nfacct counters exist.
+    /// nfacct counters exist (the daemon ensures them through netlink).
     pub nfacct: bool,
-    /// `nf_conntrack_tcp_be_liberal` is set.
+    /// `nf_conntrack_tcp_be_liberal` is set (the daemon reads it at start).
     pub conntrack_tcp_be_liberal: bool,
     /// `--services-dispatch`.
     pub services_dispatch: ServicesDispatch,
@@ -204,47 +208,19 @@ impl NodeOptions {
             },
             _ => {}
         }
-        self.nodeport_addresses(&[]).map(|_| ())
+        self.nodeport_entries().map(|_| ())
     }
 
     /// Whether kube-proxy's iptables proxier serves NodePorts on IPv4 loopback (and so sets
     /// `route_localnet`): `--iptables-localhost-nodeports` is on and the IPv4 entries of
-    /// `--nodeport-addresses` are none (every address) or include 127.0.0.0. `primary` stands
-    /// for the node's IPs, which are never loopback.
+    /// `--nodeport-addresses` include loopback (see [`contains_ipv4_loopback`]).
     pub fn ipv4_localhost_nodeports(&self) -> bool {
-        if !self.localhost_nodeports {
-            return false;
-        }
-        let mut any_v4 = false;
-        for value in self.nodeport_addresses.iter().map(|v| v.trim()) {
-            if value == "primary" {
-                any_v4 = true;
-                continue;
-            }
-            let Ok(net) = value.parse::<IpNet>() else { continue };
-            if let IpNet::V4(net) = net {
-                any_v4 = true;
-                if net.addr().is_loopback() || net.contains(&std::net::Ipv4Addr::new(127, 0, 0, 0)) {
-                    return true;
-                }
-            }
-        }
-        !any_v4
+        self.localhost_nodeports && self.nodeport_entries().is_ok_and(|e| contains_ipv4_loopback(&e))
     }
 
-    fn nodeport_addresses(&self, node_ips: &[IpAddr]) -> Result<NodePortAddresses> {
-        if self.nodeport_addresses.is_empty() {
-            return Ok(NodePortAddresses::All);
-        }
-        let mut cidrs = Vec::new();
-        for value in &self.nodeport_addresses {
-            if value.trim() == "primary" {
-                cidrs.extend(node_ips.iter().map(|ip| IpNet::from(*ip)));
-            } else {
-                cidrs.push(value.trim().parse().map_err(|_| Error::NodePortAddress(value.clone()))?);
-            }
-        }
-        Ok(NodePortAddresses::Cidrs(cidrs))
+    /// The parsed `--nodeport-addresses` entries.
+    pub fn nodeport_entries(&self) -> Result<Vec<NodePortEntry>> {
+        NodePortEntry::parse_all(&self.nodeport_addresses).map_err(|bad| Error::NodePortAddress(bad.0))
     }
 
     /// The cluster CIDR of `family`: the flag, else flannel's network.
@@ -300,7 +276,7 @@ impl NodeOptions {
         if local_addresses.is_empty() {
             local_addresses = node_ips.iter().map(|ip| IpNet::from(*ip)).collect();
         }
-        let nodeport_addresses = self.nodeport_addresses(&node_ips)?;
+        let nodeport_addresses = NodePortAddresses::for_family(&self.nodeport_entries()?, family, &node_ips);
         Ok(NodeConfig {
             family,
             node_name: self.node_name.clone(),

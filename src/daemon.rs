@@ -26,18 +26,19 @@ use crate::apply::cleanup::CleanupReport;
 use crate::apply::exec::{Backend, ExecIptables, Iptables};
 use crate::apply::{Applier, Mode};
 use crate::config::duration::GoDuration;
-use crate::config::{DaemonConfig, ProxyMode};
+use crate::config::{DaemonConfig, NodeOptions, ProxyMode};
 use crate::conntrack::ExecConntrack;
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::flannel::watch::{self as subnet_watch, SubnetWatch};
-use crate::health::HealthState;
+use crate::health::{HealthState, ScrapeHook};
 use crate::healthcheck::HealthCheckServers;
+use crate::host::{self, NetlinkAddresses, SyncProbes};
 use crate::k8s::convert::EndpointsSource;
 use crate::k8s::watch::{ApiSource, ChangeFeed, FileSource, StateSource};
 use crate::metrics::Metrics;
 use crate::model::IpFamily;
 use crate::startup::tuning::{self, TuningConfig};
-use crate::startup::{self, CheckConfig};
+use crate::startup::{self, CheckConfig, SysctlReader};
 use crate::sync::{SyncLoop, SyncOptions, Syncer};
 use crate::userspace::proxier::{Proxier, ProxierConfig};
 use crate::userspace::Limits;
@@ -193,21 +194,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     })
     .await;
     let health = HealthState::new(config.proxy.sync_period * 2).with_metrics(metrics.clone());
-    servers::start_servers(&config.proxy, &health, registry, &shutdown).await?;
+    let (node, probes) = probe_host(&config).await;
+    let before_scrape = probes.nfacct.clone().map(|nfacct| {
+        let metrics = metrics.clone();
+        ScrapeHook(Arc::new(move || host::publish_counters(nfacct.as_ref(), &metrics)))
+    });
+    servers::start_servers(&config.proxy, &health, (registry, before_scrape), &shutdown).await?;
     let (feed, changes) = ChangeFeed::new();
     let source = state_source(&config, feed.clone(), &shutdown).await?;
     let opts = SyncOptions {
         min_sync_period: config.proxy.min_sync_period,
         sync_period: config.proxy.sync_period,
         families,
-        node: config.proxy.node.clone(),
+        node,
         flannel,
     };
     tracing::info!(node = %opts.node.node_name, families = ?opts.families, mode = config.proxy.mode.as_str(), "starting kubenat");
     let health_checks =
         Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
     let (ipt, _) = config.iptables();
-    let mut syncer = Syncer::new(opts, ipt, Arc::new(ExecConntrack { netns: None }), metrics, health);
+    let conntrack = Arc::new(ExecConntrack { netns: None });
+    let mut syncer = Syncer::new(opts, ipt, conntrack, metrics, health).with_probes(probes);
     if let Some(proxier) = proxier(&config, &shutdown) {
         syncer = syncer.with_userspace(proxier.0, proxier.1);
     }
@@ -223,6 +230,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             Err(Error::LoopStopped)
         }
     }
+}
+
+/// Probes the host once, as kube-proxy does at start (blocking work off the async workers):
+/// `--random-fully` from the iptables version, `nf_conntrack_tcp_be_liberal` (or
+/// `conntrack.tcpBeLiberal`, which makes it 1), nfacct (not touched with `--dry-run`); the
+/// interface addresses are re-read by every sync.
+async fn probe_host(config: &Config) -> (NodeOptions, SyncProbes) {
+    let backend = config.iptables().1.unwrap_or(Backend::Default);
+    let dry_run = config.options.dry_run;
+    let probed = tokio::task::spawn_blocking(move || {
+        let mut facts = host::probe_at_start(backend, &SysctlReader::Local(PathBuf::from("/")));
+        if dry_run {
+            facts.nfacct = None;
+        }
+        facts
+    })
+    .await;
+    let mut node = config.proxy.node.clone();
+    let Ok(facts) = probed else {
+        return (node, SyncProbes { addresses: Arc::new(NetlinkAddresses), nfacct: None });
+    };
+    node.random_fully = facts.random_fully;
+    node.conntrack_tcp_be_liberal = facts.tcp_be_liberal || config.proxy.effective.config.conntrack.tcp_be_liberal;
+    tracing::info!(
+        random_fully = node.random_fully,
+        tcp_be_liberal = node.conntrack_tcp_be_liberal,
+        nfacct = facts.nfacct.is_some(),
+        localhost_nodeports = node.localhost_nodeports,
+        "host probed"
+    );
+    (node, SyncProbes { addresses: Arc::new(NetlinkAddresses), nfacct: facts.nfacct })
 }
 
 /// Userspace mode's proxier and the address it listens on (with the open-file limit raised).

@@ -9,7 +9,7 @@
 
 mod server;
 
-pub use server::{serve_healthz, serve_metrics, MetricsServer};
+pub use server::{serve_healthz, serve_metrics, MetricsServer, ScrapeHook};
 
 use std::collections::BTreeMap;
 use std::fmt;

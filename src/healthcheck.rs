@@ -142,6 +142,12 @@ impl HealthCheckServers {
         self
     }
 
+    /// Servers started from now on listen on `bind_ips` (the daemon decides them once, at its
+    /// first sync, as kube-proxy does when it starts; running servers keep their listeners).
+    pub fn set_bind_ips(&mut self, bind_ips: Vec<IpAddr>) {
+        self.bind_ips = bind_ips;
+    }
+
     /// Answer 503 (`"serviceProxyHealthy": false`) while `health` is unhealthy, as kube-proxy.
     /// Without it the proxy is taken as healthy.
     pub fn with_health(mut self, health: HealthState) -> Self {

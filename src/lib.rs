@@ -8,6 +8,7 @@
 //! - `config`: kube-proxy's configuration file and flags, resolved as kube-proxy does.
 //! - `k8s`: the only room that knows Kubernetes API types; watches and converts into `model`.
 //! - `flannel`: flannel's `subnet.env`, read and followed.
+//! - `host`: host probing: interface addresses (netlink, every sync), iptables version, nfacct.
 //! - `startup`: start-up checks and node tuning (conntrack sysctls, route_localnet, OOM score).
 //! - `healthcheck`: the healthCheckNodePort servers.
 //! - `health`: `/healthz`, `/livez`, `/metrics` and `/configz` servers.
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod flannel;
 pub mod health;
 pub mod healthcheck;
+pub mod host;
 pub mod inspect;
 pub mod k8s;
 pub mod metrics;

@@ -38,16 +38,20 @@ pub enum Sysctl {
     Ipv6Forwarding,
     /// `net.ipv4.conf.all.route_localnet`.
     RouteLocalnet,
+    /// `net.netfilter.nf_conntrack_tcp_be_liberal` (read, not judged: set, it makes the rules
+    /// leave out the INVALID drop).
+    NfConntrackTcpBeLiberal,
 }
 
 impl Sysctl {
-    /// Every sysctl the checks read.
-    pub const ALL: [Sysctl; 5] = [
+    /// Every sysctl gathered.
+    pub const ALL: [Sysctl; 6] = [
         Sysctl::BridgeNfCallIptables,
         Sysctl::BridgeNfCallIp6tables,
         Sysctl::IpForward,
         Sysctl::Ipv6Forwarding,
         Sysctl::RouteLocalnet,
+        Sysctl::NfConntrackTcpBeLiberal,
     ];
 
     /// The dotted name `sysctl` uses, e.g. `net.ipv4.ip_forward`.
@@ -58,6 +62,7 @@ impl Sysctl {
             Sysctl::IpForward => "net.ipv4.ip_forward",
             Sysctl::Ipv6Forwarding => "net.ipv6.conf.all.forwarding",
             Sysctl::RouteLocalnet => "net.ipv4.conf.all.route_localnet",
+            Sysctl::NfConntrackTcpBeLiberal => "net.netfilter.nf_conntrack_tcp_be_liberal",
         }
     }
 
@@ -101,6 +106,8 @@ pub struct Facts {
     pub ipv6_forwarding: SysctlValue,
     /// `net.ipv4.conf.all.route_localnet`.
     pub route_localnet: SysctlValue,
+    /// `net.netfilter.nf_conntrack_tcp_be_liberal`.
+    pub nf_conntrack_tcp_be_liberal: SysctlValue,
     /// Where flannel's rules are.
     pub flannel_rules: FlannelRules,
 }
@@ -114,6 +121,7 @@ impl Facts {
             Sysctl::IpForward => &self.ip_forward,
             Sysctl::Ipv6Forwarding => &self.ipv6_forwarding,
             Sysctl::RouteLocalnet => &self.route_localnet,
+            Sysctl::NfConntrackTcpBeLiberal => &self.nf_conntrack_tcp_be_liberal,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! (`iptables-save`), missing jumps are inserted and stale chains removed. The last good rules
 //! always stay in place when a restore fails.
 
+mod probes;
 mod run;
 
 pub use run::SyncLoop;
@@ -25,6 +26,7 @@ use crate::config::NodeOptions;
 use crate::conntrack::{self, Conntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
+use crate::host::SyncProbes;
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, PolicyKind, SyncKind};
 use crate::model::{ClusterState, IpFamily, NodeConfig};
@@ -134,6 +136,8 @@ pub struct Syncer {
     pod_cidr_warning: Option<String>,
     /// Userspace mode: the proxy sockets and the address they listen on.
     userspace: Option<(Proxier, IpAddr)>,
+    /// Host probes consulted by every sync (the daemon's; none offline and in most tests).
+    probes: Option<SyncProbes>,
 }
 
 impl Syncer {
@@ -159,6 +163,7 @@ impl Syncer {
             logged_problems: BTreeSet::new(),
             pod_cidr_warning: None,
             userspace: None,
+            probes: None,
         }
     }
 
@@ -235,6 +240,7 @@ impl Syncer {
     /// One sync of every family. `full` forces reading back and repairing the kernel state.
     pub fn sync(&mut self, snapshot: &Snapshot, changes: &Changes, full: bool) -> Result<Vec<FamilyReport>> {
         let started = Instant::now();
+        self.probe_host(full);
         self.log_new_problems(snapshot);
         self.check_pod_cidr(snapshot);
         let mut reports = Vec::new();

@@ -165,7 +165,12 @@ async fn metrics_server_serves_metrics_proxy_mode_healthz_and_configz() {
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let configz = serde_json::json!({"kubeproxy.config.k8s.io": {"mode": "iptables", "clusterCIDR": "10.244.0.0/16"}});
-    let server = MetricsServer { registry: Arc::new(registry), proxy_mode: "iptables", configz: Arc::new(configz) };
+    let server = MetricsServer {
+        registry: Arc::new(registry),
+        before_scrape: None,
+        proxy_mode: "iptables",
+        configz: Arc::new(configz),
+    };
     let server = tokio::spawn(serve_metrics(listener, server, shutdown.clone()));
 
     let reply = get_ok(addr, "/metrics").await;

@@ -13,7 +13,7 @@ use super::flags::KubeProxyFlags;
 use super::types::{KubeProxyConfiguration, Nftables, Winkernel};
 use super::validate::{self, parse_bind_address};
 use super::{DetectLocalMode, Error, NodeOptions};
-use crate::model::ServicesDispatch;
+use crate::model::{contains_ipv4_loopback, NodePortEntry, ServicesDispatch};
 
 /// How loud a start-up note is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,10 @@ impl Effective {
             nodeport_addresses: c.node_port_addresses.clone(),
             masquerade_all: c.iptables.masquerade_all,
             masquerade_bit: c.iptables.masquerade_bit.and_then(|b| u8::try_from(b).ok()).unwrap_or(14),
-            localhost_nodeports: c.iptables.localhost_node_ports.unwrap_or(true),
+            // kube-proxy turns localhost NodePorts off when nodePortAddresses excludes IPv4
+            // loopback (then route_localnet is not needed either).
+            localhost_nodeports: c.iptables.localhost_node_ports.unwrap_or(true)
+                && NodePortEntry::parse_all(&c.node_port_addresses).is_ok_and(|e| contains_ipv4_loopback(&e)),
             services_dispatch,
             prefer_same_node: c.feature_gates.get("PreferSameTrafficDistribution").copied().unwrap_or(true),
             ..NodeOptions::default()

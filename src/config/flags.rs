@@ -94,7 +94,8 @@ pub struct KubeProxyFlags {
     /// Interface prefix for `--detect-local-mode InterfaceNamePrefix`.
     #[arg(long, value_name = "PREFIX", env = "KUBENAT_POD_INTERFACE_NAME_PREFIX")]
     pub pod_interface_name_prefix: Option<String>,
-    /// CIDRs (or `primary`) whose addresses accept NodePorts (default: all local addresses).
+    /// CIDRs and the keywords `primary`, `localhost`, `all` whose addresses accept NodePorts
+    /// (default: all local addresses).
     #[arg(long, value_delimiter = ',', value_name = "CIDR", env = "KUBENAT_NODEPORT_ADDRESSES")]
     pub nodeport_addresses: Option<Vec<String>>,
     /// Masquerade all ClusterIP traffic.

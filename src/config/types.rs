@@ -63,7 +63,7 @@ pub struct KubeProxyConfiguration {
     /// `clusterCIDR`: comma-separated, one per family.
     #[serde(rename = "clusterCIDR")]
     pub cluster_cidr: String,
-    /// `nodePortAddresses`: CIDRs, or the keyword `primary`.
+    /// `nodePortAddresses`: CIDRs and the keywords `primary`, `localhost`, `all`.
     pub node_port_addresses: Vec<String>,
     /// `oomScoreAdj` (`null`: −999).
     pub oom_score_adj: Option<i32>,

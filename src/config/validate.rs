@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use super::duration::GoDuration;
 use super::types::KubeProxyConfiguration;
 use super::Error;
+use crate::model::NodePortEntry;
 
 /// The modes kubenat runs (`""` is the platform default, iptables).
 pub const MODES: [&str; 3] = ["", "iptables", "userspace"];
@@ -53,14 +54,8 @@ pub fn validate(c: &KubeProxyConfiguration) -> Result<(), Error> {
     bind_address(&c.metrics_bind_address, "metricsBindAddress", "--metrics-bind-address")?;
     cluster_cidrs(&c.cluster_cidr)?;
     validate_detect_local(c)?;
-    for entry in &c.node_port_addresses {
-        if entry.trim() != "primary" && entry.trim().parse::<IpNet>().is_err() {
-            return Err(invalid(
-                "nodePortAddresses",
-                "--nodeport-addresses",
-                format!("{entry:?} is not a CIDR or \"primary\""),
-            ));
-        }
+    if let Err(bad) = NodePortEntry::parse_all(&c.node_port_addresses) {
+        return Err(invalid("nodePortAddresses", "--nodeport-addresses", bad.to_string()));
     }
     let client = &c.client_connection;
     if !(client.qps.is_finite() && client.qps >= 0.0) {

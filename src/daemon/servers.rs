@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DaemonConfig;
-use crate::health::{self, HealthState};
+use crate::health::{self, HealthState, ScrapeHook};
 
 /// How long kube-proxy waits before binding a healthz/metrics address again.
 const BIND_RETRY: Duration = Duration::from_secs(5);
@@ -26,11 +26,12 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Starts the healthz and metrics servers (`/configz` serves the effective configuration).
+/// Starts the healthz and metrics servers (`/configz` serves the effective configuration;
+/// `before_scrape` runs before each `/metrics`).
 pub async fn start_servers(
     config: &DaemonConfig,
     health: &HealthState,
-    registry: prometheus_client::registry::Registry,
+    (registry, before_scrape): (prometheus_client::registry::Registry, Option<ScrapeHook>),
     shutdown: &CancellationToken,
 ) -> Result<(), BindError> {
     let hard_fail = config.effective.config.bind_address_hard_fail;
@@ -42,7 +43,12 @@ pub async fn start_servers(
     if let Some(addr) = config.metrics {
         let effective = serde_json::to_value(&config.effective.config).unwrap_or_default();
         let configz = Arc::new(serde_json::json!({ "kubeproxy.config.k8s.io": effective }));
-        let server = health::MetricsServer { registry: Arc::new(registry), proxy_mode: config.mode.as_str(), configz };
+        let server = health::MetricsServer {
+            registry: Arc::new(registry),
+            before_scrape,
+            proxy_mode: config.mode.as_str(),
+            configz,
+        };
         let stop = shutdown.clone();
         let serve = move |listener| health::serve_metrics(listener, server, stop);
         start_server("--metrics-bind-address", addr, hard_fail, shutdown.clone(), serve).await?;

@@ -123,11 +123,24 @@ pub async fn serve_healthz(listener: TcpListener, state: HealthState, shutdown: 
         .map_err(|source| Error::Serve { server: "healthz", source })
 }
 
+/// Work done before each scrape encodes the registry (kube-proxy reads its nfacct counters
+/// then); blocking work is fine, it runs off the async workers.
+#[derive(Clone)]
+pub struct ScrapeHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ScrapeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeHook")
+    }
+}
+
 /// What the metrics port serves.
 #[derive(Debug, Clone)]
 pub struct MetricsServer {
     /// Every metric, encoded on each scrape.
     pub registry: Arc<Registry>,
+    /// Run before each scrape.
+    pub before_scrape: Option<ScrapeHook>,
     /// `/proxyMode`'s body, e.g. `iptables`.
     pub proxy_mode: &'static str,
     /// `/configz`'s body: `{"kubeproxy.config.k8s.io": {…KubeProxyConfiguration…}}`.
@@ -137,6 +150,9 @@ pub struct MetricsServer {
 async fn metrics(State(server): State<MetricsServer>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let format = Format::negotiate(accept);
+    if let Some(ScrapeHook(hook)) = server.before_scrape.clone() {
+        let _ = tokio::task::spawn_blocking(move || hook()).await;
+    }
     let body = exposition::encode(&server.registry, format);
     ([(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))], body).into_response()
 }

@@ -4,10 +4,12 @@
 pub mod build;
 mod node;
 mod node_facts;
+mod nodeport_addresses;
 mod port_plan;
 
-pub use node::{LocalDetector, NodeConfig, NodePortAddresses, ServicesDispatch};
+pub use node::{LocalDetector, NodeConfig, ServicesDispatch};
 pub use node_facts::{Leaving, NodeFacts};
+pub use nodeport_addresses::{contains_ipv4_loopback, BadEntry, NodePortAddresses, NodePortEntry};
 pub use port_plan::{PortPlan, PortPlanError};
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::IpFamily;
+use super::{IpFamily, NodePortAddresses};
 
 /// How traffic from a local pod is recognised (`--detect-local-mode`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -26,16 +26,6 @@ impl LocalDetector {
     pub fn is_implemented(&self) -> bool {
         !matches!(self, LocalDetector::None)
     }
-}
-
-/// Which local addresses accept NodePort traffic (`--nodeport-addresses`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum NodePortAddresses {
-    /// Every local address (`-m addrtype --dst-type LOCAL`).
-    #[default]
-    All,
-    /// Only node addresses inside these CIDRs (one `-d ip` rule each).
-    Cidrs(Vec<IpNet>),
 }
 
 /// How nat `KUBE-SERVICES` finds a service's rule (`--services-dispatch`).

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::canonical::canonical;
 use super::chain_names::{self, KUBE_PROXY_CANARY};
 use super::render::JumpRule;
-use super::ruleset::{Rule, RuleOp, Ruleset, TableName};
+use super::ruleset::{ChainName, Rule, RuleOp, Ruleset, TableName};
 
 /// What one apply wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,6 +98,15 @@ pub fn extras(desired: &Ruleset, jumps: &[JumpRule], current: &Ruleset) -> Rules
     }
 
     for jump in jumps.iter().filter(|j| !has_rule(current, j.table, &j.rule)) {
+        // Like kube-proxy's EnsureChain: a target neither rendered nor present is created
+        // empty (declaring a present chain would flush it, e.g. kubelet's KUBE-FIREWALL).
+        let target = jump.rule.target().filter(|t| t.starts_with("KUBE-")).and_then(|t| ChainName::new(t).ok());
+        if let Some(target) = target {
+            let exists = |r: &Ruleset| r.table(jump.table).is_some_and(|t| t.is_declared(target.as_str()));
+            if !exists(desired) && !exists(current) && !exists(&out) {
+                out.table_mut(jump.table).declare(&target);
+            }
+        }
         // The jump's own op says where it goes (kube-proxy's are `-I … 1`).
         out.table_mut(jump.table).rules.push(jump.rule.clone());
     }

@@ -148,6 +148,7 @@ pub fn gather(sysctls: &SysctlReader, legacy: &dyn Iptables, nft: &dyn Iptables)
         ip_forward: sysctls.read(Sysctl::IpForward),
         ipv6_forwarding: sysctls.read(Sysctl::Ipv6Forwarding),
         route_localnet: sysctls.read(Sysctl::RouteLocalnet),
+        nf_conntrack_tcp_be_liberal: sysctls.read(Sysctl::NfConntrackTcpBeLiberal),
         flannel_rules: FlannelRules { legacy: flannel_lines(legacy), nft: flannel_lines(nft) },
     };
     debug!(?facts, "startup facts gathered");

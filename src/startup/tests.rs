@@ -14,6 +14,7 @@ fn healthy() -> Facts {
         ip_forward: ON,
         ipv6_forwarding: ON,
         route_localnet: ON,
+        nf_conntrack_tcp_be_liberal: OFF,
         flannel_rules: FlannelRules { legacy: Some(0), nft: Some(8) },
     }
 }

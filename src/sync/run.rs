@@ -76,8 +76,19 @@ impl SyncLoop {
             next_tick: Instant::now() + opts.sync_period,
             backoff: Duration::ZERO,
         };
-        let mut driver =
-            Driver { syncer: Some(syncer), source, feed, changes, health_checks, flannel, opts, queue, node, timing };
+        let mut driver = Driver {
+            syncer: Some(syncer),
+            source,
+            feed,
+            changes,
+            health_checks,
+            flannel,
+            opts,
+            queue,
+            node,
+            timing,
+            health_bind_decided: false,
+        };
         if driver.wait_for_first_list(&shutdown).await {
             driver.queue.all();
             let worker = SyncThread::start();
@@ -100,6 +111,8 @@ struct Driver {
     queue: Queue,
     node: NodeEligibility,
     timing: Timing,
+    /// The healthCheckNodePort servers' addresses were decided (at the first sync).
+    health_bind_decided: bool,
 }
 
 impl Driver {
@@ -183,6 +196,14 @@ impl Driver {
     /// Keeps the healthCheckNodePort servers in step with what was just synced.
     async fn sync_health_checks(&mut self, snapshot: &Snapshot) {
         let Some(servers) = self.health_checks.as_mut() else { return };
+        if !self.health_bind_decided {
+            if let Some(syncer) = &self.syncer {
+                let ips = syncer.health_check_bind_ips(snapshot);
+                tracing::info!(bind_ips = ?ips, "healthCheckNodePort servers listen on these addresses");
+                servers.set_bind_ips(ips);
+                self.health_bind_decided = true;
+            }
+        }
         let family = self.opts.families.first().copied().unwrap_or_default();
         if let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref()) {
             servers.sync(&crate::healthcheck::desired(&snapshot.state, &node)).await;

@@ -196,3 +196,22 @@ fn merged_extras_write_the_same_text_as_the_plan() {
         assert_eq!(extra.rule_count(), jumps().len());
     }
 }
+
+#[test]
+fn a_missing_jump_target_is_created_empty_and_a_present_one_left_alone() {
+    let firewall = |from: &str| {
+        let mut rule = Rule::append(&chain(from)).jump("KUBE-FIREWALL");
+        rule.op = RuleOp::Insert(Some(1));
+        JumpRule { table: TableName::Filter, rule }
+    };
+    let jumps = [firewall("INPUT"), firewall("OUTPUT")];
+    // Neither rendered nor present: declared once (created empty), before the jumps use it.
+    let fresh = extras(&desired(), &jumps, &Ruleset::default());
+    let filter = fresh.table(TableName::Filter).unwrap();
+    assert_eq!(filter.chains.iter().filter(|c| c.name.as_str() == "KUBE-FIREWALL").count(), 1);
+    assert_eq!(inserted(&fresh).len(), 2);
+    // Present (kubelet's, with its rules): not declared again, which would flush it.
+    let current = Ruleset { tables: vec![saved(TableName::Filter, &["INPUT", "OUTPUT"], &["KUBE-FIREWALL"], vec![])] };
+    let kept = extras(&desired(), &jumps, &current);
+    assert!(!kept.table(TableName::Filter).unwrap().is_declared("KUBE-FIREWALL"));
+}

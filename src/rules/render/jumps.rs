@@ -1,5 +1,7 @@
 //! Jump rules from the built-in chains into kube-proxy's chains. kube-proxy inserts each one
-//! at position 1 when it is missing, in this order; they are never part of the restore body.
+//! at position 1 when it is missing, in this order (its own twelve, then its two copies of
+//! kubelet's KUBE-FIREWALL jumps), creating a missing target chain empty; they are never part
+//! of the restore body.
 
 use crate::model::NodeConfig;
 use crate::rules::chain_names as names;
@@ -28,8 +30,9 @@ fn jump(table: TableName, from: &'static str, to: &'static str, comment: Option<
     JumpRule { table, rule }
 }
 
-/// The jump rules kube-proxy ensures in built-in chains, in the order it ensures them.
-pub fn jump_rules(node: &NodeConfig) -> Vec<JumpRule> {
+/// The jump rules kube-proxy ensures in built-in chains, in the order it ensures them (the
+/// same on every node today; the node stays a parameter so a node-dependent jump has a home).
+pub fn jump_rules(_node: &NodeConfig) -> Vec<JumpRule> {
     use TableName::{Filter, Nat};
     const EXTERNAL: &str = "kubernetes externally-visible service portals";
     const PORTALS: &str = "kubernetes service portals";
@@ -48,10 +51,10 @@ pub fn jump_rules(node: &NodeConfig) -> Vec<JumpRule> {
         jump(Nat, "PREROUTING", names::KUBE_SERVICES, Some(PORTALS), false),
         jump(Nat, "POSTROUTING", names::KUBE_POSTROUTING, Some("kubernetes postrouting rules"), false),
     ];
-    if node.localhost_nodeports_active() {
-        rules.push(jump(Filter, "INPUT", names::KUBE_FIREWALL, None, false));
-        rules.push(jump(Filter, "OUTPUT", names::KUBE_FIREWALL, None, false));
-    }
+    // kube-proxy's copies of kubelet's jumps: ensured in every family whatever the localhost
+    // NodePort setting (only the rule inside KUBE-FIREWALL depends on it).
+    rules.push(jump(Filter, "INPUT", names::KUBE_FIREWALL, None, false));
+    rules.push(jump(Filter, "OUTPUT", names::KUBE_FIREWALL, None, false));
     rules
 }
 
@@ -67,7 +70,13 @@ mod tests {
             "-I INPUT 1 -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"
         );
         assert_eq!(rules.last().map(|r| r.rule.to_string()).as_deref(), Some("-I OUTPUT 1 -j KUBE-FIREWALL"));
+        // As kube-proxy: the KUBE-FIREWALL jumps in IPv6 and with localhost NodePorts off too.
         let v6 = NodeConfig { family: crate::model::IpFamily::V6, ..NodeConfig::default() };
-        assert_eq!(jump_rules(&v6).len(), 12, "no KUBE-FIREWALL jumps for IPv6");
+        let off = NodeConfig { localhost_nodeports: false, ..NodeConfig::default() };
+        for node in [v6, off] {
+            let rules = jump_rules(&node);
+            assert_eq!(rules.len(), 14);
+            assert_eq!(rules[12].rule.to_string(), "-I INPUT 1 -j KUBE-FIREWALL");
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod userspace;
 
 pub use endpoints::no_local_endpoints;
 pub use jumps::{jump_rules, JumpRule};
+pub use static_rules::{NFACCT_INVALID, NFACCT_LOCALHOST_NODEPORTS};
 
 use super::chain_names::{self, fixed};
 use super::ruleset::{Arg, ChainName, Rule, Ruleset, Table, TableName};

@@ -7,9 +7,9 @@ use crate::rules::chain_names::{self as names, fixed};
 use crate::rules::ruleset::{Arg, Rule};
 
 /// nfacct counter kube-proxy attaches to the INVALID drop rule.
-pub(super) const NFACCT_INVALID: &str = "ct_state_invalid_dropped_pkts";
+pub const NFACCT_INVALID: &str = "ct_state_invalid_dropped_pkts";
 /// nfacct counter kube-proxy attaches to localhost NodePort rules.
-pub(super) const NFACCT_LOCALHOST_NODEPORTS: &str = "localhost_nps_accepted_pkts";
+pub const NFACCT_LOCALHOST_NODEPORTS: &str = "localhost_nps_accepted_pkts";
 
 /// Chain declarations and the rules that precede the per-service rules.
 pub(super) fn preamble(out: &mut Output) {
@@ -106,19 +106,13 @@ fn nodeports_tail(out: &mut Output) {
             }
             out.nat_rule(rule.jump(names::KUBE_NODEPORTS));
         }
-        NodePortAddresses::Cidrs(cidrs) => {
-            let mut seen = Vec::new();
-            for addr in &out.node.local_addresses {
-                let ip = addr.addr();
-                if !family.contains(&ip) || seen.contains(&ip) || !cidrs.iter().any(|c| c.contains(&ip)) {
-                    continue;
-                }
-                // Localhost NodePorts never work over IPv6 and need the flag on IPv4; the
-                // configuration layer warns about this once, rendering just leaves it out.
+        cidrs @ NodePortAddresses::Cidrs(_) => {
+            for ip in cidrs.matching(family, &out.node.local_addresses) {
+                // Localhost NodePorts never work over IPv6 and need the flag on IPv4; kube-proxy
+                // logs an error each sync, rendering just leaves the address out.
                 if ip.is_loopback() && (family == IpFamily::V6 || !out.node.localhost_nodeports) {
                     continue;
                 }
-                seen.push(ip);
                 let rule = Rule::append(&services).comment(NODEPORTS_TAIL_COMMENT).dst(ip);
                 out.nat_rule(rule.jump(names::KUBE_NODEPORTS));
             }
