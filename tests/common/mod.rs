@@ -20,6 +20,7 @@
 //! is bounded; every child is killed by its guard, even when the test panics.
 #![allow(dead_code)]
 
+pub mod conntrack;
 pub mod daemon;
 pub mod fixture;
 pub mod flannel;
