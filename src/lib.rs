@@ -16,7 +16,7 @@
 //!   and the process's OOM score.
 //! - `metrics`, `health`, `healthcheck`: kube-proxy-compatible metrics, /healthz, /livez and
 //!   healthCheckNodePort servers.
-//! - `conntrack`: stale UDP flow cleanup.
+//! - `conntrack`: UDP conntrack reconciliation as kube-proxy's (pure rule, ctnetlink I/O, fake).
 //! - `userspace`: the legacy userspace proxy's parts (balancer, port allocator, TCP relay with a
 //!   splice pipe pool, UDP relay, port claims, host IP); its portal rules are rendered by
 //!   `rules::render::userspace`.
