@@ -27,7 +27,7 @@ use crate::apply::exec::{Backend, ExecIptables, Iptables};
 use crate::apply::{Applier, Mode};
 use crate::config::duration::GoDuration;
 use crate::config::{DaemonConfig, NodeOptions, ProxyMode};
-use crate::conntrack::ExecConntrack;
+use crate::conntrack::{Conntrack, FakeConntrack, NetlinkConntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::flannel::watch::{self as subnet_watch, SubnetWatch};
 use crate::health::{HealthState, ScrapeHook};
@@ -99,6 +99,15 @@ impl Config {
         };
         let backend = exec.backend;
         (Arc::new(exec), Some(backend))
+    }
+
+    /// The conntrack table the reconciler reads and trims: the kernel's over netlink, or an
+    /// empty in-memory one for `--dry-run` (which must not touch the node).
+    pub fn conntrack(&self) -> Arc<dyn Conntrack + Send + Sync> {
+        if self.options.dry_run {
+            return Arc::new(FakeConntrack::new());
+        }
+        Arc::new(NetlinkConntrack::new())
     }
 
     /// The IP families to program: IPv4, and IPv6 with `--ipv6` or an IPv6 cluster CIDR (the
@@ -213,8 +222,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let health_checks =
         Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
     let (ipt, _) = config.iptables();
-    let conntrack = Arc::new(ExecConntrack { netns: None });
-    let mut syncer = Syncer::new(opts, ipt, conntrack, metrics, health).with_probes(probes);
+    let mut syncer = Syncer::new(opts, ipt, config.conntrack(), metrics, health).with_probes(probes);
     if let Some(proxier) = proxier(&config, &shutdown) {
         syncer = syncer.with_userspace(proxier.0, proxier.1);
     }

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::apply::exec::Iptables;
 use crate::apply::{self, Applied, Applier, History, Mode, StaleChains};
 use crate::config::NodeOptions;
-use crate::conntrack::{self, Conntrack};
+use crate::conntrack::{self, Conntrack, Frontends};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::host::SyncProbes;
 use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, PolicyKind, SyncKind};
-use crate::model::{ClusterState, IpFamily, NodeConfig};
+use crate::model::{IpFamily, NodeConfig};
 use crate::rules::plan::stale::StaleChain;
 use crate::rules::render::userspace::{render_portals, userspace_jump_rules};
 use crate::rules::render::{jump_rules, large_cluster, no_local_endpoints, render, JumpRule};
@@ -128,8 +128,11 @@ pub struct Syncer {
     last_cleanup: BTreeMap<IpFamily, Instant>,
     /// Large-cluster mode: stale service chains left in place until the next clean-up.
     deferred: BTreeMap<IpFamily, Vec<StaleChain>>,
-    /// The state the applied rules were rendered from (for conntrack cleanup).
-    applied_state: Option<ClusterState>,
+    /// Per family, the UDP frontends the conntrack table was last reconciled with; absent
+    /// until the first complete reconciliation (and retried while it fails).
+    reconciled: BTreeMap<IpFamily, Frontends>,
+    /// Families whose last reconciliation failed: the next sync reconciles them again.
+    reconcile_failed: BTreeSet<IpFamily>,
     /// Problems already logged, so each bad object is reported once.
     logged_problems: BTreeSet<String>,
     /// The last flannel-vs-Node pod CIDR mismatch logged.
@@ -159,7 +162,8 @@ impl Syncer {
             last_full: BTreeMap::new(),
             last_cleanup: BTreeMap::new(),
             deferred: BTreeMap::new(),
-            applied_state: None,
+            reconciled: BTreeMap::new(),
+            reconcile_failed: BTreeSet::new(),
             logged_problems: BTreeSet::new(),
             pod_cidr_warning: None,
             userspace: None,
@@ -261,8 +265,7 @@ impl Syncer {
                 }
             }
         }
-        self.clean_conntrack(snapshot);
-        self.applied_state = Some(snapshot.state.clone());
+        self.reconcile_conntrack(snapshot);
         let elapsed = started.elapsed().as_secs_f64();
         let kind = if reports.iter().any(|r| r.kind == SyncKind::Full) { SyncKind::Full } else { SyncKind::Partial };
         self.metrics.inc_service_changes(changes.services);
@@ -357,22 +360,44 @@ impl Syncer {
         }
     }
 
-    /// Deletes conntrack entries of UDP flows whose endpoint went away or that were
-    /// black-holed while the service had no endpoints.
-    fn clean_conntrack(&self, snapshot: &Snapshot) {
-        let Some(old) = &self.applied_state else {
+    /// Deletes stale UDP conntrack flows (kube-proxy's reconciler): after the first sync, and
+    /// after every sync that changed a family's UDP frontends or serving endpoints, or that
+    /// follows a failed reconciliation. Not in userspace mode, where service traffic is
+    /// DNATed to the proxy's own sockets, never to endpoints.
+    fn reconcile_conntrack(&mut self, snapshot: &Snapshot) {
+        if self.userspace.is_some() {
             return;
-        };
-        let new = &snapshot.state;
-        for &family in &self.opts.families {
+        }
+        for family in self.opts.families.clone() {
             let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())
             else {
                 continue;
             };
-            for filter in conntrack::stale_udp_flows(old, new, &node) {
-                match self.conntrack.delete(family, &filter) {
-                    Ok(n) => tracing::debug!(%family, ?filter, deleted = n, "conntrack cleanup"),
-                    Err(err) => tracing::warn!(%family, ?filter, error = %err, "conntrack cleanup failed"),
+            let desired = Frontends::new(&snapshot.state, &node);
+            let previous = self.reconciled.get(&family);
+            let unchanged = previous == Some(&desired) || (previous.is_none() && desired.is_empty());
+            if unchanged && !self.reconcile_failed.contains(&family) {
+                self.reconciled.insert(family, desired);
+                continue;
+            }
+            let frontends = match previous {
+                Some(previous) => desired.clone().with_retired(previous),
+                None => desired.clone(),
+            };
+            let outcome = conntrack::reconcile(self.conntrack.as_ref(), &frontends);
+            self.metrics.observe_conntrack_reconcile(family, outcome.elapsed.as_secs_f64());
+            self.metrics.inc_conntrack_deleted_entries(family, outcome.deleted as u64);
+            let elapsed_ms = outcome.elapsed.as_millis() as u64;
+            let (listed, stale, deleted) = (outcome.listed, outcome.stale, outcome.deleted);
+            match outcome.error {
+                None => {
+                    tracing::debug!(%family, listed, stale, deleted, elapsed_ms, "conntrack reconciled");
+                    self.reconcile_failed.remove(&family);
+                    self.reconciled.insert(family, desired);
+                }
+                Some(err) => {
+                    self.reconcile_failed.insert(family);
+                    tracing::warn!(%family, listed, stale, deleted, error = %err, "conntrack reconciliation failed; retrying after the next sync");
                 }
             }
         }

@@ -581,7 +581,7 @@ fn udp_flow_moves_after_endpoint_removal() {
     if !testkit::require_root() || !testkit::require_program("conntrack") {
         return;
     }
-    // Debug logs show each conntrack deletion.
+    // Debug logs show each conntrack reconciliation (flows listed, stale, deleted).
     let opts = DaemonOptions { log: "info,kubenat::sync=debug", ..DaemonOptions::new("nft") };
     let Some(env) = Env::started(Backend::Nft, opts) else { return };
     let (ip0, ip1) = (env.pod_ip(0), env.pod_ip(1));

@@ -1,13 +1,14 @@
 //! Real kernel: real UDP flows through DNAT rules in a lab namespace create conntrack entries;
-//! `ExecConntrack` (the `conntrack` CLI inside that namespace) deletes exactly the entries the
-//! filters — and `stale_udp_flows`' plan — name, and agrees with `FlowFilter::matches` (the
-//! fake's semantics). Needs root and conntrack-tools (skips otherwise, fails under CI=true).
+//! `NetlinkConntrack` (ctnetlink, opened inside that namespace) lists them exactly as the
+//! `conntrack` CLI does, and the reconciler deletes exactly the flows whose reply source is
+//! not a serving endpoint. Needs root and conntrack-tools (skips otherwise, fails under
+//! CI=true).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use kubenat::conntrack::{stale_udp_flows, Conntrack, Error, ExecConntrack, Flow, FlowFilter};
+use kubenat::conntrack::{reconcile, Conntrack, Flow, Frontends, NetlinkConntrack, Outcome};
 use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName};
 use testkit::lab::Lab;
 use testkit::netns::NetNs;
@@ -26,41 +27,24 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The UDP entries of `ns`'s conntrack table (`conntrack -L -p udp`).
+/// The UDP entries of `ns`'s conntrack table as the `conntrack` CLI shows them.
 fn udp_flows(ns: &NetNs, family: IpFamily) -> Vec<Flow> {
-    let out = ns.run_ok(&["conntrack", "-L", "-f", &family.to_string(), "-p", "udp"]);
-    let mut flows: Vec<Flow> = out.lines().filter_map(parse_flow).collect();
+    let listed = testkit::conntrack::list(ns, &family.to_string());
+    let mut flows: Vec<Flow> = listed
+        .into_iter()
+        .filter(|f| f.proto == "udp")
+        .map(|f| Flow::new(Protocol::Udp, f.orig_src, f.orig_dst, f.reply_src))
+        .collect();
     flows.sort_by_key(|f| (f.orig_dst, f.reply_src, f.orig_src));
     flows
 }
 
-/// `udp 17 29 src=A dst=B sport=P dport=Q [UNREPLIED] src=C dst=D sport=R dport=S …`.
-fn parse_flow(line: &str) -> Option<Flow> {
-    let mut values: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (k, v) in line.split_whitespace().filter_map(|t| t.split_once('=')) {
-        values.entry(k).or_default().push(v);
-    }
-    let get = |k: &str, i: usize| values.get(k).and_then(|v| v.get(i)).copied();
-    let addr = |ip: &str, port: &str| Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
-    Some(Flow {
-        protocol: Protocol::Udp,
-        orig_src: addr(get("src", 0)?, get("sport", 0)?)?,
-        orig_dst: addr(get("dst", 0)?, get("dport", 0)?)?,
-        reply_src: addr(get("src", 1)?, get("sport", 1)?)?,
-    })
-}
-
-/// Deletes with the real CLI and checks the result against the model: the count and the
-/// surviving entries are exactly what `FlowFilter::matches` predicts.
-fn delete_and_check(ns: &NetNs, family: IpFamily, filter: &FlowFilter) -> usize {
-    let before = udp_flows(ns, family);
-    let predicted: Vec<Flow> = before.iter().filter(|f| !filter.matches(f)).cloned().collect();
-    let ct = ExecConntrack { netns: Some(ns.name().to_string()) };
-    let deleted = ct.delete(family, filter).unwrap_or_else(|e| panic!("delete {filter}: {e}"));
-    let after = udp_flows(ns, family);
-    assert_eq!(after, predicted, "{filter}: kernel and model disagree; before: {before:#?}");
-    assert_eq!(deleted, before.len() - after.len(), "{filter}: reported count");
-    deleted
+/// Reconciles `ns`'s table with `state` through netlink, from inside `ns`.
+fn reconcile_in(ns: &NetNs, state: &ClusterState, family: IpFamily) -> Outcome {
+    let frontends = Frontends::new(state, &NodeConfig { family, ..NodeConfig::default() });
+    let outcome = ns.inside(move || reconcile(&NetlinkConntrack::new(), &frontends));
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    outcome
 }
 
 /// Pod 0 (client, 10.244.1.2) → node → pods 1 "a" (10.244.2.2) and 2 "b" (10.244.3.2).
@@ -128,50 +112,68 @@ fn dns_state(endpoints: Vec<Endpoint>) -> ClusterState {
 }
 
 #[test]
-fn planned_cleanup_removes_only_flows_to_the_gone_endpoint() {
+fn netlink_lists_what_the_cli_lists() {
     if !available() {
         return;
     }
     let (lab, _servers) = lab_with_flows();
-    let (a, b) = (lab.pod(1).addr(TARGET_PORT), lab.pod(2).addr(TARGET_PORT));
-    let old = dns_state(vec![endpoint(a), endpoint(b)]);
-    let new = dns_state(vec![endpoint(b)]);
-    let plan = stale_udp_flows(&old, &new, &NodeConfig::default());
-    let shown: Vec<String> = plan.iter().map(|f| f.to_string()).collect();
-    assert_eq!(shown, ["udp dport=30053 dnat=10.244.2.2", "udp dst=10.96.0.53 dport=53 dnat=10.244.2.2"]);
+    let mut listed = lab.node.inside(|| {
+        let mut flows = Vec::new();
+        NetlinkConntrack::new().for_each_udp_flow(IpFamily::V4, &mut |f| flows.push(f)).expect("dump");
+        flows
+    });
+    assert!(listed.iter().all(|f| f.id.is_some()), "every entry carries its id: {listed:#?}");
+    for flow in &mut listed {
+        flow.id = None;
+    }
+    listed.sort_by_key(|f| (f.orig_dst, f.reply_src, f.orig_src));
+    assert_eq!(listed, udp_flows(&lab.node, IpFamily::V4));
+}
 
-    let deleted: usize = plan.iter().map(|f| delete_and_check(&lab.node, IpFamily::V4, f)).sum();
-    assert_eq!(deleted, 4, "2 service flows and 2 NodePort flows went to a");
+#[test]
+fn reconcile_removes_only_flows_to_the_gone_endpoint() {
+    if !available() {
+        return;
+    }
+    let (lab, _servers) = lab_with_flows();
+    let b = lab.pod(2).addr(TARGET_PORT);
+    let outcome = reconcile_in(&lab.node, &dns_state(vec![endpoint(b)]), IpFamily::V4);
+    assert_eq!((outcome.listed, outcome.stale, outcome.deleted), (7, 4, 4), "2 service and 2 NodePort flows went to a");
     let left = udp_flows(&lab.node, IpFamily::V4);
     assert_eq!(left.len(), 3, "{left:#?}");
-    assert!(left.iter().all(|f| f.reply_src.ip() == b.ip()), "only flows to b survive: {left:#?}");
+    assert!(left.iter().all(|f| f.reply_src == b), "only flows to b survive: {left:#?}");
 }
 
 #[test]
-fn each_filter_field_is_honoured_and_nothing_matched_is_zero() {
+fn a_changed_target_port_makes_flows_stale() {
     if !available() {
         return;
     }
     let (lab, _servers) = lab_with_flows();
-    let (a, b): (IpAddr, IpAddr) = (lab.pod(1).ip.into(), lab.pod(2).ip.into());
-    let v4 = IpFamily::V4;
-    // Nothing matches (exit status 1, "0 flow entries have been deleted"): Ok(0).
-    assert_eq!(delete_and_check(&lab.node, v4, &FlowFilter::udp_node_port(NODE_PORT, Some(b))), 0);
-    // A direct flow to b's port is not DNATed: `--dst-nat` must not match it.
-    assert_eq!(delete_and_check(&lab.node, v4, &FlowFilter::udp_node_port(TARGET_PORT, Some(b))), 0);
-    // Another port of the service IP: nothing.
-    assert_eq!(delete_and_check(&lab.node, v4, &FlowFilter::udp_to(ip(SERVICE_IP), 54, None)), 0);
-    assert_eq!(delete_and_check(&lab.node, v4, &FlowFilter::udp_to(ip(SERVICE_IP), 53, Some(b))), 2);
-    assert_eq!(delete_and_check(&lab.node, v4, &FlowFilter::udp_node_port(NODE_PORT, None)), 2);
-    assert_eq!(delete_and_check(&lab.node, v4, &FlowFilter::udp_to(ip(SERVICE_IP), 53, None)), 2);
-    let left = udp_flows(&lab.node, v4);
-    assert_eq!(left.len(), 1, "only the direct flow: {left:#?}");
-    assert_eq!((left[0].orig_dst.ip(), left[0].is_dnat()), (b, false));
-    assert!(udp_flows(&lab.node, v4).iter().all(|f| f.reply_src.ip() != a));
+    // Same pods, another target port: every DNATed flow is stale, the direct one is not ours.
+    let moved = |i: usize| endpoint(SocketAddr::new(lab.pod(i).ip.into(), TARGET_PORT + 1));
+    let outcome = reconcile_in(&lab.node, &dns_state(vec![moved(1), moved(2)]), IpFamily::V4);
+    assert_eq!(outcome.deleted, 6);
+    let left = udp_flows(&lab.node, IpFamily::V4);
+    assert_eq!((left.len(), left[0].is_dnat()), (1, false), "{left:#?}");
 }
 
 #[test]
-fn ipv6_flows_are_deleted_with_family_ipv6() {
+fn zero_endpoints_clear_every_flow_to_the_service() {
+    if !available() {
+        return;
+    }
+    let (lab, _servers) = lab_with_flows();
+    let outcome = reconcile_in(&lab.node, &dns_state(vec![]), IpFamily::V4);
+    assert_eq!(outcome.deleted, 6, "4 service flows and 2 NodePort flows");
+    let left = udp_flows(&lab.node, IpFamily::V4);
+    let b: IpAddr = lab.pod(2).ip.into();
+    assert_eq!(left.len(), 1, "only the direct flow: {left:#?}");
+    assert_eq!((left[0].orig_dst.ip(), left[0].is_dnat()), (b, false));
+}
+
+#[test]
+fn ipv6_flows_are_reconciled_in_their_family() {
     if !available() {
         return;
     }
@@ -193,22 +195,17 @@ fn ipv6_flows_are_deleted_with_family_ipv6() {
     assert_eq!(tally, BTreeMap::from([("v6".into(), 2)]));
     assert_eq!(udp_flows(&node, IpFamily::V6).len(), 2, "{:#?}", udp_flows(&node, IpFamily::V6));
 
-    let filter = FlowFilter::udp_to(ip("fd00:96::53"), 53, Some(ip("fd00:ce::2")));
-    assert_eq!(delete_and_check(&node, IpFamily::V6, &filter), 2);
-    assert!(udp_flows(&node, IpFamily::V6).is_empty());
-}
-
-#[test]
-fn a_failing_command_is_an_error_not_zero() {
-    if !available() {
-        return;
-    }
-    let ct = ExecConntrack { netns: Some(format!("knt-ct-missing-{}", std::process::id())) };
-    match ct.delete(IpFamily::V4, &FlowFilter::udp_node_port(NODE_PORT, None)) {
-        Err(Error::Failed { command, stderr, .. }) => {
-            assert!(command.starts_with("ip netns exec knt-ct-missing-"), "{command}");
-            assert!(!stderr.is_empty());
+    let state = |endpoints: Vec<Endpoint>| {
+        let mut state = dns_state(endpoints);
+        for port in state.services.values_mut() {
+            port.cluster_ips = vec![ip("fd00:96::53")];
+            port.node_port = None;
         }
-        other => panic!("expected Failed, got {other:?}"),
-    }
+        state
+    };
+    let serving = endpoint("[fd00:ce::2]:5353".parse().unwrap());
+    assert_eq!(reconcile_in(&node, &state(vec![serving]), IpFamily::V6).deleted, 0);
+    assert_eq!(reconcile_in(&node, &state(vec![]), IpFamily::V4).listed, 0, "IPv4 sees no IPv6 flow");
+    assert_eq!(reconcile_in(&node, &state(vec![]), IpFamily::V6).deleted, 2);
+    assert!(udp_flows(&node, IpFamily::V6).is_empty());
 }

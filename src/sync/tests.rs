@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::apply::fake::FakeIptables;
-use crate::conntrack::FakeConntrack;
-use crate::model::{Endpoint, Protocol, ServicePort, ServicePortName};
+use crate::conntrack::{FakeConntrack, Flow};
+use crate::model::{ClusterState, Endpoint, Protocol, ServicePort, ServicePortName};
 use crate::rules::chain_names::ServiceChains;
 
 fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> ServicePort {
@@ -133,18 +133,73 @@ fn first_full_sync_removes_stale_chains_and_keeps_other_owners() {
     assert!(state.contains("-j FLANNEL-POSTRTG"), "{state}");
 }
 
+fn udp_flow(client_port: u16, dst: &str, reply_src: &str) -> Flow {
+    let client = SocketAddr::new("10.244.0.9".parse().expect("ip"), client_port);
+    Flow::new(Protocol::Udp, client, dst.parse().expect("dst"), reply_src.parse().expect("reply"))
+}
+
+fn dns(endpoints: &[&str]) -> ServicePort {
+    service("dns", "10.96.0.53", Protocol::Udp, endpoints)
+}
+
 #[test]
-fn removed_udp_endpoint_triggers_conntrack_cleanup() {
+fn first_sync_reconciles_flows_older_than_the_daemon() {
     let mut r = rig();
-    let dns = |eps: &[&str]| service("dns", "10.96.0.53", Protocol::Udp, eps);
+    let kept = udp_flow(1, "10.96.0.53:80", "10.244.1.2:53");
+    let wrong_port = udp_flow(2, "10.96.0.53:80", "10.244.1.2:54");
+    let gone = udp_flow(3, "10.96.0.53:80", "10.244.2.2:53");
+    let black_hole = udp_flow(4, "10.96.0.53:80", "10.96.0.53:80");
+    for flow in [&kept, &wrong_port, &gone, &black_hole] {
+        r.ct.add_flow(flow.clone());
+    }
+    let snap = snapshot(vec![dns(&["10.244.1.2:53"]), web(&["10.244.1.2:8080"])]);
+    r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+    assert_eq!(r.ct.deleted(), [wrong_port, gone, black_hole]);
+    assert_eq!(r.ct.flows(), [kept]);
+    assert_eq!(r.ct.listings(), 1);
+    r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+    assert_eq!(r.ct.listings(), 1, "nothing changed: no second listing");
+}
+
+#[test]
+fn endpoint_changes_reconcile_again_and_deleted_services_are_cleaned() {
+    let mut r = rig();
     r.syncer.sync(&snapshot(vec![dns(&["10.244.1.2:53", "10.244.2.2:53"])]), &Changes::default(), false).expect("sync");
-    assert!(r.ct.calls().is_empty(), "no cleanup on the first sync");
+    let to_a = udp_flow(1, "10.96.0.53:80", "10.244.1.2:53");
+    let to_b = udp_flow(2, "10.96.0.53:80", "10.244.2.2:53");
+    r.ct.add_flow(to_a.clone());
+    r.ct.add_flow(to_b.clone());
     r.syncer.sync(&snapshot(vec![dns(&["10.244.1.2:53"])]), &Changes::default(), false).expect("sync");
-    let calls = r.ct.calls();
-    assert!(
-        calls.iter().any(|(_, f)| f.to_string().contains("10.96.0.53") && f.to_string().contains("10.244.2.2")),
-        "{calls:?}"
-    );
+    assert_eq!(r.ct.deleted(), [to_b]);
+    // N → 0: the service stays, its last endpoint goes (kubernetes#139628).
+    r.syncer.sync(&snapshot(vec![dns(&[])]), &Changes::default(), false).expect("sync");
+    assert_eq!(r.ct.flows(), []);
+    // The service is deleted: flows still addressed to its cluster IP are stale too.
+    let late = udp_flow(3, "10.96.0.53:80", "10.96.0.53:80");
+    r.ct.add_flow(late.clone());
+    r.syncer.sync(&snapshot(vec![]), &Changes::default(), false).expect("sync");
+    assert_eq!(r.ct.flows(), []);
+    assert_eq!(r.ct.listings(), 4);
+}
+
+#[test]
+fn a_failed_reconciliation_is_retried_after_the_next_sync() {
+    let mut r = rig();
+    r.ct.add_flow(udp_flow(1, "10.96.0.53:80", "10.244.2.2:53"));
+    r.ct.refuse_listing(true);
+    let snap = snapshot(vec![dns(&["10.244.1.2:53"])]);
+    r.syncer.sync(&snap, &Changes::default(), false).expect("a conntrack failure does not fail the sync");
+    assert_eq!(r.ct.flows().len(), 1);
+    r.ct.refuse_listing(false);
+    r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+    assert_eq!(r.ct.flows(), []);
+}
+
+#[test]
+fn no_udp_services_no_listing() {
+    let mut r = rig();
+    r.syncer.sync(&snapshot(vec![web(&["10.244.1.2:8080"])]), &Changes::default(), false).expect("sync");
+    assert_eq!(r.ct.listings(), 0);
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@
 //! Every namespace is named `knt-<prefix>-<pid>-<n>`, so tests may run in parallel; every wait
 //! is bounded; every child is killed by its guard, even when the test panics.
 pub mod apiserver;
+pub mod conntrack;
 pub mod daemon;
 pub mod fixture;
 pub mod flannel;

@@ -43,6 +43,21 @@ impl NetNs {
         full
     }
 
+    /// Runs `f` on a thread that has entered this namespace (`setns`), so sockets `f` opens
+    /// (netlink included) belong to it; the calling thread stays where it is.
+    pub fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                f()
+            });
+            thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// Runs `argv` inside the namespace (bounded by 5 s) and returns its output, success or not.
     pub fn exec(&self, argv: &[&str]) -> Output {
         process::run(&self.argv(argv), COMMAND_TIMEOUT)

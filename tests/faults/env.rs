@@ -178,6 +178,10 @@ impl Env {
             "--jumps",
         ];
         args.extend(self.render_args.iter().map(String::as_str));
+        // What the daemon probes on the node and `render` takes as a flag: the nfacct counters.
+        if self.lab.node.inside(|| kubenat::host::NetlinkNfacct::probe().is_ok()) {
+            args.push("--nfacct");
+        }
         let out = std::process::Command::new(bin()).args(&args).output().expect("run kubenat render");
         if !out.status.success() {
             self.fail(&format!("kubenat render failed: {}", String::from_utf8_lossy(&out.stderr)));
