@@ -3,7 +3,7 @@
 #   1. the release binary (cargo build --release --locked --bin kubenat), stripped (the release
 #      profile keeps line-level debuginfo for profiling: ~108 MB, ~14 MB stripped);
 #   2. a minimal Debian root file system (mmdebstrap --variant=essential, merged /usr) with
-#      iptables (nft and legacy), conntrack, iproute2 and ca-certificates, from the suite and
+#      iptables (nft and legacy), iproute2 and ca-certificates, from the suite and
 #      mirrors this machine's apt uses. It is cached as a tarball and reused while the recipe,
 #      the apt sources and the package list are unchanged and it is less than a week old;
 #   3. the image, committed with buildah into a private container storage (never the machine's
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 
 # What goes into the root file system. Changing any of this changes the cache key.
-PACKAGES=iptables,conntrack,iproute2,ca-certificates
+PACKAGES=iptables,iproute2,ca-certificates
 MMDEBSTRAP_OPTS=(
   --variant=essential
   --include="$PACKAGES"
