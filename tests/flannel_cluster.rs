@@ -295,12 +295,25 @@ fn run(backend: Backend) {
         summary(&r),
     );
 
-    // 7. flannel's rules survive several syncs, in the right order; pod egress still masqueraded.
+    // 7. flannel's rules survive several full syncs (each forced as kube-proxy's canary monitor
+    //    would: the mangle canary deleted, so the next period's sync reads back and repairs),
+    //    in the right order; pod egress still masqueraded.
     let start: Vec<f64> = daemons.iter().map(NodeDaemon::full_syncs).collect();
-    let synced = poll(WAIT, Duration::from_millis(200), || {
-        daemons.iter().zip(&start).all(|(d, s)| d.full_syncs() >= s + 3.0).then_some(())
-    });
-    checks.record("each daemon did ≥3 more full syncs", synced.is_some(), format!("from {start:?}"));
+    let mut synced = Some(());
+    for round in 1..=3 {
+        for n in [n1, n2] {
+            let _ = n.ns.exec(&[flannel::IPTABLES, "-w", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"]);
+        }
+        let done = poll(WAIT, Duration::from_millis(200), || {
+            daemons.iter().zip(&start).all(|(d, s)| d.full_syncs() >= s + f64::from(round)).then_some(())
+        });
+        synced = synced.and(done);
+    }
+    checks.record(
+        "each daemon did 3 more full syncs (canary deleted 3 times)",
+        synced.is_some(),
+        format!("from {start:?}"),
+    );
     for (node, before) in [n1, n2].iter().zip(&flannel_before) {
         let after = (node.chain("nat", "FLANNEL-POSTRTG"), node.chain("filter", "FLANNEL-FWD"));
         checks.record(
