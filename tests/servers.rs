@@ -170,6 +170,7 @@ async fn metrics_server_serves_metrics_proxy_mode_healthz_and_configz() {
         before_scrape: None,
         proxy_mode: "iptables",
         configz: Arc::new(configz),
+        services: kubenat::health::ServicesView::default(),
     };
     let server = tokio::spawn(serve_metrics(listener, server, shutdown.clone()));
 
