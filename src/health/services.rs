@@ -14,15 +14,17 @@
 pub(super) mod json;
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::hash::Hasher;
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use crate::metrics::SyncKind;
 use crate::model::{ClusterState, Endpoint, IpFamily, NodeConfig, ServicePort, ServicePortName};
 use crate::rules::render::summary::{service_port_chains, service_port_rules, ServicePortChains};
+use crate::rules::ruleset::ChainName;
 
 /// How the last sync ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,13 +174,14 @@ pub(super) fn summarize(
     }
     let rules = fingerprint.0.finish();
     let node_name = families.first().map(|f| f.node.node_name.as_str()).unwrap_or_default();
+    let seps: HashMap<SocketAddr, &ChainName> = chains.endpoints.iter().map(|(addr, c)| (*addr, c)).collect();
     let endpoints = svc
         .endpoints
         .iter()
         .map(|ep| EndpointView {
             endpoint: ep.clone(),
             local: ep.is_local(node_name),
-            chain: chains.endpoints.iter().find(|(addr, _)| *addr == ep.addr).map(|(_, c)| c.to_string()),
+            chain: seps.get(&ep.addr).map(|c| c.to_string()),
         })
         .collect();
     let first_programmed = previous.map_or(now, |p| p.first_programmed);
