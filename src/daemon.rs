@@ -30,7 +30,7 @@ use crate::config::{DaemonConfig, NodeOptions, ProxyMode};
 use crate::conntrack::{Conntrack, FakeConntrack, NetlinkConntrack};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::flannel::watch::{self as subnet_watch, SubnetWatch};
-use crate::health::{HealthState, ScrapeHook};
+use crate::health::{HealthState, ScrapeHook, ServicesView};
 use crate::healthcheck::HealthCheckServers;
 use crate::host::{self, NetlinkAddresses, SyncProbes};
 use crate::k8s::convert::EndpointsSource;
@@ -208,7 +208,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         let metrics = metrics.clone();
         ScrapeHook(Arc::new(move || host::publish_counters(nfacct.as_ref(), &metrics)))
     });
-    servers::start_servers(&config.proxy, &health, (registry, before_scrape), &shutdown).await?;
+    let services = ServicesView::default();
+    servers::start_servers(&config.proxy, (&health, &services), (registry, before_scrape), &shutdown).await?;
     let (feed, changes) = ChangeFeed::new();
     let source = state_source(&config, feed.clone(), &shutdown).await?;
     let opts = SyncOptions {
@@ -222,7 +223,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let health_checks =
         Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
     let (ipt, _) = config.iptables();
-    let mut syncer = Syncer::new(opts, ipt, config.conntrack(), metrics, health).with_probes(probes);
+    let mut syncer =
+        Syncer::new(opts, ipt, config.conntrack(), metrics, health).with_probes(probes).with_view(services);
     if let Some(proxier) = proxier(&config, &shutdown) {
         syncer = syncer.with_userspace(proxier.0, proxier.1);
     }

@@ -1,15 +1,18 @@
 //! Proxy health as kube-proxy's ProxyHealthServer reports it: per-IP-family staleness (a change
 //! queued and not applied within `health_timeout`) plus node eligibility. The HTTP servers
 //! (`/healthz` + `/livez`, and the metrics port) are `server`; the per-service
-//! healthCheckNodePort servers are `healthcheck`; the metrics themselves are `metrics`.
+//! healthCheckNodePort servers are `healthcheck`; the metrics themselves are `metrics`;
+//! `services` is the daemon's own view of what it programmed (`/debug/services`).
 //!
 //! Deliberate difference: kube-proxy ignores a family that has never completed a sync, so a
 //! proxy whose first sync never succeeds stays healthy forever; here a change pending longer
 //! than the timeout is late whether or not the family ever synced.
 
 mod server;
+pub mod services;
 
 pub use server::{serve_healthz, serve_metrics, MetricsServer, ScrapeHook};
+pub use services::ServicesView;
 
 use std::collections::BTreeMap;
 use std::fmt;

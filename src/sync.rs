@@ -12,6 +12,7 @@
 
 mod probes;
 mod run;
+mod view;
 
 pub use run::SyncLoop;
 
@@ -141,6 +142,8 @@ pub struct Syncer {
     userspace: Option<(Proxier, IpAddr)>,
     /// Host probes consulted by every sync (the daemon's; none offline and in most tests).
     probes: Option<SyncProbes>,
+    /// Where each sync's summary is published (`/debug/services`).
+    view: Option<crate::health::ServicesView>,
 }
 
 impl Syncer {
@@ -168,6 +171,7 @@ impl Syncer {
             pod_cidr_warning: None,
             userspace: None,
             probes: None,
+            view: None,
         }
     }
 
@@ -242,7 +246,14 @@ impl Syncer {
     }
 
     /// One sync of every family. `full` forces reading back and repairing the kernel state.
+    /// Its outcome (and, when it succeeded, what it programmed) is published to the view.
     pub fn sync(&mut self, snapshot: &Snapshot, changes: &Changes, full: bool) -> Result<Vec<FamilyReport>> {
+        let result = self.sync_families(snapshot, changes, full);
+        self.publish_view(snapshot, &result);
+        result
+    }
+
+    fn sync_families(&mut self, snapshot: &Snapshot, changes: &Changes, full: bool) -> Result<Vec<FamilyReport>> {
         let started = Instant::now();
         self.probe_host(full);
         self.log_new_problems(snapshot);

@@ -690,3 +690,104 @@ fn cleanup_removes_only_our_chains() {
     let after = traffic::request(env.client(), Proto::Tcp, SocketAddr::from((CLUSTER_IP, 80)), REQUEST);
     assert_eq!(after, Reply::Unreachable, "the ClusterIP is still handled after --cleanup");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. `/debug/services`: the daemon's own view matches what `kubenat render` writes, lists the
+//    endpoints, and `lastProgrammed` follows an endpoint change.
+
+/// `/debug/services/default/web` as JSON, `None` unless it answers 200.
+fn debug_web(env: &Env) -> Option<Value> {
+    let (code, body) = env.daemon.as_ref()?.metrics_port_get("/debug/services/default/web")?;
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// The `http` port's entry of a `/debug/services/default/web` body.
+fn http_port(body: &Value) -> Option<&Value> {
+    body["ports"].as_array()?.iter().find(|p| p["port"] == "http")
+}
+
+/// Every chain name a `/debug/services/NS/NAME` body gives (SVC/SVL/EXT/FW and each SEP).
+fn debug_chains(body: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for port in body["ports"].as_array().into_iter().flatten() {
+        for key in ["SVC", "SVL", "EXT", "FW"] {
+            out.extend(port["chains"][key].as_str().map(str::to_string));
+        }
+        for ep in port["endpoints"].as_array().into_iter().flatten() {
+            out.extend(ep["chain"].as_str().map(str::to_string));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The per-service chains `kubenat render` declares for `objects`.
+fn rendered_chains(dir: &std::path::Path, objects: &[Value]) -> Vec<String> {
+    let manifests = dir.join("render-objects");
+    std::fs::create_dir_all(&manifests).expect("manifest dir");
+    for (i, object) in objects.iter().enumerate() {
+        std::fs::write(manifests.join(format!("{i}.json")), object.to_string()).expect("manifest");
+    }
+    let out = std::process::Command::new(daemon::bin())
+        .args(["render", "--objects"])
+        .arg(&manifests)
+        .args(["--hostname-override=node-1", "--cluster-cidr=10.244.0.0/16"])
+        .output()
+        .expect("kubenat render");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubenat render: {}{text}", String::from_utf8_lossy(&out.stderr));
+    let prefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+    let mut names: Vec<String> =
+        chains(&text).into_iter().filter(|c| prefixes.iter().any(|p| c.starts_with(p))).collect();
+    names.sort();
+    names
+}
+
+fn time_of(port: &Value, field: &str) -> std::time::SystemTime {
+    let text = port[field].as_str().unwrap_or_default();
+    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{field} {text:?}: {e}"))
+}
+
+#[test]
+fn debug_services_shows_what_the_daemon_programmed() {
+    let Some(env) = Env::started(Backend::Nft, DaemonOptions::new("nft")) else { return };
+    let (ip0, ip1) = (env.pod_ip(0), env.pod_ip(1));
+    env.api.apply(web());
+    env.api.apply(web_slice(&[ip0]));
+    env.until_served_by(Proto::Tcp, &["pod-0"], 3);
+    let first = env.until("/debug/services/default/web with one endpoint per port", || {
+        debug_web(&env).filter(|b| http_port(b).and_then(|p| p["endpoints"].as_array()).is_some_and(|e| e.len() == 1))
+    });
+    assert_eq!(first["lastSync"]["result"], "ok", "{first:#}");
+
+    let want = rendered_chains(env.dir.path(), &[web(), web_slice(&[ip0])]);
+    assert_eq!(debug_chains(&first), want, "the daemon's chains are not kubenat render's:\n{first:#}");
+    let http = http_port(&first).expect("http port");
+    assert_eq!(http["endpoints"][0]["address"], format!("{ip0}:8080"));
+    assert_eq!(
+        (http["endpoints"][0]["ready"].as_bool(), http["endpoints"][0]["local"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let programmed = time_of(http, "lastProgrammed");
+
+    env.api.apply(web_slice(&[ip0, ip1]));
+    let second = env.until("/debug/services/default/web with two endpoints", || {
+        debug_web(&env).filter(|b| http_port(b).and_then(|p| p["endpoints"].as_array()).is_some_and(|e| e.len() == 2))
+    });
+    let http = http_port(&second).expect("http port");
+    assert!(time_of(http, "lastProgrammed") > programmed, "lastProgrammed did not move:\n{second:#}");
+    assert_eq!(http["firstProgrammed"], http_port(&first).expect("http port")["firstProgrammed"]);
+    let want = rendered_chains(env.dir.path(), &[web(), web_slice(&[ip0, ip1])]);
+    assert_eq!(debug_chains(&second), want, "{second:#}");
+
+    let daemon = env.daemon.as_ref().expect("daemon");
+    let (code, body) = daemon.metrics_port_get("/debug/services/default/nope").expect("answers");
+    assert_eq!(code, 404, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(error["error"].is_string(), "{body}");
+    let (code, body) = daemon.metrics_port_get("/debug/services").expect("answers");
+    assert_eq!(code, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let ports = list["servicePorts"].as_array().map(Vec::len).unwrap_or_default();
+    assert!(ports >= 2, "every service port is listed:\n{body}");
+}

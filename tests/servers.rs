@@ -1,6 +1,6 @@
 //! The HTTP servers over real sockets on 127.0.0.1: `/healthz` + `/livez` (status, kube-proxy's
 //! JSON and headers, node eligibility), the metrics port (`/metrics` in both formats,
-//! `/proxyMode`, `/healthz`, `/configz`), and the healthCheckNodePort
+//! `/proxyMode`, `/healthz`, `/configz`, `/debug/services`), and the healthCheckNodePort
 //! servers following endpoint counts, proxy health, port changes, removal and busy ports.
 
 use std::collections::BTreeMap;
@@ -170,6 +170,7 @@ async fn metrics_server_serves_metrics_proxy_mode_healthz_and_configz() {
         before_scrape: None,
         proxy_mode: "iptables",
         configz: Arc::new(configz),
+        services: kubenat::health::ServicesView::default(),
     };
     let server = tokio::spawn(serve_metrics(listener, server, shutdown.clone()));
 
@@ -371,4 +372,71 @@ async fn unspecified_address_listens_on_both_families() {
         eprintln!("no IPv6 loopback: checked IPv4 only");
     }
     shutdown.cancel();
+}
+
+#[tokio::test]
+async fn metrics_server_serves_debug_services_from_the_published_view() {
+    use kubenat::health::services::{FamilyContext, SyncOutcome};
+    use kubenat::health::ServicesView;
+    let (_, registry) = Metrics::new();
+    let services = ServicesView::default();
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = MetricsServer {
+        registry: Arc::new(registry),
+        before_scrape: None,
+        proxy_mode: "iptables",
+        configz: Arc::new(serde_json::json!({})),
+        services: services.clone(),
+    };
+    let server = tokio::spawn(serve_metrics(listener, server, shutdown.clone()));
+
+    let empty = get_ok(addr, "/debug/services").await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.json(), serde_json::json!({"lastSync": null, "servicePorts": []}));
+
+    // The syncer publishes; the next request sees it.
+    let name = ServicePortName {
+        namespace: "default".into(),
+        name: "web".into(),
+        port: "http".into(),
+        protocol: Protocol::Tcp,
+    };
+    let endpoint = Endpoint {
+        addr: "10.244.1.5:8080".parse().unwrap(),
+        ready: true,
+        serving: true,
+        terminating: false,
+        node_name: Some("node-1".into()),
+        zone_hints: vec![],
+        node_hints: vec![],
+    };
+    let web = ServicePort {
+        endpoints: vec![endpoint],
+        ..ServicePort::new(name.clone(), vec!["10.96.0.10".parse().unwrap()], 80)
+    };
+    let state = ClusterState { services: BTreeMap::from([(name, web)]) };
+    let node = NodeConfig { node_name: "node-1".into(), ..NodeConfig::default() };
+    let now = SystemTime::now();
+    services.programmed(&state, &[FamilyContext { node: &node, large_cluster: false }], now);
+    services.sync_finished(SyncOutcome { time: now, kind: None, error: Some("IPv4 restore failed".into()) });
+
+    let one = get_ok(addr, "/debug/services/default/web").await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.header("content-type"), Some("application/json"));
+    assert_eq!(one.header("x-content-type-options"), Some("nosniff"));
+    let body = one.json();
+    assert_eq!(body["lastSync"]["result"], "failed");
+    assert_eq!(body["ports"][0]["chains"]["SVC"], "KUBE-SVC-CDGGSHYLG3RE2FKL");
+    assert_eq!(body["ports"][0]["endpoints"][0]["chain"], "KUBE-SEP-AFGSLHOD2HFNCBX4");
+    let list = get_ok(addr, "/debug/services").await.json();
+    assert_eq!(list["servicePorts"][0]["servicePort"], "default/web:http");
+
+    let missing = get_ok(addr, "/debug/services/default/nope").await;
+    assert_eq!((missing.status, missing.header("content-type")), (404, Some("application/json")));
+    assert!(missing.json()["error"].is_string(), "{missing:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, server).await.expect("server stops on shutdown").unwrap().unwrap();
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DaemonConfig;
-use crate::health::{self, HealthState, ScrapeHook};
+use crate::health::{self, HealthState, ScrapeHook, ServicesView};
 
 /// How long kube-proxy waits before binding a healthz/metrics address again.
 const BIND_RETRY: Duration = Duration::from_secs(5);
@@ -27,10 +27,10 @@ pub struct BindError {
 }
 
 /// Starts the healthz and metrics servers (`/configz` serves the effective configuration;
-/// `before_scrape` runs before each `/metrics`).
+/// `before_scrape` runs before each `/metrics`; `/debug/services` serves `services`).
 pub async fn start_servers(
     config: &DaemonConfig,
-    health: &HealthState,
+    (health, services): (&HealthState, &ServicesView),
     (registry, before_scrape): (prometheus_client::registry::Registry, Option<ScrapeHook>),
     shutdown: &CancellationToken,
 ) -> Result<(), BindError> {
@@ -48,6 +48,7 @@ pub async fn start_servers(
             before_scrape,
             proxy_mode: config.mode.as_str(),
             configz,
+            services: services.clone(),
         };
         let stop = shutdown.clone();
         let serve = move |listener| health::serve_metrics(listener, server, stop);

@@ -1,12 +1,13 @@
 //! The proxy's own HTTP servers: `/healthz` + `/livez` (kube-proxy's healthz server, default
 //! `0.0.0.0:10256`) and the metrics port (`/metrics`, `/proxyMode`, `/healthz`, `/configz`,
-//! default `127.0.0.1:10249`). Bodies are built by pure functions; only `serve_*` do I/O.
+//! default `127.0.0.1:10249`, which also serves kubenat's `/debug/services`). Bodies are built
+//! by pure functions; only `serve_*` do I/O.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::services::{json as services_json, ServicesView};
 use super::{Error, HealthState, ProxyHealth, Result};
 use crate::metrics::exposition::{self, Format};
 
@@ -145,6 +147,8 @@ pub struct MetricsServer {
     pub proxy_mode: &'static str,
     /// `/configz`'s body: `{"kubeproxy.config.k8s.io": {…KubeProxyConfiguration…}}`.
     pub configz: Arc<serde_json::Value>,
+    /// What `/debug/services` serves (the syncer publishes it).
+    pub services: ServicesView,
 }
 
 async fn metrics(State(server): State<MetricsServer>, headers: HeaderMap) -> Response {
@@ -157,13 +161,27 @@ async fn metrics(State(server): State<MetricsServer>, headers: HeaderMap) -> Res
     ([(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))], body).into_response()
 }
 
+async fn debug_services(State(server): State<MetricsServer>) -> Response {
+    let (code, body) = services_json::list_reply(&server.services.current());
+    reply(code, "application/json", body)
+}
+
+async fn debug_service(
+    State(server): State<MetricsServer>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let (code, body) = services_json::service_reply(&server.services.current(), &namespace, &name);
+    reply(code, "application/json", body)
+}
+
 fn plain(body: String) -> Response {
     reply(StatusCode::OK, "text/plain; charset=utf-8", body)
 }
 
 /// Serves, until `shutdown` is cancelled: `/metrics` (Prometheus text, or OpenMetrics when the
 /// scraper's `Accept` asks for it), `/proxyMode`, `/healthz` and `/healthz/ping` (`ok`, as
-/// kube-proxy's generic healthz handler) and `/configz` (JSON).
+/// kube-proxy's generic healthz handler), `/configz` (JSON) and kubenat's `/debug/services`
+/// and `/debug/services/{namespace}/{name}` (JSON, see `health::services`).
 pub async fn serve_metrics(listener: TcpListener, server: MetricsServer, shutdown: CancellationToken) -> Result<()> {
     let mode = server.proxy_mode;
     let configz = server.configz.to_string();
@@ -172,6 +190,8 @@ pub async fn serve_metrics(listener: TcpListener, server: MetricsServer, shutdow
         .route("/proxyMode", get(move || async move { plain(mode.to_string()) }))
         .route("/healthz", get(|| async { plain("ok".to_string()) }))
         .route("/healthz/ping", get(|| async { plain("ok".to_string()) }))
+        .route("/debug/services", get(debug_services))
+        .route("/debug/services/{namespace}/{name}", get(debug_service))
         .route(
             "/configz",
             get(move || {

@@ -1,5 +1,6 @@
 //! Packet tracer: where a new connection goes through a ruleset (nat, then filter, then nat
-//! POSTROUTING), with one outcome per probabilistic path. It reads rules, never the kernel.
+//! POSTROUTING), with one outcome per probabilistic path and the filter rule that accepted,
+//! dropped or rejected it. It reads rules, never the kernel.
 //!
 //! The walk models a fresh connection's first packet: conntrack state `NEW`, no mark except the
 //! ones set during the walk, no `-m recent` history (affinity rules are skipped and noted).
@@ -68,8 +69,17 @@ pub enum Verdict {
     Dnat(SocketAddr),
     /// Redirected to this port on the node.
     Redirect(u16),
-    /// No service matched: the packet continues to its original destination untouched.
+    /// No service matched: the packet continues to its original destination untouched (and no
+    /// filter rule decided its fate).
     Accept,
+    /// No service matched, and a filter rule accepted it (`ACCEPT`), e.g. a healthCheckNodePort
+    /// in filter `KUBE-NODEPORTS`.
+    FilterAccept {
+        /// Table-qualified chain, e.g. `filter/KUBE-NODEPORTS`.
+        chain: String,
+        /// The rule's comment.
+        comment: Option<String>,
+    },
     /// Dropped (`DROP`, or a built-in chain's DROP policy).
     Drop {
         /// Table-qualified chain, e.g. `filter/KUBE-PROXY-FIREWALL`.
@@ -110,6 +120,10 @@ pub struct Outcome {
     pub masquerade: bool,
     /// Whether the path passed a `-m recent --rcheck/--update` (session affinity) rule.
     pub affinity_checked: bool,
+    /// The rule that decided an `ACCEPT` ([`Verdict::FilterAccept`]), `DROP` or `REJECT`
+    /// verdict, as written in the input (`-A CHAIN …`); `None` for other verdicts and for a
+    /// chain's policy.
+    pub rule: Option<String>,
 }
 
 /// Every path a packet can take, with notes on what the tracer could not evaluate.
@@ -160,10 +174,11 @@ impl Trace {
     }
 }
 
-/// Traces `packet` through `ruleset`: nat `PREROUTING` (or `OUTPUT` when `from_node`), then
-/// filter `FORWARD`/`INPUT`/`OUTPUT` with the rewritten destination, then nat `POSTROUTING`
-/// for packets that leave through it. Built-in chains without rules in the input get
-/// kube-proxy's jump rules (a restore input never contains them); this is noted.
+/// Traces `packet` through `ruleset` as the kernel would: nat `PREROUTING` (or `OUTPUT` when
+/// `from_node`), then filter `INPUT` (local destination) or `FORWARD` — `OUTPUT` for the node's
+/// own packets, then nat `POSTROUTING`, and filter `INPUT` again when the node's packet is
+/// delivered to the node itself. Built-in chains without rules in the input get kube-proxy's
+/// jump rules (a restore input never contains them); this is noted.
 pub fn trace(ruleset: &Ruleset, packet: &Packet, env: &TraceEnv) -> Trace {
     let entry_rules = index::kube_proxy_entry_rules();
     let index = ChainIndex::new(ruleset, &entry_rules);
@@ -177,13 +192,14 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet, env: &TraceEnv) -> Trace {
         let verdict = match end {
             End::Dnat(to) => Verdict::Dnat(to),
             End::Redirect(port) => Verdict::Redirect(port),
-            End::Accept => Verdict::Accept,
+            End::Accept | End::Accepted { .. } => Verdict::Accept,
             End::SourceNat => {
                 walker.note(format!("MASQUERADE/SNAT in nat/{nat_entry}: treated as no service matched"));
                 Verdict::Accept
             }
             terminal => {
-                outcomes.push(finish(path, terminal_verdict(terminal), false));
+                let (verdict, rule) = decided(terminal);
+                outcomes.push(finish(path, verdict, rule, false));
                 continue;
             }
         };
@@ -195,7 +211,31 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet, env: &TraceEnv) -> Trace {
     Trace { destination: SocketAddr::new(packet.dst, packet.dport), outcomes, notes: walker.notes }
 }
 
-/// The filter walk, then nat POSTROUTING for packets that are not delivered locally.
+/// What a filter walk did with a packet the nat walk gave `verdict`.
+enum Filtered {
+    /// Dropped, rejected or aborted: the path ends here.
+    Ended(Verdict, Option<String>),
+    /// Let through: the verdict (a filter `ACCEPT` of a packet no service matched becomes
+    /// [`Verdict::FilterAccept`]) and the rule that accepted it, if one did.
+    Passed(Verdict, Option<String>),
+}
+
+fn filtered(end: End, verdict: &Verdict) -> Filtered {
+    match end {
+        End::Drop { .. } | End::Reject { .. } | End::Aborted { .. } => {
+            let (verdict, rule) = decided(end);
+            Filtered::Ended(verdict, rule)
+        }
+        End::Accepted { .. } if *verdict == Verdict::Accept => {
+            let (verdict, rule) = decided(end);
+            Filtered::Passed(verdict, rule)
+        }
+        _ => Filtered::Passed(verdict.clone(), None),
+    }
+}
+
+/// The filter walk, then nat POSTROUTING for packets that are not delivered locally (and filter
+/// INPUT after it for the node's packets to itself).
 fn after_nat(walker: &mut Walker<'_, '_>, mut path: Path, verdict: Verdict, outcomes: &mut Vec<Outcome>) {
     let from_node = walker.node_originated();
     if let Verdict::Redirect(port) = verdict {
@@ -209,43 +249,72 @@ fn after_nat(walker: &mut Walker<'_, '_>, mut path: Path, verdict: Verdict, outc
         (false, false) => "FORWARD",
     };
     for (path, end) in walker.walk_table(TableName::Filter, filter_chain, path) {
-        match end {
-            End::Drop { .. } | End::Reject { .. } | End::Aborted { .. } => {
-                outcomes.push(finish(path, terminal_verdict(end), false));
-            }
-            _ if local && !from_node => outcomes.push(finish(path, verdict.clone(), false)),
-            _ => {
-                for (path, end) in walker.walk_table(TableName::Nat, "POSTROUTING", path) {
-                    match end {
-                        End::Drop { .. } | End::Reject { .. } | End::Aborted { .. } => {
-                            outcomes.push(finish(path, terminal_verdict(end), false));
-                        }
-                        End::SourceNat => outcomes.push(finish(path, verdict.clone(), true)),
-                        _ => outcomes.push(finish(path, verdict.clone(), false)),
-                    }
-                }
+        match filtered(end, &verdict) {
+            Filtered::Ended(verdict, rule) => outcomes.push(finish(path, verdict, rule, false)),
+            Filtered::Passed(verdict, rule) if local && !from_node => outcomes.push(finish(path, verdict, rule, false)),
+            Filtered::Passed(verdict, rule) => {
+                let delivered_here = from_node && local;
+                postrouting(walker, path, (verdict, rule), delivered_here, outcomes);
             }
         }
     }
 }
 
-fn terminal_verdict(end: End) -> Verdict {
-    match end {
-        End::Drop { chain, comment } => Verdict::Drop { chain, comment },
-        End::Reject { chain, comment } => Verdict::Reject { chain, comment },
-        End::Aborted { chain, reason } => Verdict::Aborted { chain, reason },
-        End::Dnat(to) => Verdict::Dnat(to),
-        End::Redirect(port) => Verdict::Redirect(port),
-        End::Accept | End::SourceNat => Verdict::Accept,
+/// nat POSTROUTING; then, for a packet the node sends to itself, filter INPUT, whose own
+/// decision (if it makes one) replaces the one filter OUTPUT made.
+fn postrouting(
+    walker: &mut Walker<'_, '_>,
+    path: Path,
+    (verdict, rule): (Verdict, Option<String>),
+    delivered_here: bool,
+    outcomes: &mut Vec<Outcome>,
+) {
+    for (path, end) in walker.walk_table(TableName::Nat, "POSTROUTING", path) {
+        let masquerade = match end {
+            End::Drop { .. } | End::Reject { .. } | End::Aborted { .. } => {
+                let (verdict, rule) = decided(end);
+                outcomes.push(finish(path, verdict, rule, false));
+                continue;
+            }
+            End::SourceNat => true,
+            _ => false,
+        };
+        if !delivered_here {
+            outcomes.push(finish(path, verdict.clone(), rule.clone(), masquerade));
+            continue;
+        }
+        for (path, end) in walker.walk_table(TableName::Filter, "INPUT", path) {
+            match filtered(end, &verdict) {
+                Filtered::Ended(verdict, rule) => outcomes.push(finish(path, verdict, rule, false)),
+                Filtered::Passed(input_verdict, Some(input_rule)) => {
+                    outcomes.push(finish(path, input_verdict, Some(input_rule), masquerade))
+                }
+                Filtered::Passed(_, None) => outcomes.push(finish(path, verdict.clone(), rule.clone(), masquerade)),
+            }
+        }
     }
 }
 
-fn finish(path: Path, verdict: Verdict, masquerade: bool) -> Outcome {
+/// The verdict a walk's end gives, with the rule that decided it.
+fn decided(end: End) -> (Verdict, Option<String>) {
+    match end {
+        End::Drop { chain, comment, rule } => (Verdict::Drop { chain, comment }, rule),
+        End::Reject { chain, comment, rule } => (Verdict::Reject { chain, comment }, rule),
+        End::Accepted { chain, comment, rule } => (Verdict::FilterAccept { chain, comment }, Some(rule)),
+        End::Aborted { chain, reason } => (Verdict::Aborted { chain, reason }, None),
+        End::Dnat(to) => (Verdict::Dnat(to), None),
+        End::Redirect(port) => (Verdict::Redirect(port), None),
+        End::Accept | End::SourceNat => (Verdict::Accept, None),
+    }
+}
+
+fn finish(path: Path, verdict: Verdict, rule: Option<String>, masquerade: bool) -> Outcome {
     Outcome {
         probability: path.probability,
         chains: path.chains,
         verdict,
         masquerade,
         affinity_checked: path.affinity_checked,
+        rule,
     }
 }

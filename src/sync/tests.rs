@@ -329,3 +329,24 @@ fn node_eligibility_follows_the_node_object() {
     assert!(!node_eligible(Some(&deleting), false));
     assert!(!node_eligible(None, true), "a Node seen before and now gone was deleted");
 }
+
+#[test]
+fn each_sync_publishes_its_outcome_and_what_it_programmed() {
+    let r = rig();
+    let view = crate::health::ServicesView::default();
+    let mut syncer = r.syncer.with_view(view.clone());
+    let name = web(&[]).name;
+    syncer.sync(&snapshot(vec![web(&["10.244.1.2:8080"])]), &Changes::default(), false).expect("sync");
+    let first = view.current();
+    let outcome = first.last_sync.clone().expect("published");
+    assert_eq!((outcome.kind, outcome.error), (Some(SyncKind::Full), None));
+    assert_eq!(first.ports[&name].chains.cluster, Some(ServiceChains::for_service(&name).cluster));
+
+    r.ipt.fail_next(5);
+    let failed = syncer.sync(&snapshot(vec![web(&["10.244.9.9:8080"])]), &Changes::default(), false);
+    assert!(failed.is_err());
+    let after = view.current();
+    let error = after.last_sync.as_ref().and_then(|s| s.error.clone()).expect("the error is published");
+    assert!(error.contains("restore failed"), "{error}");
+    assert!(Arc::ptr_eq(&after.ports[&name], &first.ports[&name]), "a failed sync keeps the programmed view");
+}

@@ -10,6 +10,7 @@ impl fmt::Display for Verdict {
             Verdict::Dnat(to) => return write!(f, "{to}"),
             Verdict::Redirect(port) => return write!(f, "REDIRECT to local port {port}"),
             Verdict::Accept => return f.write_str("no service matched"),
+            Verdict::FilterAccept { chain, comment } => ("ACCEPT", chain, comment.as_deref()),
             Verdict::Drop { chain, comment } => ("DROP", chain, comment.as_deref()),
             Verdict::Reject { chain, comment } => ("REJECT", chain, comment.as_deref()),
             Verdict::Aborted { chain, reason } => ("ABORTED", chain, Some(reason.as_str())),
@@ -22,14 +23,22 @@ impl fmt::Display for Verdict {
 }
 
 impl fmt::Display for Outcome {
-    /// `10.244.2.7:8080 p=0.333 masquerade=no via nat/PREROUTING > nat/KUBE-SERVICES > …`
+    /// `10.244.2.7:8080 p=0.333 masquerade=no via nat/PREROUTING > nat/KUBE-SERVICES > …`, then
+    /// `; rule: -A CHAIN …` when a rule accepted, dropped or rejected the packet.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} p={:.3}", self.verdict, self.probability)?;
-        if matches!(self.verdict, Verdict::Dnat(_) | Verdict::Redirect(_) | Verdict::Accept) {
+        let delivered = matches!(
+            self.verdict,
+            Verdict::Dnat(_) | Verdict::Redirect(_) | Verdict::Accept | Verdict::FilterAccept { .. }
+        );
+        if delivered {
             write!(f, " masquerade={}", if self.masquerade { "yes" } else { "no" })?;
         }
         if !self.chains.is_empty() {
             write!(f, " via {}", self.chains.join(" > "))?;
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, "; rule: {rule}")?;
         }
         Ok(())
     }

@@ -44,18 +44,20 @@ impl Path {
 /// How a table walk ended for one path.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum End {
-    /// `ACCEPT`, or the end of a built-in chain with an ACCEPT policy.
+    /// The end of a built-in chain with an ACCEPT policy (nothing decided).
     Accept,
+    /// An `ACCEPT` rule: its table-qualified chain, comment and text.
+    Accepted { chain: String, comment: Option<String>, rule: String },
     /// `DNAT` to this address.
     Dnat(SocketAddr),
     /// `REDIRECT` to this local port.
     Redirect(u16),
     /// `MASQUERADE` or `SNAT`.
     SourceNat,
-    /// `DROP`, or a DROP policy.
-    Drop { chain: String, comment: Option<String> },
+    /// `DROP`, or a DROP policy (`rule` is `None` then).
+    Drop { chain: String, comment: Option<String>, rule: Option<String> },
     /// `REJECT`.
-    Reject { chain: String, comment: Option<String> },
+    Reject { chain: String, comment: Option<String>, rule: Option<String> },
     /// A loop, too deep a nesting or too many branches.
     Aborted { chain: String, reason: String },
 }
@@ -137,7 +139,8 @@ impl<'i, 'a> Walker<'i, 'a> {
             .map(|(path, flow)| match flow {
                 Flow::End(end) => (path, end),
                 Flow::Return if policy == Some("DROP") => {
-                    let end = End::Drop { chain: format!("{table}/{chain}"), comment: Some("chain policy".into()) };
+                    let chain = format!("{table}/{chain}");
+                    let end = End::Drop { chain, comment: Some("chain policy".into()), rule: None };
                     (path, end)
                 }
                 Flow::Return => (path, End::Accept),
@@ -251,11 +254,12 @@ impl<'i, 'a> Walker<'i, 'a> {
         let option = |flag: &str| rule.get(flag).and_then(|a| a.value()).unwrap_or("");
         let comment = || rule.comment().map(str::to_string);
         let leave = |path, end| vec![(path, Step::Leave(Flow::End(end)))];
+        let chain = || qualified.to_string();
         match target {
-            "ACCEPT" => leave(path, End::Accept),
+            "ACCEPT" => leave(path, End::Accepted { chain: chain(), comment: comment(), rule: rule.to_string() }),
             "RETURN" => vec![(path, Step::Leave(Flow::Return))],
-            "DROP" => leave(path, End::Drop { chain: qualified.to_string(), comment: comment() }),
-            "REJECT" => leave(path, End::Reject { chain: qualified.to_string(), comment: comment() }),
+            "DROP" => leave(path, End::Drop { chain: chain(), comment: comment(), rule: Some(rule.to_string()) }),
+            "REJECT" => leave(path, End::Reject { chain: chain(), comment: comment(), rule: Some(rule.to_string()) }),
             "MASQUERADE" | "SNAT" => leave(path, End::SourceNat),
             "DNAT" => match values::dnat_target(option("--to-destination"), path.dport) {
                 Some((to, ranged)) => {

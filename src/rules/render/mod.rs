@@ -13,6 +13,7 @@ mod policy_chains;
 mod service;
 mod service_ctx;
 mod static_rules;
+pub mod summary;
 pub mod userspace;
 
 pub use endpoints::no_local_endpoints;

@@ -1,6 +1,7 @@
 //! Behaviour of the tracer on kube-proxy-shaped rules, in both restore and save forms.
 
 mod edge;
+mod filter;
 
 use std::net::SocketAddr;
 
