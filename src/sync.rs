@@ -10,10 +10,13 @@
 //! (`iptables-save`), missing jumps are inserted and stale chains removed. The last good rules
 //! always stay in place when a restore fails.
 
+mod conntrack_sync;
+mod error;
 mod probes;
 mod run;
 mod view;
 
+pub use error::{Error, Result};
 pub use run::SyncLoop;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,9 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::apply::exec::Iptables;
-use crate::apply::{self, Applied, Applier, History, Mode, StaleChains};
+use crate::apply::{Applied, Applier, History, Mode, StaleChains};
 use crate::config::NodeOptions;
-use crate::conntrack::{self, Conntrack, Frontends};
+use crate::conntrack::{Conntrack, Frontends};
 use crate::flannel::subnet_env::SubnetEnv;
 use crate::health::HealthState;
 use crate::host::SyncProbes;
@@ -40,50 +43,6 @@ use crate::userspace::proxier::Proxier;
 /// How old the last full sync may get before a sync is full again (kube-proxy's
 /// `FullSyncPeriod`), outside large-cluster mode.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
-
-/// Errors of one sync; the loop logs them, keeps the last good rules and retries.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The node configuration could not be built (e.g. NodeCIDR mode without a pod CIDR yet).
-    #[error(transparent)]
-    Config(#[from] crate::config::Error),
-    /// Reading the current rules failed (retryable).
-    #[error("reading the current {family} rules: {source}")]
-    Save {
-        /// Family.
-        family: IpFamily,
-        /// Cause.
-        #[source]
-        source: crate::apply::exec::Error,
-    },
-    /// The current rules could not be parsed.
-    #[error("parsing the current {family} rules: {source}")]
-    Parse {
-        /// Family.
-        family: IpFamily,
-        /// Cause.
-        #[source]
-        source: crate::rules::parse::Error,
-    },
-    /// Userspace mode needs the node's IP for node-originated traffic (HOST chain DNAT).
-    #[error("userspace mode: no {family} node IP for the KUBE-PORTALS-HOST rules; give --node-ip or --bind-address")]
-    NoNodeIp {
-        /// Family.
-        family: IpFamily,
-    },
-    /// `iptables-restore` rejected a full sync; the previous rules are still in place.
-    #[error("{family} restore failed: {source}")]
-    Restore {
-        /// Family.
-        family: IpFamily,
-        /// Cause (names the failing line of our input).
-        #[source]
-        source: crate::apply::exec::Error,
-    },
-}
-
-/// Result type of this module.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How the loop is paced and what it programs.
 #[derive(Debug, Clone)]
@@ -371,49 +330,6 @@ impl Syncer {
         }
     }
 
-    /// Deletes stale UDP conntrack flows (kube-proxy's reconciler): after the first sync, and
-    /// after every sync that changed a family's UDP frontends or serving endpoints, or that
-    /// follows a failed reconciliation. Not in userspace mode, where service traffic is
-    /// DNATed to the proxy's own sockets, never to endpoints.
-    fn reconcile_conntrack(&mut self, snapshot: &Snapshot) {
-        if self.userspace.is_some() {
-            return;
-        }
-        for family in self.opts.families.clone() {
-            let Ok(node) = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())
-            else {
-                continue;
-            };
-            let desired = Frontends::new(&snapshot.state, &node);
-            let previous = self.reconciled.get(&family);
-            let unchanged = previous == Some(&desired) || (previous.is_none() && desired.is_empty());
-            if unchanged && !self.reconcile_failed.contains(&family) {
-                self.reconciled.insert(family, desired);
-                continue;
-            }
-            let frontends = match previous {
-                Some(previous) => desired.clone().with_retired(previous),
-                None => desired.clone(),
-            };
-            let outcome = conntrack::reconcile(self.conntrack.as_ref(), &frontends);
-            self.metrics.observe_conntrack_reconcile(family, outcome.elapsed.as_secs_f64());
-            self.metrics.inc_conntrack_deleted_entries(family, outcome.deleted as u64);
-            let elapsed_ms = outcome.elapsed.as_millis() as u64;
-            let (listed, stale, deleted) = (outcome.listed, outcome.stale, outcome.deleted);
-            match outcome.error {
-                None => {
-                    tracing::debug!(%family, listed, stale, deleted, elapsed_ms, "conntrack reconciled");
-                    self.reconcile_failed.remove(&family);
-                    self.reconciled.insert(family, desired);
-                }
-                Some(err) => {
-                    self.reconcile_failed.insert(family);
-                    tracing::warn!(%family, listed, stale, deleted, error = %err, "conntrack reconciliation failed; retrying after the next sync");
-                }
-            }
-        }
-    }
-
     /// Warns (once per distinct mismatch) when flannel's lease is not the Node's pod CIDR.
     fn check_pod_cidr(&mut self, snapshot: &Snapshot) {
         let (Some(env), Some(node)) = (&self.opts.flannel, &snapshot.node) else {
@@ -435,16 +351,6 @@ impl Syncer {
             tracing::warn!(problem = %problem, "object skipped");
         }
         self.logged_problems = current;
-    }
-}
-
-impl From<apply::Error> for Error {
-    fn from(err: apply::Error) -> Self {
-        match err {
-            apply::Error::Save { family, source } => Error::Save { family, source },
-            apply::Error::Parse { family, source } => Error::Parse { family, source },
-            apply::Error::Restore { family, source } => Error::Restore { family, source },
-        }
     }
 }
 
