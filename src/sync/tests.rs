@@ -6,21 +6,13 @@ use std::time::Duration;
 use super::*;
 use crate::apply::fake::FakeIptables;
 use crate::conntrack::{FakeConntrack, Flow};
-use crate::model::{ClusterState, Endpoint, Protocol, ServicePort, ServicePortName};
+use crate::model::{build, ClusterState, Endpoint, Protocol, ServicePort, ServicePortName};
 use crate::rules::chain_names::ServiceChains;
 
 fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> ServicePort {
     let mut eps: Vec<Endpoint> = endpoints
         .iter()
-        .map(|e| Endpoint {
-            addr: e.parse::<SocketAddr>().expect("endpoint"),
-            ready: true,
-            serving: true,
-            terminating: false,
-            node_name: Some("node-1".into()),
-            zone_hints: vec![],
-            node_hints: vec![],
-        })
+        .map(|e| Endpoint { node_name: Some("node-1".into()), ..build::endpoint(e.parse().expect("endpoint")) })
         .collect();
     eps.sort_by_key(|e| e.key());
     let name = ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol };
