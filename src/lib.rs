@@ -15,13 +15,13 @@
 //! - `metrics`: kube-proxy's metrics, registered and recorded.
 //! - `conntrack`: stale UDP conntrack flows, planned and deleted.
 //! - `userspace`: the legacy userspace proxy (balancer, ports, TCP and UDP relays).
-//! - `inspect`: offline analysis of rulesets: `diff`, `trace`, `check`.
+//! - `inspect`: offline analysis of rulesets: `diff`, `trace`, `check`, `explain`.
 //! - `apply`: the apply stage: `exec` (real binaries), `applier`, `cleanup`, `fake` kernel.
 //! - `rules`: the pure core: ruleset, chain names, render, write/parse, plan, nft pieces.
 //! - `model`: the value types everything speaks (services, endpoints, node configuration).
 //!
 //! The binary's `cli` module holds the command line (daemon flags, `render`, `diff`, `trace`,
-//! `apply`); integration tests share the `kubenat-testkit` crate (`testkit/`).
+//! `apply`, `explain`); integration tests share the `kubenat-testkit` crate (`testkit/`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

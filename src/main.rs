@@ -1,5 +1,5 @@
 //! The `kubenat` command line: the node daemon (no subcommand) and the offline tools
-//! (`render`, `diff`, `trace`, `apply`).
+//! (`render`, `diff`, `trace`, `apply`, `explain`).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -32,6 +32,8 @@ enum Command {
     Trace(cli::trace::Args),
     /// Render manifests and apply them to this network namespace with iptables-restore (one-shot sync).
     Apply(cli::apply::Args),
+    /// Why a Service does (not) work on this node, or the node's own checks (exit 0 ok, 1 degraded/broken, 2 error).
+    Explain(cli::explain::Args),
 }
 
 impl Command {
@@ -41,6 +43,7 @@ impl Command {
             Command::Render(args) => Some(args.kube()),
             Command::Trace(args) => Some(args.kube()),
             Command::Apply(args) => Some(args.kube()),
+            Command::Explain(args) => Some(args.kube()),
             Command::Diff(_) => None,
         };
         kubenat::config::types::Logging {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Diff(args)) => cli::diff::run(args),
         Some(Command::Trace(args)) => cli::trace::run(args),
         Some(Command::Apply(args)) => cli::apply::run(args),
+        Some(Command::Explain(args)) => cli::explain::run(args),
         None => cli::daemon::run(cli.daemon, cli.log.as_deref()),
     };
     match result {

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod common;
 pub mod daemon;
 pub mod diff;
+pub mod explain;
 pub mod logging;
 pub mod render;
 pub mod trace;

@@ -1,0 +1,168 @@
+//! The I/O half of `kubenat explain`: reads what the pure diagnosis judges — the rules of both
+//! backends (`iptables-nft-save`, `iptables-legacy-save`), the UDP conntrack table (ctnetlink,
+//! opened inside the namespace) and the sysctls — from this network namespace or a named one;
+//! or only a saved dump, offline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use kubenat::apply::exec::{Backend, ExecIptables, Iptables};
+use kubenat::conntrack::{Conntrack, Flow, NetlinkConntrack};
+use kubenat::inspect::explain::{kube_proxy_chains, BackendChains, Observed};
+use kubenat::model::IpFamily;
+use kubenat::rules::parse;
+use kubenat::rules::ruleset::Ruleset;
+use kubenat::startup::{Facts, FlannelRules, Sysctl, SysctlReader};
+
+/// How long one save tool may run.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Offline: the dump at `path` (`-` is stdin) as the live rules; nothing else is known.
+pub fn offline(path: &Path) -> anyhow::Result<Observed> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("--rules -: reading stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("--rules {}: reading", path.display()))?
+    };
+    let rules = parse::parse(&text)
+        .with_context(|| format!("--rules {}: not an iptables-save/restore dump", path.display()))?;
+    Ok(Observed { rules, ..Observed::default() })
+}
+
+/// One backend's save output of `family`, parsed; `None` (with a note on stderr) when it
+/// cannot be read.
+fn read_backend(ipt: &dyn Iptables, family: IpFamily, name: &str) -> Option<Ruleset> {
+    let text = match ipt.save(family, None) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("kubenat: note: {name}: {err:#}", err = anyhow::Error::new(err));
+            return None;
+        }
+    };
+    match parse::parse(&text) {
+        Ok(rules) => Some(rules),
+        Err(err) => {
+            eprintln!("kubenat: note: {name} output not understood: {err}");
+            None
+        }
+    }
+}
+
+/// The rules of both backends: the one holding more kube-proxy chains is the live one (nft
+/// when tied), and both counts are kept for the backend-split check.
+pub fn rules_of(
+    nft: &dyn Iptables,
+    legacy: &dyn Iptables,
+    family: IpFamily,
+) -> anyhow::Result<(Ruleset, BackendChains)> {
+    let nft_rules = read_backend(nft, family, "iptables-nft-save");
+    let legacy_rules = read_backend(legacy, family, "iptables-legacy-save");
+    let chains = BackendChains {
+        nft: nft_rules.as_ref().map(kube_proxy_chains),
+        legacy: legacy_rules.as_ref().map(kube_proxy_chains),
+    };
+    let live = match (nft_rules, legacy_rules) {
+        (Some(nft), Some(legacy)) => {
+            if chains.legacy > chains.nft {
+                legacy
+            } else {
+                nft
+            }
+        }
+        (Some(rules), None) | (None, Some(rules)) => rules,
+        (None, None) => bail!("could not read the rules with iptables-nft-save or iptables-legacy-save"),
+    };
+    Ok((live, chains))
+}
+
+/// The sysctls the node checks judge.
+fn facts(reader: &SysctlReader) -> Facts {
+    Facts {
+        bridge_nf_call_iptables: reader.read(Sysctl::BridgeNfCallIptables),
+        bridge_nf_call_ip6tables: reader.read(Sysctl::BridgeNfCallIp6tables),
+        ip_forward: reader.read(Sysctl::IpForward),
+        ipv6_forwarding: reader.read(Sysctl::Ipv6Forwarding),
+        route_localnet: reader.read(Sysctl::RouteLocalnet),
+        nf_conntrack_tcp_be_liberal: reader.read(Sysctl::NfConntrackTcpBeLiberal),
+        flannel_rules: FlannelRules::default(),
+    }
+}
+
+/// Every UDP flow of `family` in `ct`.
+fn flows(ct: &dyn Conntrack, family: IpFamily) -> kubenat::conntrack::Result<Vec<Flow>> {
+    let mut flows = Vec::new();
+    ct.for_each_udp_flow(family, &mut |flow| flows.push(flow))?;
+    Ok(flows)
+}
+
+/// Runs `f` on a thread that entered network namespace `name` (`setns`), so the sockets it
+/// opens belong to that namespace; this thread stays where it is.
+fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| -> anyhow::Result<T> {
+            let file = std::fs::File::open(&path).with_context(|| format!("--netns {name}: opening {path}"))?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("--netns {name}: entering the namespace"))?;
+            Ok(f())
+        });
+        thread.join().map_err(|_| anyhow!("reading conntrack in --netns {name}: the thread panicked"))?
+    })
+}
+
+/// Everything observable in this network namespace, or in `netns`.
+pub fn live(netns: Option<&str>, family: IpFamily) -> anyhow::Result<Observed> {
+    let exec = |backend| ExecIptables { backend, netns: netns.map(String::from), timeout: SAVE_TIMEOUT };
+    let (rules, backends) = rules_of(&exec(Backend::Nft), &exec(Backend::Legacy), family)?;
+    let reader = match netns {
+        Some(name) => SysctlReader::Netns(name.to_string()),
+        None => SysctlReader::Local("/".into()),
+    };
+    let listed = match netns {
+        Some(name) => in_netns(name, || flows(&NetlinkConntrack::new(), family))?,
+        None => flows(&NetlinkConntrack::new(), family),
+    };
+    let flows = match listed {
+        Ok(flows) => Some(flows),
+        Err(err) => {
+            eprintln!("kubenat: note: conntrack not checked: {:#}", anyhow::Error::new(err));
+            None
+        }
+    };
+    Ok(Observed { rules, backends, flows, facts: Some(facts(&reader)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubenat::apply::exec::RestoreOptions;
+    use kubenat::apply::fake::FakeIptables;
+
+    const KUBE: &str = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-X - [0:0]\nCOMMIT\n";
+
+    fn loaded(text: &str) -> FakeIptables {
+        let ipt = FakeIptables::new();
+        ipt.restore(IpFamily::V4, text, RestoreOptions { noflush: true, counters: false }).unwrap();
+        ipt
+    }
+
+    #[test]
+    fn the_backend_with_kube_proxy_chains_is_live() {
+        let (nft, legacy) = (FakeIptables::new(), loaded(KUBE));
+        let (rules, chains) = rules_of(&nft, &legacy, IpFamily::V4).unwrap();
+        assert_eq!(chains, BackendChains { nft: Some(0), legacy: Some(2) });
+        assert_eq!(kube_proxy_chains(&rules), 2);
+        let (rules, chains) = rules_of(&loaded(KUBE), &loaded(KUBE), IpFamily::V4).unwrap();
+        assert_eq!((chains.nft, chains.legacy, kube_proxy_chains(&rules)), (Some(2), Some(2), 2));
+    }
+
+    #[test]
+    fn an_unreadable_backend_is_unknown_not_empty() {
+        let missing =
+            ExecIptables { backend: Backend::Nft, netns: Some("knt-no-such-netns-x".into()), timeout: SAVE_TIMEOUT };
+        let (_, chains) = rules_of(&missing, &loaded(KUBE), IpFamily::V4).unwrap();
+        assert_eq!(chains, BackendChains { nft: None, legacy: Some(2) });
+        assert!(rules_of(&missing, &missing, IpFamily::V4).is_err());
+    }
+}
