@@ -63,7 +63,8 @@ pub enum Error {
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The flattened rulesets and the conntrack frontends, computed once per question.
+/// The rulesets as compared per service ([`service_view`]), the conntrack frontends and the
+/// node problems, computed once per question.
 struct Context<'a> {
     desired: Desired<'a>,
     observed: &'a Observed,
@@ -78,8 +79,8 @@ impl<'a> Context<'a> {
         Context {
             desired,
             observed,
-            want: flatten(desired.rules).into_owned(),
-            live: flatten(&observed.rules).into_owned(),
+            want: service_view(desired.rules),
+            live: service_view(&observed.rules),
             frontends: Frontends::new(desired.state, desired.node),
             node_problems: node_problems(desired.node, observed),
         }
@@ -100,7 +101,7 @@ impl<'a> Context<'a> {
     fn port_report(&self, port: &ServicePort, from: Option<IpAddr>) -> PortReport {
         let node = self.desired.node;
         let chains = rules_check::desired_chains(&self.want, &rules_check::port_chains(port, node.family));
-        let paths = paths::paths(port, node, from, &self.live);
+        let paths = paths::paths(port, node, from, &self.observed.rules);
         let shares = paths.first().map(|p| p.trace.endpoints()).unwrap_or_default();
         let endpoints = endpoints_check::family_endpoints(port, node)
             .into_iter()
@@ -139,6 +140,17 @@ impl<'a> Context<'a> {
         let port_reports = ports.iter().map(|p| self.port_report(p, from)).collect();
         Report { service, verdict: Verdict::of(&problems), ports: port_reports, problems }
     }
+}
+
+/// `ruleset` as the per-service comparison reads it: without the built-in chains' rules (never
+/// a service's; a restore input inserts them with `-I`, which would keep [`flatten`] from
+/// inlining tree-dispatch chains), flattened to the flat layout.
+fn service_view(ruleset: &Ruleset) -> Ruleset {
+    let mut view = ruleset.clone();
+    for table in &mut view.tables {
+        table.rules.retain(|r| !r.chain.is_builtin());
+    }
+    flatten(&view).into_owned()
 }
 
 fn policy_name(policy: TrafficPolicy) -> &'static str {
