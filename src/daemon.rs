@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use self::client::Error as ClientError;
+pub use self::client::{client as api_client, Error as ClientError};
 pub use self::dry_run::DryRun;
 pub use self::servers::BindError;
 use crate::apply::cleanup::CleanupReport;

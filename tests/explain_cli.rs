@@ -152,3 +152,36 @@ fn bad_input_is_one_error_line_and_exit_2() {
         assert!(errors[0].contains(expected), "{what}: {stderr}");
     }
 }
+
+#[test]
+fn objects_come_from_the_api_server_without_objects() {
+    let server = testkit::apiserver::ApiServer::start();
+    for file in ["fixtures/scenarios/nodeport/manifests.yaml", "fixtures/scenarios/common-node.yaml"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(document).unwrap();
+            if !value.is_null() {
+                server.apply(value);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path()).display().to_string();
+    let rules = root().join("fixtures/scenarios/nodeport/expected.txt").display().to_string();
+    let args = ["service", "default/web", "-o", "json", "--kubeconfig", &kubeconfig, "--rules", &rules];
+    let flags = ["--hostname-override=node-1", "--cluster-cidr=10.244.0.0/16"];
+    let args: Vec<String> = args.iter().chain(&flags).map(|s| s.to_string()).collect();
+    let (code, stdout, stderr) = explain(&args);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    assert_eq!((code, codes(&report)), (0, vec![]), "{report}");
+    let endpoints = report["ports"][0]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2, "{report}");
+    assert!(endpoints.iter().any(|e| e["local"] == true), "the Node and the slices came from the API: {report}");
+
+    // Without objects and without an API server: one error line, exit 2.
+    let missing = dir.path().join("nope").display().to_string();
+    let args: Vec<String> = ["node", "--kubeconfig", &missing, "--rules", &rules].map(String::from).to_vec();
+    let (code, _, stderr) = explain(&args);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("kubenat: error:")).count(), 1, "{stderr}");
+}

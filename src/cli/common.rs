@@ -102,21 +102,37 @@ impl RenderInput {
             bail!("--objects {}: no such file or directory", missing.display());
         }
         let loaded = manifests::load_paths(&self.objects);
-        let source = match self.endpoints_source {
+        let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+        self.prepare_objects(&loaded.objects, problems, opts, config)
+    }
+
+    /// `--endpoints-source` as the converter takes it.
+    pub fn endpoints_source(&self) -> EndpointsSource {
+        match self.endpoints_source {
             EndpointsSourceArg::Auto => EndpointsSource::Auto,
             EndpointsSourceArg::Endpointslices => EndpointsSource::EndpointSlices,
             EndpointsSourceArg::Endpoints => EndpointsSource::Endpoints,
-        };
-        let converted = convert::cluster_state(&loaded.objects, source);
-        let problems: Vec<String> =
-            loaded.problems.iter().chain(converted.problems.iter()).map(ToString::to_string).collect();
+        }
+    }
+
+    /// Converts `objects` (from files or the API) into state and node config; `problems` are
+    /// the loading problems so far, reported on stderr with the conversion's.
+    pub fn prepare_objects(
+        &self,
+        objects: &manifests::Objects,
+        mut problems: Vec<String>,
+        opts: NodeOptions,
+        config: KubeProxyConfiguration,
+    ) -> anyhow::Result<Prepared> {
+        let converted = convert::cluster_state(objects, self.endpoints_source());
+        problems.extend(converted.problems.iter().map(ToString::to_string));
         for problem in &problems {
             eprintln!("kubenat: warning: {problem}");
         }
         if self.strict == Some(true) && !problems.is_empty() {
             bail!("{} object(s) skipped and --strict is set", problems.len());
         }
-        let node = self.node_config(&opts, &loaded.objects)?;
+        let node = self.node_config(&opts, objects)?;
         Ok(Prepared { config, state: converted.state, node })
     }
 

@@ -1,5 +1,6 @@
 //! `kubenat explain service NS/NAME` and `kubenat explain node`: why a Service does (not) work
-//! on this node. Desired state from `--objects` (with every render flag), observed state from
+//! on this node. Desired state from `--objects` (with every render flag) or, without them, from
+//! the API server (`--kubeconfig`, `--master` or in-cluster); observed state from
 //! this (or `--netns`'s) rules, conntrack table and sysctls — or from `--rules DUMP` offline.
 //! Exit 0 when ok, 1 when degraded or broken, 2 on error (via `Err`).
 
@@ -86,16 +87,32 @@ impl Args {
 impl Source {
     /// Desired state (objects rendered with the jumps) and observed state.
     fn load(&self) -> anyhow::Result<(Prepared, kubenat::rules::ruleset::Ruleset, Observed)> {
-        if self.render.objects.is_empty() {
-            bail!("--objects PATH… is required: the Services and EndpointSlices to compare the node with");
-        }
-        let prepared = self.render.prepare()?;
+        let prepared = if self.render.objects.is_empty() { self.prepare_from_api()? } else { self.render.prepare()? };
         let rules = with_jumps(prepared.ruleset(), &prepared.jumps());
         let observed = match &self.rules {
             Some(path) => gather::offline(path)?,
             None => gather::live(self.netns.as_deref(), prepared.node.family)?,
         };
         Ok((prepared, rules, observed))
+    }
+}
+
+impl Source {
+    /// Desired state from the API server (`--kubeconfig`, `--master` or in-cluster), listed
+    /// once with the daemon's client and label selectors.
+    fn prepare_from_api(&self) -> anyhow::Result<Prepared> {
+        let (opts, config) = self.render.options()?;
+        let daemon = kubenat::config::DaemonConfig::resolve(&self.render.kube)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+        let endpoints = self.render.endpoints_source();
+        let objects = runtime
+            .block_on(async {
+                let client = kubenat::daemon::api_client(&daemon).await?;
+                anyhow::Ok(kubenat::k8s::list::list_objects(client, &opts.node_name, endpoints).await?)
+            })
+            .context("no --objects given, so reading them from the API server")?;
+        self.render.prepare_objects(&objects, Vec::new(), opts, config)
     }
 }
 
