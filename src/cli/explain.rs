@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use kubenat::inspect::explain::{self, Desired, NodeReport, Observed, PortSelector, Query, Verdict};
+use kubenat::inspect::explain::{self, Desired, Observed, PortSelector, Query, Verdict};
 
 use super::common::{Prepared, RenderInput};
 use super::render::with_jumps;
@@ -157,27 +157,13 @@ fn run_service(args: ServiceArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(report.verdict))
 }
 
-fn node_text(report: &NodeReport) -> String {
-    let mut out = format!("node {}: {}\n", report.node, report.verdict.as_str());
-    for problem in &report.problems {
-        let severity = format!("{:?}", problem.severity).to_lowercase();
-        out.push_str(&format!("{severity} {}: {}\n  fix: {}\n", problem.code.as_str(), problem.message, problem.fix));
-    }
-    let verdicts: Vec<String> = report.verdicts.iter().map(|(v, n)| format!("{} {n}", v.as_str())).collect();
-    out.push_str(&format!("services: {} ({})\n", report.services, verdicts.join(", ")));
-    for (code, n) in &report.counts {
-        out.push_str(&format!("  {}: {n}\n", code.as_str()));
-    }
-    out
-}
-
 fn run_node(source: Source) -> anyhow::Result<ExitCode> {
     let (prepared, rules, observed) = source.load()?;
     let desired = Desired { state: &prepared.state, node: &prepared.node, rules: &rules };
     let report = explain::explain_node(desired, &observed);
     match source.output {
         Format::Json => print(&format!("{}\n", serde_json::to_string(&report).context("encoding JSON")?))?,
-        Format::Text => print(&node_text(&report))?,
+        Format::Text => print(&explain::write_node_text(&report, colour()))?,
     }
     Ok(exit_code(report.verdict))
 }

@@ -21,7 +21,7 @@ pub use report::{
     Address, AddressKind, Code, EndpointReport, NodeReport, OutcomeReport, PathReport, Policies, PortReport, Problem,
     Report, Severity, Verdict,
 };
-pub use text::write_text;
+pub use text::{write_node_text, write_text};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -397,3 +397,17 @@ fn every_code_is_kebab_case_in_json() {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }
 }
+
+#[test]
+fn node_text_lists_problems_and_counts() {
+    let (mut state, node) = (state(), node());
+    state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints.clear();
+    let rules = desired_rules(&state, &node);
+    let mut obs = observed(&state, &node);
+    obs.facts.as_mut().unwrap().ip_forward = SysctlValue::Set(0);
+    let report = explain_node(Desired { state: &state, node: &node, rules: &rules }, &obs);
+    let text = write_node_text(&report, false);
+    assert!(text.starts_with("node node-1: broken\nerror node-forwarding-off: "), "{text}");
+    assert!(text.contains("\n  fix: sysctl -w net.ipv4.ip_forward=1"), "{text}");
+    assert!(text.ends_with("services: 2 (broken 2)\n  no-endpoints: 1\n"), "{text}");
+}

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::report::{Report, Severity, Verdict};
+use super::report::{NodeReport, Problem, Report, Severity, Verdict};
 
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
@@ -26,20 +26,41 @@ fn verdict_colour(verdict: Verdict) -> &'static str {
     }
 }
 
+/// One line per problem, then its fix.
+fn write_problems(out: &mut String, problems: &[Problem], colour: bool) {
+    for problem in problems {
+        let paint_as = match problem.severity {
+            Severity::Error => RED,
+            Severity::Warning => YELLOW,
+        };
+        let severity = paint(problem.severity.as_str(), paint_as, colour);
+        let _ = writeln!(out, "{severity} {}: {}", problem.code.as_str(), problem.message);
+        let _ = writeln!(out, "  fix: {}", problem.fix);
+    }
+}
+
+/// The node report as text: verdict line, node problems with fixes, services per verdict,
+/// then the count of services per problem code.
+pub fn write_node_text(report: &NodeReport, colour: bool) -> String {
+    let mut out = String::new();
+    let verdict = paint(report.verdict.as_str(), verdict_colour(report.verdict), colour);
+    let _ = writeln!(out, "node {}: {verdict}", report.node);
+    write_problems(&mut out, &report.problems, colour);
+    let verdicts: Vec<String> = report.verdicts.iter().map(|(v, n)| format!("{} {n}", v.as_str())).collect();
+    let _ = writeln!(out, "services: {} ({})", report.services, verdicts.join(", "));
+    for (code, n) in &report.counts {
+        let _ = writeln!(out, "  {}: {n}", code.as_str());
+    }
+    out
+}
+
 /// The report as text; `colour` adds ANSI colours to the verdict and severities.
 pub fn write_text(report: &Report, colour: bool) -> String {
     let mut out = String::new();
     let verdict = paint(report.verdict.as_str(), verdict_colour(report.verdict), colour);
     let count = report.problems.len();
     let _ = writeln!(out, "{}: {verdict} ({count} problem{})", report.service, if count == 1 { "" } else { "s" });
-    for problem in &report.problems {
-        let severity = match problem.severity {
-            Severity::Error => paint("error", RED, colour),
-            Severity::Warning => paint("warning", YELLOW, colour),
-        };
-        let _ = writeln!(out, "{severity} {}: {}", problem.code.as_str(), problem.message);
-        let _ = writeln!(out, "  fix: {}", problem.fix);
-    }
+    write_problems(&mut out, &report.problems, colour);
     for port in &report.ports {
         let name = if port.name.is_empty() { String::new() } else { format!(" {}", port.name) };
         let _ = writeln!(out, "\nport{name} {}/{}: chains {}", port.port, port.protocol, port.chains.join(" "));
