@@ -91,7 +91,10 @@ impl Source {
         let rules = with_jumps(prepared.ruleset(), &prepared.jumps());
         let observed = match &self.rules {
             Some(path) => gather::offline(path)?,
-            None => gather::live(self.netns.as_deref(), prepared.node.family)?,
+            None => {
+                let health = gather::health_address(&prepared.config.healthz_bind_address);
+                gather::live(self.netns.as_deref(), prepared.node.family, health)?
+            }
         };
         Ok((prepared, rules, observed))
     }

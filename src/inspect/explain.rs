@@ -15,7 +15,7 @@ mod report;
 mod rules_check;
 mod text;
 
-pub use input::{kube_proxy_chains, BackendChains, Desired, Observed, PortSelector, Query};
+pub use input::{kube_proxy_chains, BackendChains, DaemonHealth, Desired, Observed, PortSelector, Query};
 pub use node_check::node_problems;
 pub use report::{
     Address, AddressKind, Code, EndpointReport, NodeReport, OutcomeReport, PathReport, Policies, PortReport, Problem,

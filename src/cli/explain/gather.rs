@@ -3,13 +3,15 @@
 //! opened inside the namespace) and the sysctls — from this network namespace or a named one;
 //! or only a saved dump, offline.
 
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables};
 use kubenat::conntrack::{Conntrack, Flow, NetlinkConntrack};
-use kubenat::inspect::explain::{kube_proxy_chains, BackendChains, Observed};
+use kubenat::inspect::explain::{kube_proxy_chains, BackendChains, DaemonHealth, Observed};
 use kubenat::model::IpFamily;
 use kubenat::rules::parse;
 use kubenat::rules::ruleset::Ruleset;
@@ -17,6 +19,8 @@ use kubenat::startup::{Facts, FlannelRules, Sysctl, SysctlReader};
 
 /// How long one save tool may run.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the daemon's health server may take to connect and to answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Offline: the dump at `path` (`-` is stdin) as the live rules; nothing else is known.
 pub fn offline(path: &Path) -> anyhow::Result<Observed> {
@@ -111,8 +115,34 @@ fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result
     })
 }
 
-/// Everything observable in this network namespace, or in `netns`.
-pub fn live(netns: Option<&str>, family: IpFamily) -> anyhow::Result<Observed> {
+/// Where to ask the daemon on this node: its `healthzBindAddress`, with an unspecified
+/// address replaced by loopback; `None` when it is not an address with a port.
+pub fn health_address(bind: &str) -> Option<SocketAddr> {
+    let mut addr: SocketAddr = bind.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    (addr.port() != 0).then_some(addr)
+}
+
+/// `GET /livez` from the daemon at `addr` (a 503 carries the same JSON body).
+fn daemon_health(addr: SocketAddr) -> std::io::Result<DaemonHealth> {
+    let mut stream = TcpStream::connect_timeout(&addr, HEALTH_TIMEOUT)?;
+    stream.set_read_timeout(Some(HEALTH_TIMEOUT))?;
+    stream.set_write_timeout(Some(HEALTH_TIMEOUT))?;
+    stream.write_all(format!("GET /livez HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.take(1 << 20).read_to_string(&mut response)?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    serde_json::from_str(body).map_err(std::io::Error::other)
+}
+
+/// Everything observable in this network namespace, or in `netns`; the daemon's health when
+/// `health` is given and it answers there.
+pub fn live(netns: Option<&str>, family: IpFamily, health: Option<SocketAddr>) -> anyhow::Result<Observed> {
     let exec = |backend| ExecIptables { backend, netns: netns.map(String::from), timeout: SAVE_TIMEOUT };
     let (rules, backends) = rules_of(&exec(Backend::Nft), &exec(Backend::Legacy), family)?;
     let reader = match netns {
@@ -130,7 +160,19 @@ pub fn live(netns: Option<&str>, family: IpFamily) -> anyhow::Result<Observed> {
             None
         }
     };
-    Ok(Observed { rules, backends, flows, facts: Some(facts(&reader)) })
+    let asked = health.map(|addr| match netns {
+        Some(name) => in_netns(name, || daemon_health(addr)).and_then(|r| r.map_err(anyhow::Error::from)),
+        None => Ok(daemon_health(addr)?),
+    });
+    let daemon = match asked {
+        Some(Ok(health)) => Some(health),
+        Some(Err(err)) => {
+            eprintln!("kubenat: note: daemon health not checked: {err:#}");
+            None
+        }
+        None => None,
+    };
+    Ok(Observed { rules, backends, flows, facts: Some(facts(&reader)), daemon })
 }
 
 #[cfg(test)]
@@ -145,6 +187,35 @@ mod tests {
         let ipt = FakeIptables::new();
         ipt.restore(IpFamily::V4, text, RestoreOptions { noflush: true, counters: false }).unwrap();
         ipt
+    }
+
+    #[test]
+    fn health_addresses() {
+        assert_eq!(health_address("0.0.0.0:10256"), Some("127.0.0.1:10256".parse().unwrap()));
+        assert_eq!(health_address("[::]:10256"), Some("[::1]:10256".parse().unwrap()));
+        assert_eq!(health_address("10.0.0.5:10256"), Some("10.0.0.5:10256".parse().unwrap()));
+        assert_eq!(health_address("0.0.0.0:0"), None);
+        assert_eq!(health_address(""), None);
+    }
+
+    #[test]
+    fn reads_the_daemon_livez() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 256];
+            let n = stream.read(&mut request).unwrap();
+            assert!(String::from_utf8_lossy(&request[..n]).starts_with("GET /livez HTTP/1.0\r\n"));
+            let body = r#"{"lastUpdated":"2026-01-01T00:00:00Z","currentTime":"2026-01-01T00:02:00Z","healthy":false}"#;
+            let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n";
+            stream.write_all(format!("{head}{body}").as_bytes()).unwrap();
+        });
+        let health = daemon_health(addr).unwrap();
+        server.join().unwrap();
+        assert!(!health.healthy);
+        assert_eq!(health.last_updated, "2026-01-01T00:00:00Z");
+        assert!(daemon_health(addr).is_err(), "nobody listens any more");
     }
 
     #[test]

@@ -71,6 +71,22 @@ pub struct Observed {
     pub flows: Option<Vec<Flow>>,
     /// Sysctls (flannel's rules are judged from `rules`); `None` when not read.
     pub facts: Option<Facts>,
+    /// What the daemon's `/livez` answered; `None` when not asked or not reachable.
+    pub daemon: Option<DaemonHealth>,
+}
+
+/// The daemon's own health report (`/livez`: node eligibility left out).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonHealth {
+    /// No change has been pending for longer than twice the sync period.
+    pub healthy: bool,
+    /// Its last successful sync (RFC 3339), as it reports it.
+    #[serde(default)]
+    pub last_updated: String,
+    /// Its clock when it answered (RFC 3339).
+    #[serde(default)]
+    pub current_time: String,
 }
 
 /// How many kube-proxy chains `ruleset` holds: per-service chains and `KUBE-SERVICES` — the

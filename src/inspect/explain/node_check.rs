@@ -1,5 +1,6 @@
 //! Node-level checks: `node-forwarding-off`, `br-netfilter-off` and `route-localnet-off` (the
-//! start-up checks' judgement of the sysctls, reused), `backend-split` and `flannel-order`.
+//! start-up checks' judgement of the sysctls, reused), `backend-split`, `flannel-order` and
+//! `stale-sync` (the daemon's own verdict on its sync age, from `/livez`).
 
 use super::input::Observed;
 use super::report::{Code, Problem, Severity};
@@ -34,8 +35,25 @@ pub fn node_problems(node: &NodeConfig, observed: &Observed) -> Vec<Problem> {
     }
     problems.extend(backend_split(observed));
     problems.extend(flannel_order(observed));
+    problems.extend(stale_sync(observed));
     problems.sort_by_key(|p| p.code);
     problems
+}
+
+fn stale_sync(observed: &Observed) -> Option<Problem> {
+    let daemon = observed.daemon.as_ref().filter(|d| !d.healthy)?;
+    Some(Problem {
+        code: Code::StaleSync,
+        severity: Severity::Warning,
+        message: format!(
+            "the kubenat daemon reports a change pending for longer than twice its sync period (last sync {}, now \
+             {}): the rules may not reflect the cluster any more",
+            daemon.last_updated, daemon.current_time
+        ),
+        fix: "read the daemon's log for failing syncs (iptables-restore errors, a held xtables lock, API \
+              watch errors) and its sync metrics; restarting it forces a full sync"
+            .to_string(),
+    })
 }
 
 fn backend_split(observed: &Observed) -> Option<Problem> {

@@ -36,11 +36,13 @@ pub enum Code {
     FlannelOrder,
     /// Localhost NodePorts on but `route_localnet` is not 1.
     RouteLocalnetOff,
+    /// The daemon's `/livez` says a change has been pending longer than twice its sync period.
+    StaleSync,
 }
 
 impl Code {
     /// Every code, in report order.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::RulesMissing,
         Code::RulesDrift,
         Code::NoEndpoints,
@@ -53,6 +55,7 @@ impl Code {
         Code::BackendSplit,
         Code::FlannelOrder,
         Code::RouteLocalnetOff,
+        Code::StaleSync,
     ];
 
     /// The code as written in reports.
@@ -70,6 +73,7 @@ impl Code {
             Code::BackendSplit => "backend-split",
             Code::FlannelOrder => "flannel-order",
             Code::RouteLocalnetOff => "route-localnet-off",
+            Code::StaleSync => "stale-sync",
         }
     }
 

@@ -98,6 +98,11 @@ fn observed(state: &ClusterState, node: &NodeConfig) -> Observed {
         backends: BackendChains { nft: Some(chains), legacy: Some(0) },
         flows: Some(vec![good]),
         facts: Some(healthy_facts()),
+        daemon: Some(DaemonHealth {
+            healthy: true,
+            last_updated: "2026-01-01T00:00:10Z".into(),
+            current_time: "2026-01-01T00:00:10Z".into(),
+        }),
     }
 }
 
@@ -410,4 +415,24 @@ fn node_text_lists_problems_and_counts() {
     assert!(text.starts_with("node node-1: broken\nerror node-forwarding-off: "), "{text}");
     assert!(text.contains("\n  fix: sysctl -w net.ipv4.ip_forward=1"), "{text}");
     assert!(text.ends_with("services: 2 (broken 2)\n  no-endpoints: 1\n"), "{text}");
+}
+
+#[test]
+fn a_daemon_behind_on_its_syncs_is_stale_sync() {
+    let (state, node) = (state(), node());
+    let mut obs = observed(&state, &node);
+    obs.daemon = Some(DaemonHealth {
+        healthy: false,
+        last_updated: "2026-01-01T00:00:00Z".into(),
+        current_time: "2026-01-01T00:02:00Z".into(),
+    });
+    let report = explain(&state, &node, &obs, &query(None, None));
+    assert_eq!(codes(&report), ["stale-sync"]);
+    assert!(report.problems[0].message.contains("2026-01-01T00:00:00Z"));
+    assert_eq!(report.verdict, Verdict::Degraded);
+    let health: DaemonHealth = serde_json::from_str(
+        r#"{"lastUpdated":"2026-01-01T00:00:00Z","currentTime":"2026-01-01T00:02:00Z","healthy":false,"status":{}}"#,
+    )
+    .unwrap();
+    assert_eq!(health, obs.daemon.unwrap());
 }
