@@ -87,7 +87,15 @@ impl Args {
 impl Source {
     /// Desired state (objects rendered with the jumps) and observed state.
     fn load(&self) -> anyhow::Result<(Prepared, kubenat::rules::ruleset::Ruleset, Observed)> {
-        let prepared = if self.render.objects.is_empty() { self.prepare_from_api()? } else { self.render.prepare()? };
+        let mut prepared =
+            if self.render.objects.is_empty() { self.prepare_from_api()? } else { self.render.prepare()? };
+        let live = self.rules.is_none();
+        if live && self.render.node_addresses.is_empty() {
+            // As the daemon does before every sync: the addresses NodePorts answer on.
+            let family = prepared.node.family;
+            let probed = gather::interface_addresses(self.netns.as_deref())?;
+            prepared.node.local_addresses = probed.into_iter().filter(|net| family.contains(&net.addr())).collect();
+        }
         let rules = with_jumps(prepared.ruleset(), &prepared.jumps());
         let observed = match &self.rules {
             Some(path) => gather::offline(path)?,

@@ -9,8 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use ipnet::IpNet;
 use kubenat::apply::exec::{Backend, ExecIptables, Iptables};
 use kubenat::conntrack::{Conntrack, Flow, NetlinkConntrack};
+use kubenat::host::{InterfaceAddresses, NetlinkAddresses};
 use kubenat::inspect::explain::{kube_proxy_chains, BackendChains, DaemonHealth, Observed};
 use kubenat::model::IpFamily;
 use kubenat::rules::parse;
@@ -113,6 +115,16 @@ fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result
         });
         thread.join().map_err(|_| anyhow!("reading conntrack in --netns {name}: the thread panicked"))?
     })
+}
+
+/// The interface addresses of this namespace or `netns`, as the daemon probes them before
+/// every sync (they decide which addresses NodePorts answer on).
+pub fn interface_addresses(netns: Option<&str>) -> anyhow::Result<Vec<IpNet>> {
+    let listed = match netns {
+        Some(name) => in_netns(name, || NetlinkAddresses.addresses())?,
+        None => NetlinkAddresses.addresses(),
+    };
+    listed.context("listing the interface addresses")
 }
 
 /// Where to ask the daemon on this node: its `healthzBindAddress`, with an unspecified

@@ -16,11 +16,12 @@ fn outside_client(family: IpFamily) -> IpAddr {
     }
 }
 
-/// The node's own addresses of its family (node IPs first).
+/// The node's own addresses of its family (node IPs first), loopback left out (the tracer
+/// counts it as local anyway).
 fn node_addresses(node: &NodeConfig) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> =
         node.node_ips.iter().copied().chain(node.local_addresses.iter().map(|n| n.addr())).collect();
-    ips.retain(|ip| node.family.contains(ip));
+    ips.retain(|ip| node.family.contains(ip) && !ip.is_loopback());
     let mut seen = Vec::new();
     ips.retain(|ip| {
         let new = !seen.contains(ip);
