@@ -15,9 +15,10 @@ apiVersion: v1
 kind: Service
 metadata: {name: dns, namespace: default}
 spec:
+  type: NodePort
   clusterIP: 10.96.0.53
   ports:
-  - {name: dns, port: 53, protocol: UDP, targetPort: 5353}
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30053}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -57,6 +58,11 @@ impl Node {
         // NodePorts (on by default), route_localnet.
         ns.sysctl("net.ipv4.ip_forward", "1");
         ns.sysctl("net.ipv4.conf.all.route_localnet", "1");
+        // An interface address, probed by explain as the node's: the NodePort is traced to it.
+        // (A veth pair with both ends inside: no dummy module needed.)
+        ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+        ns.ip(&["addr", "add", "192.168.50.1/24", "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
         let dir = tempfile::tempdir().expect("tempdir");
         let objects = dir.path().join("objects.yaml");
         std::fs::write(&objects, MANIFEST).expect("write objects");
@@ -108,6 +114,10 @@ fn explain_sees_the_namespace_rules_and_conntrack() {
     assert_eq!((code, codes(&report)), (0, vec![]), "{report:#}");
     assert_eq!(report["verdict"], "ok");
     assert_eq!(report["ports"][0]["endpoints"][0]["probability"], 1.0, "{report:#}");
+    let paths = report["ports"][0]["paths"].as_array().expect("paths");
+    let node_port = paths.iter().find(|p| p["kind"] == "node-port").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(node_port["destination"], "192.168.50.1:30053", "{report:#}");
+    assert_eq!(node_port["outcomes"][0]["target"], "10.244.2.2:5353", "{report:#}");
     let (code, report) = node.explain(&["node"]);
     assert_eq!((code, &report["verdict"]), (0, &Value::from("ok")), "{report:#}");
 
