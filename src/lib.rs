@@ -9,13 +9,14 @@
 //! - `k8s`: the only room that knows Kubernetes API types; watches and converts into `model`.
 //! - `flannel`: flannel's `subnet.env`, read and followed.
 //! - `host`: host probing: interface addresses (netlink, every sync), iptables version, nfacct.
+//! - `inspect`: analysis of rulesets: `diff`, `trace`, `check`; `explain` (why a Service does
+//!   not work on a node) also reuses `startup`'s sysctl judgement and `conntrack`'s stale rule.
 //! - `startup`: start-up checks and node tuning (conntrack sysctls, route_localnet, OOM score).
 //! - `healthcheck`: the healthCheckNodePort servers.
 //! - `health`: `/healthz`, `/livez`, `/metrics` and `/configz` servers.
 //! - `metrics`: kube-proxy's metrics, registered and recorded.
 //! - `conntrack`: stale UDP conntrack flows, planned and deleted.
 //! - `userspace`: the legacy userspace proxy (balancer, ports, TCP and UDP relays).
-//! - `inspect`: offline analysis of rulesets: `diff`, `trace`, `check`, `explain`.
 //! - `apply`: the apply stage: `exec` (real binaries), `applier`, `cleanup`, `fake` kernel.
 //! - `rules`: the pure core: ruleset, chain names, render, write/parse, plan, nft pieces.
 //! - `model`: the value types everything speaks (services, endpoints, node configuration).
