@@ -68,9 +68,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 struct Context<'a> {
     desired: Desired<'a>,
     observed: &'a Observed,
-    want: Ruleset,
-    live: Ruleset,
+    want: rules_check::Indexed,
+    live: rules_check::Indexed,
     frontends: Frontends,
+    flows: Option<conntrack_check::FlowIndex<'a>>,
     node_problems: Vec<Problem>,
 }
 
@@ -79,9 +80,13 @@ impl<'a> Context<'a> {
         Context {
             desired,
             observed,
-            want: service_view(desired.rules),
-            live: service_view(&observed.rules),
+            want: rules_check::Indexed::new(service_view(desired.rules)),
+            live: rules_check::Indexed::new(service_view(&observed.rules)),
             frontends: Frontends::new(desired.state, desired.node),
+            flows: observed
+                .flows
+                .as_deref()
+                .map(|f| conntrack_check::FlowIndex::new(f, desired.state, desired.node.family)),
             node_problems: node_problems(desired.node, observed),
         }
     }
@@ -92,8 +97,8 @@ impl<'a> Context<'a> {
         let mut problems = rules_check::rule_problems(port, family, &self.want, &self.live);
         problems.extend(endpoints_check::endpoint_problems(port, node));
         problems.extend(endpoints_check::source_range_problems(port, node, from));
-        if let Some(flows) = &self.observed.flows {
-            problems.extend(conntrack_check::stale_problems(port, family, self.desired.state, &self.frontends, flows));
+        if let Some(flows) = &self.flows {
+            problems.extend(conntrack_check::stale_problems(port, family, &self.frontends, flows));
         }
         problems
     }

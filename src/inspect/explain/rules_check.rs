@@ -1,13 +1,13 @@
 //! `rules-missing` and `rules-drift`: one service port's rules, desired against live, compared
 //! chain by chain with the semantic diff (canonical rules, so spelling and counters never count).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::report::{Code, Problem, Severity};
 use crate::inspect::diff::{diff, ChainDiff, ChainProblem, DiffOptions, RuleChange, Side};
 use crate::model::{IpFamily, ServicePort, ServicePortName};
 use crate::rules::chain_names::{endpoint_chain, ServiceChains};
-use crate::rules::ruleset::{Rule, Ruleset, Table, TableName};
+use crate::rules::ruleset::{Ruleset, Table, TableName};
 
 const FIX: &str = "kubenat rewrites its rules on every sync: check that it runs on this node and that its \
                    log shows syncs without errors, and look for another program writing KUBE-* rules \
@@ -23,42 +23,77 @@ pub(super) fn port_chains(port: &ServicePort, family: IpFamily) -> BTreeSet<Stri
     chains
 }
 
-/// The part of `ruleset` that belongs to one service port: its chains (declarations and
-/// rules), the rules jumping to them, and the rules whose comment names the port (the
-/// `KUBE-SERVICES` REJECT of a port without endpoints, the firewall's DROP …).
-pub(super) fn service_rules(ruleset: &Ruleset, name: &ServicePortName, chains: &BTreeSet<String>) -> Ruleset {
-    let label = name.to_string();
-    let ours = |rule: &Rule| {
-        chains.contains(rule.chain.as_str())
-            || rule.target().is_some_and(|t| chains.contains(t))
-            || rule
-                .comment()
-                .is_some_and(|c| c == label || c.strip_prefix(label.as_str()).is_some_and(|r| r.starts_with(' ')))
-    };
-    let mut out = Ruleset::default();
-    for table in &ruleset.tables {
-        let mut part = Table::new(table.name);
-        part.chains = table.chains.iter().filter(|c| chains.contains(c.name.as_str())).cloned().collect();
-        part.rules = table.rules.iter().filter(|r| ours(r)).cloned().collect();
-        if !part.chains.is_empty() || !part.rules.is_empty() {
-            out.tables.push(part);
-        }
+/// A ruleset indexed by what ties a rule to a service port — its chain, its jump target and
+/// the first word of its comment — so that picking one port's rules costs the size of that
+/// port's rules, not of the ruleset (`explain node` picks every port's).
+pub(super) struct Indexed {
+    ruleset: Ruleset,
+    /// Per table: rule indices by chain, by target and by the comment's first word.
+    keys: Vec<HashMap<String, Vec<usize>>>,
+    /// Per table: declaration index by chain name.
+    decls: Vec<HashMap<String, usize>>,
+}
+
+impl Indexed {
+    pub(super) fn new(ruleset: Ruleset) -> Self {
+        let keys = ruleset
+            .tables
+            .iter()
+            .map(|table| {
+                let mut keys: HashMap<String, Vec<usize>> = HashMap::new();
+                for (i, rule) in table.rules.iter().enumerate() {
+                    let mut words = vec![rule.chain.as_str()];
+                    words.extend(rule.target());
+                    words.extend(rule.comment().and_then(|c| c.split(' ').next()));
+                    words.dedup();
+                    for word in words {
+                        keys.entry(word.to_string()).or_default().push(i);
+                    }
+                }
+                keys
+            })
+            .collect();
+        let decls = ruleset
+            .tables
+            .iter()
+            .map(|t| t.chains.iter().enumerate().map(|(i, c)| (c.name.to_string(), i)).collect())
+            .collect();
+        Indexed { ruleset, keys, decls }
     }
-    out
+
+    /// The part that belongs to one service port: its chains (declarations and rules), the
+    /// rules jumping to them, and the rules whose comment names the port (`ns/name:port …`:
+    /// the `KUBE-SERVICES` REJECT of a port without endpoints, the firewall's DROP …).
+    pub(super) fn service_rules(&self, name: &ServicePortName, chains: &BTreeSet<String>) -> Ruleset {
+        let label = name.to_string();
+        let mut out = Ruleset::default();
+        for ((table, keys), decls) in self.ruleset.tables.iter().zip(&self.keys).zip(&self.decls) {
+            let words = chains.iter().map(String::as_str).chain(std::iter::once(label.as_str()));
+            let picked: BTreeSet<usize> = words.filter_map(|w| keys.get(w)).flatten().copied().collect();
+            let declared: BTreeSet<usize> = chains.iter().filter_map(|c| decls.get(c)).copied().collect();
+            let mut part = Table::new(table.name);
+            part.chains = declared.into_iter().map(|i| table.chains[i].clone()).collect();
+            part.rules = picked.into_iter().map(|i| table.rules[i].clone()).collect();
+            if !part.chains.is_empty() || !part.rules.is_empty() {
+                out.tables.push(part);
+            }
+        }
+        out
+    }
 }
 
 /// The port's chains declared in the desired rules (nat), sorted.
-pub(super) fn desired_chains(want: &Ruleset, chains: &BTreeSet<String>) -> Vec<String> {
-    let nat = want.table(TableName::Nat).into_iter().flat_map(|t| &t.chains);
-    let declared: BTreeSet<String> =
-        nat.filter(|c| chains.contains(c.name.as_str())).map(|c| c.name.to_string()).collect();
+pub(super) fn desired_chains(want: &Indexed, chains: &BTreeSet<String>) -> Vec<String> {
+    let nat = want.ruleset.tables.iter().zip(&want.decls).filter(|(t, _)| t.name == TableName::Nat);
+    let declared = nat.flat_map(|(_, decls)| chains.iter().filter(|c| decls.contains_key(*c)));
+    let declared: BTreeSet<String> = declared.cloned().collect();
     declared.into_iter().collect()
 }
 
 /// Compares the port's desired rules (`want`, flattened) with the live ones (`live`).
-pub(super) fn rule_problems(port: &ServicePort, family: IpFamily, want: &Ruleset, live: &Ruleset) -> Vec<Problem> {
+pub(super) fn rule_problems(port: &ServicePort, family: IpFamily, want: &Indexed, live: &Indexed) -> Vec<Problem> {
     let chains = port_chains(port, family);
-    let (want, live) = (service_rules(want, &port.name, &chains), service_rules(live, &port.name, &chains));
+    let (want, live) = (want.service_rules(&port.name, &chains), live.service_rules(&port.name, &chains));
     let found = diff(&want, &live, &DiffOptions::default());
     if found.is_empty() {
         return Vec::new();
