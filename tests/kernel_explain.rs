@@ -1,8 +1,9 @@
 //! Real kernel: `kubenat apply --netns` loads a service's rules into a namespace this test
 //! creates; `kubenat explain --netns` reads them back (both backends), with the namespace's UDP
 //! conntrack table and sysctls, and says `ok`; a deleted rule is `rules-drift`, a flow whose
-//! reply comes from a wrong port is `stale-conntrack`. Needs root, iptables-nft and
-//! conntrack-tools (skips otherwise, fails under CI=true).
+//! reply comes from a wrong port is `stale-conntrack`, a flushed nat PREROUTING is
+//! `jumps-missing`. Needs root, iptables-nft and conntrack-tools (skips otherwise, fails under
+//! CI=true).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -142,6 +143,20 @@ fn explain_sees_the_namespace_rules_and_conntrack() {
     let (code, report) = node.explain(&["node"]);
     assert_eq!((code, &report["verdict"]), (1, &Value::from("degraded")), "{report:#}");
     assert_eq!(report["counts"]["stale-conntrack"], 1, "{report:#}");
+}
+
+#[test]
+fn a_flushed_builtin_chain_is_jumps_missing() {
+    if !available() {
+        return;
+    }
+    let node = Node::new();
+    node.apply();
+    node.ns.run_ok(&["iptables-nft", "-t", "nat", "-F", "PREROUTING"]);
+    let (code, report) = node.explain(&["node"]);
+    assert_eq!((code, codes(&report)), (1, vec!["jumps-missing".to_string()]), "{report:#}");
+    let message = report["problems"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("nat/PREROUTING has no jump to KUBE-SERVICES"), "{report:#}");
 }
 
 #[test]

@@ -87,7 +87,7 @@ impl<'a> Context<'a> {
                 .flows
                 .as_deref()
                 .map(|f| conntrack_check::FlowIndex::new(f, desired.state, desired.node.family)),
-            node_problems: node_problems(desired.node, observed),
+            node_problems: node_problems(desired.node, desired.rules, observed),
         }
     }
 

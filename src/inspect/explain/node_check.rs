@@ -5,13 +5,15 @@
 use super::input::Observed;
 use super::report::{Code, Problem, Severity};
 use crate::model::{IpFamily, NodeConfig};
+use crate::rules::canonical::canonical;
 use crate::rules::chain_names::KUBE_POSTROUTING;
-use crate::rules::ruleset::{Rule, RuleOp, TableName};
+use crate::rules::ruleset::{Rule, RuleOp, Ruleset, TableName};
 use crate::startup::{self, CheckConfig, BR_NETFILTER, IP_FORWARD, ROUTE_LOCALNET};
 
-/// Every node-level problem `observed` shows, in code order.
-pub fn node_problems(node: &NodeConfig, observed: &Observed) -> Vec<Problem> {
-    let mut problems = Vec::new();
+/// Every node-level problem `observed` shows against `desired` (the render with its jumps), in
+/// code order.
+pub fn node_problems(node: &NodeConfig, desired: &Ruleset, observed: &Observed) -> Vec<Problem> {
+    let mut problems = missing_jumps(desired, &observed.rules);
     if let Some(facts) = &observed.facts {
         let cfg = CheckConfig {
             localhost_nodeports: node.localhost_nodeports_active(),
@@ -37,6 +39,39 @@ pub fn node_problems(node: &NodeConfig, observed: &Observed) -> Vec<Problem> {
     problems.extend(flannel_order(observed));
     problems.extend(stale_sync(observed));
     problems.sort_by_key(|p| p.code);
+    problems
+}
+
+/// The desired jumps from built-in chains that the live rules lack. Only judged for built-in
+/// chains the live rules declare with a policy — an `iptables-save` of them; a restore body
+/// (offline) never carries the jumps.
+fn missing_jumps(desired: &Ruleset, live: &Ruleset) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for table in &desired.tables {
+        let Some(live_table) = live.table(table.name) else {
+            continue;
+        };
+        for jump in table.rules.iter().filter(|r| r.chain.is_builtin()) {
+            let saved = live_table.chains.iter().any(|c| c.name == jump.chain && c.policy.is_some());
+            let key = canonical(jump);
+            if !saved || live_table.chain_rules(jump.chain.as_str()).any(|r| canonical(r) == key) {
+                continue;
+            }
+            let target = jump.target().unwrap_or_default();
+            let what = jump.comment().map(|c| format!(" ({c})")).unwrap_or_default();
+            problems.push(Problem {
+                code: Code::JumpsMissing,
+                severity: Severity::Error,
+                message: format!(
+                    "{}/{} has no jump to {target}{what}: the traffic it should send there never reaches kube-proxy's rules",
+                    table.name, jump.chain
+                ),
+                fix: "kubenat inserts its jumps on every sync: check that it runs, and look for a script or firewall \
+                      service that flushes the built-in chains; `kubenat apply` restores them at once"
+                    .to_string(),
+            });
+        }
+    }
     problems
 }
 

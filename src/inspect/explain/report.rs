@@ -16,6 +16,8 @@ pub enum Code {
     RulesMissing,
     /// Some of the service port's chains differ from the desired rules.
     RulesDrift,
+    /// A jump from a built-in chain to kube-proxy's chains is missing (node-level).
+    JumpsMissing,
     /// The service port has no endpoints at all.
     NoEndpoints,
     /// Endpoints exist but none is ready (only terminating ones, or none serving).
@@ -42,9 +44,10 @@ pub enum Code {
 
 impl Code {
     /// Every code, in report order.
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 14] = [
         Code::RulesMissing,
         Code::RulesDrift,
+        Code::JumpsMissing,
         Code::NoEndpoints,
         Code::NoReadyEndpoints,
         Code::NoLocalEndpoints,
@@ -63,6 +66,7 @@ impl Code {
         match self {
             Code::RulesMissing => "rules-missing",
             Code::RulesDrift => "rules-drift",
+            Code::JumpsMissing => "jumps-missing",
             Code::NoEndpoints => "no-endpoints",
             Code::NoReadyEndpoints => "no-ready-endpoints",
             Code::NoLocalEndpoints => "no-local-endpoints",
@@ -81,7 +85,8 @@ impl Code {
     pub fn is_node_level(self) -> bool {
         matches!(
             self,
-            Code::NodeForwardingOff
+            Code::JumpsMissing
+                | Code::NodeForwardingOff
                 | Code::BrNetfilterOff
                 | Code::BackendSplit
                 | Code::FlannelOrder

@@ -436,3 +436,36 @@ fn a_daemon_behind_on_its_syncs_is_stale_sync() {
     .unwrap();
     assert_eq!(health, obs.daemon.unwrap());
 }
+
+#[test]
+fn a_missing_jump_in_a_saved_builtin_chain() {
+    let (state, node) = (state(), node());
+    let mut obs = observed(&state, &node);
+    // As iptables-save prints it: built-in chains declared with their policies, jumps as -A.
+    let original = obs.rules.to_string();
+    let saved = |skip: &str| {
+        let mut text = String::new();
+        for line in original.lines() {
+            let line = match line.strip_prefix("-I ") {
+                Some(rest) => format!("-A {}", rest.replacen(" 1 -", " -", 1)),
+                None => line.to_string(),
+            };
+            if line.starts_with(skip) {
+                continue;
+            }
+            text.push_str(&line);
+            text.push('\n');
+            if line == "*nat" {
+                text.push_str(":PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
+            }
+        }
+        rules(&text)
+    };
+    obs.rules = saved("nothing to skip");
+    let report = explain(&state, &node, &obs, &query(None, None));
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+    obs.rules = saved("-A PREROUTING");
+    let report = explain(&state, &node, &obs, &query(None, None));
+    assert_eq!(codes(&report), ["jumps-missing"], "{:#?}", report.problems);
+    assert!(report.problems[0].message.starts_with("nat/PREROUTING has no jump to KUBE-SERVICES"));
+}
