@@ -185,3 +185,23 @@ fn objects_come_from_the_api_server_without_objects() {
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().filter(|l| l.starts_with("kubenat: error:")).count(), 1, "{stderr}");
 }
+
+#[test]
+fn ipv6_is_explained_in_its_family() {
+    let dir = root().join("fixtures/scenarios/dual-stack");
+    let mut args = scenario_args("dual-stack", Some(&dir.join("expected-ipv6.txt")));
+    args.extend(["--ip-family", "ipv6", "-o", "json"].map(String::from));
+    let mut service = vec!["service".to_string(), "default/web".into()];
+    service.extend(args.clone());
+    let (code, stdout, stderr) = explain(&service);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!((code, codes(&report)), (0, vec![]), "{report}");
+    let address = report["ports"][0]["addresses"][0]["address"].as_str().unwrap();
+    assert!(address.starts_with('['), "an IPv6 frontend: {report}");
+    // The IPv6-only service has no IPv4 cluster IP: asking in IPv4 is an error naming the flag.
+    let mut v4 = vec!["service".to_string(), "default/v6only".into()];
+    v4.extend(scenario_args("dual-stack", None));
+    let (code, _, stderr) = explain(&v4);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("has no ipv4 cluster IP (try --ip-family)"), "{stderr}");
+}

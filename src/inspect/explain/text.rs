@@ -63,7 +63,8 @@ pub fn write_text(report: &Report, colour: bool) -> String {
     write_problems(&mut out, &report.problems, colour);
     for port in &report.ports {
         let name = if port.name.is_empty() { String::new() } else { format!(" {}", port.name) };
-        let _ = writeln!(out, "\nport{name} {}/{}: chains {}", port.port, port.protocol, port.chains.join(" "));
+        let chains = if port.chains.is_empty() { "(none)".to_string() } else { port.chains.join(" ") };
+        let _ = writeln!(out, "\nport{name} {}/{}: chains {chains}", port.port, port.protocol);
         let _ = writeln!(
             out,
             "  policies: external {}, internal {}, affinity {}",
