@@ -251,7 +251,15 @@ impl Open<'_> {
                 GroupError::MisplacedNegation => "'!' not before a flag or value".to_string(),
             })
         })?;
-        self.section.table.rules.push(Rule::new(op, chain, args));
+        let rule = Rule::new(op, chain, args);
+        // iptables-restore rejects a jump to a chain deleted earlier in the transaction (and the
+        // writer puts deletions last, where such a jump would make them fail).
+        if rule.op != RuleOp::Delete
+            && rule.target().is_some_and(|target| self.section.table.deletes.iter().any(|d| d.as_str() == target))
+        {
+            return Err(line.bad_rule("jumps to a chain deleted earlier in this table"));
+        }
+        self.section.table.rules.push(rule);
         Ok(())
     }
 

@@ -283,3 +283,13 @@ proptest! {
         let _ = parse(&String::from_utf8_lossy(&bytes));
     }
 }
+
+#[test]
+fn a_jump_to_a_chain_deleted_earlier_is_refused() {
+    let text = "*nat\n:KUBE-A - [0:0]\n:KUBE-B - [0:0]\n-X KUBE-B\n-A KUBE-A -j KUBE-B\nCOMMIT\n";
+    let err = parse(text).unwrap_err().to_string();
+    assert!(err.contains("line 5") && err.contains("deleted earlier"), "{err}");
+    // A -D of such a jump is fine (it removes nothing that could fail later).
+    let text = "*nat\n:KUBE-A - [0:0]\n:KUBE-B - [0:0]\n-X KUBE-B\n-D KUBE-A -j KUBE-B\nCOMMIT\n";
+    assert!(parse(text).is_ok());
+}
