@@ -63,6 +63,8 @@ except OSError as e: print(f"  {e}")
 ip netns add "$NODE"
 ip -n "$NODE" link set lo up
 ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
+# What the daemon sets at start for localhost NodePorts (`kubenat apply` does not tune the node).
+ip netns exec "$NODE" sysctl -qw net.ipv4.conf.all.route_localnet=1
 ip -n "$NODE" route add 10.96.0.0/12 dev lo   # service CIDR: routable before DNAT
 i=0
 for pod in pod1 pod2 client; do
@@ -102,6 +104,9 @@ echo "== kubenat trace over the node's live rules"
 ip netns exec "$NODE" iptables-save > "/tmp/$P.rules"
 "$KUBENAT" trace --rules "/tmp/$P.rules" --src 10.244.3.2 --dst 10.96.0.10:80/tcp
 rm -f "/tmp/$P.rules"
+echo
+echo "== kubenat explain: does demo/hello work on this node? (live rules, conntrack and sysctls)"
+"$KUBENAT" explain service demo/hello "${ARGS[@]}" --netns "$NODE" --port http 2>/dev/null | head -6 || true
 echo
 echo "== applying again changes nothing"
 "$KUBENAT" apply "${ARGS[@]}" --netns "$NODE"
