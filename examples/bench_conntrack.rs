@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use kubenat::conntrack::{reconcile, Conntrack, Frontends, NetlinkConntrack};
+use kubenat::model::build;
 use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{
@@ -113,15 +114,7 @@ fn cluster() -> ClusterState {
             protocol: Protocol::Udp,
         };
         let endpoints = (0..ENDPOINTS)
-            .map(|e| Endpoint {
-                addr: SocketAddr::new(endpoint_ip(s, e).into(), 5353),
-                ready: true,
-                serving: true,
-                terminating: false,
-                node_name: None,
-                zone_hints: vec![],
-                node_hints: vec![],
-            })
+            .map(|e| Endpoint { node_name: None, ..build::endpoint(SocketAddr::new(endpoint_ip(s, e).into(), 5353)) })
             .collect();
         let port = ServicePort { endpoints, ..ServicePort::new(name.clone(), vec![IpAddr::V4(service_ip(s))], 53) };
         services.insert(name, port);

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use kubenat::conntrack::{reconcile, Conntrack, Flow, Frontends, NetlinkConntrack, Outcome};
+use kubenat::model::build;
 use kubenat::model::{ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName};
 use testkit::apiserver::ApiServer;
 use testkit::conntrack::{insert, list, Listed};
@@ -27,15 +28,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn ready(addr: &str) -> Endpoint {
-    Endpoint {
-        addr: addr.parse().unwrap(),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: None,
-        zone_hints: vec![],
-        node_hints: vec![],
-    }
+    Endpoint { node_name: None, ..build::endpoint(addr.parse().unwrap()) }
 }
 
 fn port(name: &str, protocol: Protocol, cluster_ips: &[&str], endpoints: &[&str]) -> ServicePort {

@@ -31,15 +31,7 @@ fn cluster(n: u32, shift: u32) -> ClusterState {
             protocol: Protocol::Tcp,
         };
         let mut eps: Vec<Endpoint> = (0..3)
-            .map(|e| Endpoint {
-                addr: format!("10.244.{}.{}:8080", (i + shift) % 250, e + 1).parse().unwrap(),
-                ready: true,
-                serving: true,
-                terminating: false,
-                node_name: Some("node-2".into()),
-                zone_hints: vec![],
-                node_hints: vec![],
-            })
+            .map(|e| build::endpoint(format!("10.244.{}.{}:8080", (i + shift) % 250, e + 1).parse().unwrap()))
             .collect();
         eps.sort_by_cached_key(Endpoint::key);
         let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1).parse().unwrap();

@@ -40,15 +40,7 @@ fn node(dispatch: ServicesDispatch) -> NodeConfig {
 }
 
 fn endpoint(ip: Ipv4Addr) -> Endpoint {
-    Endpoint {
-        addr: SocketAddr::new(IpAddr::V4(ip), TARGET_PORT),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some("node-2".into()),
-        zone_hints: vec![],
-        node_hints: vec![],
-    }
+    build::endpoint(SocketAddr::new(IpAddr::V4(ip), TARGET_PORT))
 }
 
 /// `SERVICES` services at distinct pseudo-random addresses of 10.96.0.0/12, each with one

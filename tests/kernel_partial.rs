@@ -16,6 +16,7 @@ use kubenat::conntrack::FakeConntrack;
 use kubenat::health::HealthState;
 use kubenat::k8s::watch::{Changes, Snapshot};
 use kubenat::metrics::{Metrics, SyncKind};
+use kubenat::model::build;
 use kubenat::model::{ClusterState, Endpoint, IpFamily, Protocol, ServicePort, ServicePortName};
 use kubenat::rules::parse::parse;
 use kubenat::rules::plan::{plan_partial_with, PlanOptions};
@@ -47,13 +48,11 @@ fn service(i: u32, endpoints: u32, seed: u32) -> ServicePort {
         .map(|e| {
             let n = (i * 7 + e * 3 + seed * 11) % 60_000;
             Endpoint {
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, (n / 250) as u8, (n % 250 + 1) as u8)), 8080),
-                ready: true,
-                serving: true,
-                terminating: false,
                 node_name: Some(format!("node-{}", n % 3)),
-                zone_hints: vec![],
-                node_hints: vec![],
+                ..build::endpoint(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(10, 244, (n / 250) as u8, (n % 250 + 1) as u8)),
+                    8080,
+                ))
             }
         })
         .collect();

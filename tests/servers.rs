@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use kubenat::health::{serve_healthz, serve_metrics, HealthState, MetricsServer};
 use kubenat::healthcheck::{desired, Error, HealthCheckServers, NamespacedName, ServiceHealth};
 use kubenat::metrics::Metrics;
+use kubenat::model::build;
 use kubenat::model::{
     ClusterState, Endpoint, IpFamily, NodeConfig, Protocol, ServicePort, ServicePortName, TrafficPolicy,
 };
@@ -403,15 +404,7 @@ async fn metrics_server_serves_debug_services_from_the_published_view() {
         port: "http".into(),
         protocol: Protocol::Tcp,
     };
-    let endpoint = Endpoint {
-        addr: "10.244.1.5:8080".parse().unwrap(),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some("node-1".into()),
-        zone_hints: vec![],
-        node_hints: vec![],
-    };
+    let endpoint = Endpoint { node_name: Some("node-1".into()), ..build::endpoint("10.244.1.5:8080".parse().unwrap()) };
     let web = ServicePort {
         endpoints: vec![endpoint],
         ..ServicePort::new(name.clone(), vec!["10.96.0.10".parse().unwrap()], 80)

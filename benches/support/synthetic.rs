@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use kubenat::model::build;
 use kubenat::model::{ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName};
 
 /// Endpoints per service in the benchmarks.
@@ -22,15 +23,7 @@ pub fn name(s: u32) -> ServicePortName {
 /// The `n`-th endpoint overall.
 pub fn endpoint(n: u32) -> Endpoint {
     let ip = Ipv4Addr::new(10, 128 + (n >> 16) as u8, (n >> 8) as u8, n as u8);
-    Endpoint {
-        addr: SocketAddr::new(IpAddr::V4(ip), 8080),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some(format!("node-{}", n % 50)),
-        zone_hints: vec![],
-        node_hints: vec![],
-    }
+    Endpoint { node_name: Some(format!("node-{}", n % 50)), ..build::endpoint(SocketAddr::new(IpAddr::V4(ip), 8080)) }
 }
 
 /// Service `s` with `endpoints` ready endpoints, sorted like the converter sorts them.

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::*;
 use crate::conntrack::Flow;
 use crate::inspect::trace::testutil::rules;
+use crate::model::build;
 use crate::model::{ClusterState, Endpoint, NodeConfig, Protocol, ServicePortName};
 use crate::rules::render::{jump_rules, render};
 use crate::rules::ruleset::{RuleOp, Ruleset, TableName};
@@ -20,15 +21,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn endpoint(addr: &str, node: &str) -> Endpoint {
-    Endpoint {
-        addr: sa(addr),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some(node.into()),
-        zone_hints: vec![],
-        node_hints: vec![],
-    }
+    Endpoint { node_name: Some(node.into()), ..build::endpoint(sa(addr)) }
 }
 
 fn name(port: &str, protocol: Protocol) -> ServicePortName {

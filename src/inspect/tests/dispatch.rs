@@ -49,13 +49,8 @@ fn service(name: ServicePortName, ip: IpAddr, port: u16, endpoints: usize) -> Se
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x244, e as u16 % 3, 0, 0, 0, 10 + e as u16)),
             };
             Endpoint {
-                addr: SocketAddr::new(addr, 8080 + port % 7),
-                ready: true,
-                serving: true,
-                terminating: false,
                 node_name: Some(format!("node-{}", e % 2)),
-                zone_hints: vec![],
-                node_hints: vec![],
+                ..build::endpoint(SocketAddr::new(addr, 8080 + port % 7))
             }
         })
         .collect::<Vec<_>>();

@@ -12,15 +12,7 @@ fn svc(name: ServicePortName, ip: &str, port: u16) -> ServicePort {
 }
 
 fn ep(addr: &str, node: &str) -> Endpoint {
-    Endpoint {
-        addr: addr.parse().unwrap(),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some(node.into()),
-        zone_hints: vec![],
-        node_hints: vec![],
-    }
+    Endpoint { node_name: Some(node.into()), ..build::endpoint(addr.parse().unwrap()) }
 }
 
 fn state(services: Vec<ServicePort>) -> ClusterState {

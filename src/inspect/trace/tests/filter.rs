@@ -3,6 +3,7 @@
 
 use super::{assert_endpoints, packet, NODE};
 use crate::inspect::trace::{trace, Packet, Trace, TraceEnv, Verdict};
+use crate::model::build;
 use crate::model::TrafficPolicy;
 use crate::model::{ClusterState, Endpoint, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName};
 use crate::rules::render::render;
@@ -15,15 +16,7 @@ fn name(service: &str, port: &str) -> ServicePortName {
 /// eTP=Local with healthCheckNodePort 32100, one local endpoint; `default/db`: 10.96.0.80:5432
 /// without endpoints.
 fn state() -> ClusterState {
-    let endpoint = Endpoint {
-        addr: "10.244.1.5:8080".parse().unwrap(),
-        ready: true,
-        serving: true,
-        terminating: false,
-        node_name: Some("node-1".into()),
-        zone_hints: vec![],
-        node_hints: vec![],
-    };
+    let endpoint = Endpoint { node_name: Some("node-1".into()), ..build::endpoint("10.244.1.5:8080".parse().unwrap()) };
     let lb = ServicePort {
         node_port: Some(30090),
         load_balancer_ips: vec!["5.6.7.9".parse().unwrap()],
