@@ -121,9 +121,8 @@ impl Config {
         }
     }
 
-    /// The start-up checks for this configuration.
-    fn checks(&self, families: usize) -> CheckConfig {
-        let (_, backend) = self.iptables();
+    /// The start-up checks for this configuration, with the backend already chosen.
+    fn checks(&self, families: usize, backend: Option<Backend>) -> CheckConfig {
         CheckConfig { localhost_nodeports: self.localhost_nodeports(), ipv6: families > 1, backend }
     }
 
@@ -171,7 +170,8 @@ pub fn init(config: &Config) -> usize {
 /// `--init-only`: the start-up checks, logged and counted; returns how many failed.
 pub fn check_host(config: &Config) -> usize {
     let (metrics, _) = Metrics::new();
-    startup::check_host(&config.checks(1), &metrics).iter().filter(|r| !r.ok).count()
+    let (_, backend) = config.iptables();
+    startup::check_host(&config.checks(1, backend), &metrics).iter().filter(|r| !r.ok).count()
 }
 
 /// `--cleanup`: removes kube-proxy's and kubenat's rules in both families, through the one
@@ -195,7 +195,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let flannel = watch.current();
     let families = config.families(flannel.as_ref());
     let (metrics, registry) = Metrics::new();
-    let (checks, tuned) = (config.checks(families.len()), config.tuning());
+    // Backend detection runs iptables-save of both backends: once, shared by every user below.
+    let (ipt, backend) = config.iptables();
+    let (checks, tuned) = (config.checks(families.len(), backend), config.tuning());
     let check_metrics = metrics.clone();
     let _ = tokio::task::spawn_blocking(move || {
         startup::check_host(&checks, &check_metrics);
@@ -203,7 +205,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     })
     .await;
     let health = HealthState::new(config.proxy.sync_period * 2).with_metrics(metrics.clone());
-    let (node, probes) = probe_host(&config).await;
+    let (node, probes) = probe_host(&config, backend.unwrap_or_default()).await;
     let before_scrape = probes.nfacct.clone().map(|nfacct| {
         let metrics = metrics.clone();
         ScrapeHook(Arc::new(move || host::publish_counters(nfacct.as_ref(), &metrics)))
@@ -222,7 +224,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     tracing::info!(node = %opts.node.node_name, families = ?opts.families, mode = config.proxy.mode.as_str(), "starting kubenat");
     let health_checks =
         Some(HealthCheckServers::new(IpAddr::from([0, 0, 0, 0]), shutdown.clone()).with_health(health.clone()));
-    let (ipt, _) = config.iptables();
     let mut syncer =
         Syncer::new(opts, ipt, config.conntrack(), metrics, health).with_probes(probes).with_view(services);
     if let Some(proxier) = proxier(&config, &shutdown) {
@@ -246,8 +247,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// `--random-fully` from the iptables version, `nf_conntrack_tcp_be_liberal` (or
 /// `conntrack.tcpBeLiberal`, which makes it 1), nfacct (not touched with `--dry-run`); the
 /// interface addresses are re-read by every sync.
-async fn probe_host(config: &Config) -> (NodeOptions, SyncProbes) {
-    let backend = config.iptables().1.unwrap_or(Backend::Default);
+async fn probe_host(config: &Config, backend: Backend) -> (NodeOptions, SyncProbes) {
     let dry_run = config.options.dry_run;
     let probed = tokio::task::spawn_blocking(move || {
         let mut facts = host::probe_at_start(backend, &SysctlReader::Local(PathBuf::from("/")));

@@ -284,8 +284,10 @@ impl Syncer {
                     self.rules_written(family, &applied);
                     if applied.transactions > 0 {
                         self.metrics.observe_restore_bytes(SyncKind::Partial, applied.bytes);
-                        self.applied.insert(family, desired);
                     }
+                    // The kernel now holds `desired` (chains left for a later clean-up are
+                    // tracked in `deferred`), even when nothing had to be written.
+                    self.applied.insert(family, desired);
                     return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: applied.bytes, partial_failed });
                 }
                 Err(err) => {

@@ -271,19 +271,19 @@ impl<'a> Applier<'a> {
     /// as present, with a warning.
     pub fn canary_missing(&self) -> bool {
         let family = self.family;
-        // Mangle first: its canary is written last, so it is the first to miss after a flush
-        // of everything; nat and filter are listed one chain each (never saved whole).
+        // One chain listed per table (a 10k-service nat table is never saved whole for this).
+        let mut missing = Vec::new();
         for table in [TableName::Mangle, TableName::Nat, TableName::Filter] {
             match self.ipt.chain_exists(family, table, KUBE_PROXY_CANARY) {
                 Ok(true) => {}
-                Ok(false) => {
-                    warn!(%family, %table, "KUBE-PROXY-CANARY is gone: the table was flushed behind our back");
-                    return true;
-                }
+                Ok(false) => missing.push(table.as_str()),
                 Err(err) => warn!(%family, %table, error = %err, "could not check the canary chain"),
             }
         }
-        false
+        if !missing.is_empty() {
+            warn!(%family, tables = ?missing, "KUBE-PROXY-CANARY is gone: a table was flushed behind our back; the next sync is full and restores every rule");
+        }
+        !missing.is_empty()
     }
 
     /// The restore texts, in order, that write `main` plus `extra` (`--noflush`): one, except
@@ -323,13 +323,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// Warns about each table whose canary chain vanished although we had applied our rules: someone
-/// flushed it behind our back (the mangle canary is checked by [`Applier::canary_missing`]; the
-/// filter and nat ones are read here for free, by the full apply that puts every rule back).
+/// Notes each table whose canary chain vanished although we had applied our rules (read here for
+/// free, by the full apply that puts every rule back). Debug only: the periodic
+/// [`Applier::canary_missing`] check that started this full sync has warned already.
 fn warn_if_flushed(family: IpFamily, current: &Ruleset) {
     for table in READ_TABLES {
         if !current.table(table).is_some_and(|t| t.is_declared(KUBE_PROXY_CANARY)) {
-            warn!(%family, %table, "KUBE-PROXY-CANARY is gone: the table was flushed behind our back; restoring every rule");
+            debug!(%family, %table, "KUBE-PROXY-CANARY was missing; this full sync restores every rule");
         }
     }
 }

@@ -13,6 +13,10 @@ use netlink_sys::{Socket, SocketAddr};
 /// two; 64 KiB is the usual receive size of netlink libraries).
 const RECV_BUFFER: usize = 64 * 1024;
 
+/// How long one reply may take: the probes run on the sync thread, which must never hang on
+/// a kernel that does not answer.
+const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sends `payload` on a new socket of `protocol` with `flags` (`NLM_F_REQUEST` is added) and
 /// returns the inner messages of the replies. With `NLM_F_DUMP` it reads until the dump's end;
 /// otherwise `NLM_F_ACK` is added and it reads until the ack. A kernel error reply becomes
@@ -24,6 +28,9 @@ where
     let mut socket = Socket::new(protocol)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    let timeout = nix::sys::time::TimeVal::new(RECEIVE_TIMEOUT.as_secs() as _, 0);
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+        .map_err(io::Error::from)?;
     let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
     let mut message = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(payload));
     message.header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
