@@ -30,12 +30,12 @@ fn synthetic(services: u32) -> ClusterState {
 /// The three changes, each applied to a copy of `base`.
 fn changes(base: &ClusterState, services: u32) -> Vec<(&'static str, ClusterState)> {
     let mut endpoint_changed = base.clone();
-    if let Some(svc) = endpoint_changed.services.get_mut(&name(services / 2)) {
+    if let Some(svc) = endpoint_changed.services.get_mut(&name(services / 2)).map(std::sync::Arc::make_mut) {
         svc.endpoints[3].addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 1)), 8080);
         svc.endpoints.sort_by_cached_key(|e| e.key());
     }
     let mut added = base.clone();
-    added.services.insert(name(services), service(services));
+    added.services.insert(name(services), service(services).into());
     let mut removed = base.clone();
     removed.services.remove(&name(services / 2));
     vec![("endpoint-changed", endpoint_changed), ("service-added", added), ("service-removed", removed)]

@@ -117,7 +117,7 @@ fn cluster() -> ClusterState {
             .map(|e| Endpoint { node_name: None, ..build::endpoint(SocketAddr::new(endpoint_ip(s, e).into(), 5353)) })
             .collect();
         let port = ServicePort { endpoints, ..ServicePort::new(name.clone(), vec![IpAddr::V4(service_ip(s))], 53) };
-        services.insert(name, port);
+        services.insert(name, port.into());
     }
     ClusterState { services }
 }

@@ -95,12 +95,12 @@ fn write(dir: &Path, file: &str, text: &str, stats: &mut String) -> std::io::Res
 /// One endpoint of the middle service moved; a service added; the middle service removed.
 fn changes(base: &ClusterState, n: u32) -> Vec<(&'static str, ClusterState)> {
     let mut endpoint = base.clone();
-    if let Some(svc) = endpoint.services.get_mut(&name(n / 2)) {
+    if let Some(svc) = endpoint.services.get_mut(&name(n / 2)).map(std::sync::Arc::make_mut) {
         svc.endpoints[3].addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 1)), 8080);
         svc.endpoints.sort_by_cached_key(|e| e.key());
     }
     let mut added = base.clone();
-    added.services.insert(name(n), synthetic::service(n, ENDPOINTS));
+    added.services.insert(name(n), synthetic::service(n, ENDPOINTS).into());
     let mut removed = base.clone();
     removed.services.remove(&name(n / 2));
     vec![("endpoint", endpoint), ("add", added), ("remove", removed)]

@@ -47,7 +47,7 @@ fn cluster() -> ClusterState {
     dns.external_ips = vec![ip("192.0.2.10")];
     let drained = port("drained", Protocol::Udp, &["10.96.0.20"], &[]);
     let web = port("web", Protocol::Tcp, &["10.96.0.10"], &["10.244.2.9:5353"]);
-    ClusterState { services: [dns, drained, web].into_iter().map(|p| (p.name.clone(), p)).collect() }
+    ClusterState { services: [dns, drained, web].into_iter().map(|p| (p.name.clone(), p.into())).collect() }
 }
 
 fn node(family: IpFamily) -> NodeConfig {

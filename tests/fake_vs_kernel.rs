@@ -45,7 +45,7 @@ fn node(family: IpFamily) -> NodeConfig {
 
 /// `state` with `edit` applied to the endpoints of its first service.
 fn edit_endpoints(mut state: ClusterState, edit: impl FnOnce(&mut Vec<kubenat::model::Endpoint>)) -> ClusterState {
-    let svc = state.services.values_mut().next().expect("a service");
+    let svc = state.services.values_mut().map(std::sync::Arc::make_mut).next().expect("a service");
     edit(&mut svc.endpoints);
     svc.endpoints.sort_by_cached_key(|e| e.key());
     state
@@ -73,7 +73,7 @@ fn pairs() -> Vec<(&'static str, IpFamily, ClusterState, ClusterState)> {
     let half = union(&ALL[..4]);
     let dual = scenario("dual-stack");
     let mut dual_less = dual.clone();
-    for svc in dual_less.services.values_mut() {
+    for svc in dual_less.services.values_mut().map(std::sync::Arc::make_mut) {
         svc.endpoints.retain(|e| e.addr.to_string() != "[fd00:10:244:2::7]:8080");
     }
     vec![

@@ -35,7 +35,9 @@ fn cluster(n: u32, shift: u32) -> ClusterState {
             .collect();
         eps.sort_by_cached_key(Endpoint::key);
         let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1).parse().unwrap();
-        state.services.insert(name.clone(), ServicePort { endpoints: eps, ..ServicePort::new(name, vec![ip], 80) });
+        state
+            .services
+            .insert(name.clone(), ServicePort { endpoints: eps, ..ServicePort::new(name, vec![ip], 80) }.into());
     }
     state
 }

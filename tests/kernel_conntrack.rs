@@ -108,7 +108,7 @@ fn dns_state(endpoints: Vec<Endpoint>) -> ClusterState {
         endpoints,
         ..ServicePort::new(name.clone(), vec![ip(SERVICE_IP)], 53)
     };
-    ClusterState { services: BTreeMap::from([(name, port)]) }
+    ClusterState { services: BTreeMap::from([(name, port.into())]) }
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn ipv6_flows_are_reconciled_in_their_family() {
 
     let state = |endpoints: Vec<Endpoint>| {
         let mut state = dns_state(endpoints);
-        for port in state.services.values_mut() {
+        for port in state.services.values_mut().map(std::sync::Arc::make_mut) {
             port.cluster_ips = vec![ip("fd00:96::53")];
             port.node_port = None;
         }

@@ -71,7 +71,7 @@ fn cluster(backend: Ipv4Addr) -> (ClusterState, Vec<Ipv4Addr>) {
         let target = if real { backend } else { Ipv4Addr::new(10, 244, 200, (s % 250) as u8 + 1) };
         let mut svc = ServicePort::new(name.clone(), vec![IpAddr::V4(ip)], 80);
         svc.endpoints = vec![endpoint(target)];
-        state.services.insert(name, svc);
+        state.services.insert(name, svc.into());
         if real {
             served.push(ip);
         }
@@ -158,7 +158,7 @@ fn loads_on_ipv6(backend: Backend) {
         let ep = Ipv6Addr::new(0xfd00, 0x10, 0x244, 2, 0, 0, 0, 2);
         svc.endpoints =
             vec![Endpoint { addr: SocketAddr::new(IpAddr::V6(ep), TARGET_PORT), ..endpoint(Ipv4Addr::LOCALHOST) }];
-        state.services.insert(name, svc);
+        state.services.insert(name, svc.into());
     }
     let v6 = |dispatch| NodeConfig {
         family: IpFamily::V6,

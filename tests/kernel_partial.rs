@@ -65,7 +65,7 @@ fn service(i: u32, endpoints: u32, seed: u32) -> ServicePort {
 fn base() -> ClusterState {
     let mut state = ClusterState::default();
     for i in 0..200 {
-        state.services.insert(name(i), service(i, if i % 10 == 9 { 0 } else { 2 }, 0));
+        state.services.insert(name(i), service(i, if i % 10 == 9 { 0 } else { 2 }, 0).into());
     }
     state
 }
@@ -86,9 +86,9 @@ fn step(state: &ClusterState, rng: &mut Lcg, round: u32) -> ClusterState {
     for _ in 0..3 {
         next.services.remove(&name(rng.below(260)));
         let i = rng.below(260);
-        next.services.insert(name(i), service(i, 1 + rng.below(3), round));
+        next.services.insert(name(i), service(i, 1 + rng.below(3), round).into());
         let i = rng.below(260);
-        next.services.insert(name(i), service(i, 0, round));
+        next.services.insert(name(i), service(i, 0, round).into());
     }
     next
 }
@@ -210,7 +210,7 @@ fn foreign_rules_and_missing_rules(backend: Backend) {
     // Someone inserts a rule into our chain: deleting by spec still removes exactly ours.
     ns.run_ok(&[&iptables, "-w", "5", "-t", "nat", "-I", "KUBE-SERVICES", "2", "-s", "192.0.2.1/32", "-j", "RETURN"]);
     state.services.remove(&name(5));
-    state.services.insert(name(300), service(300, 2, 0));
+    state.services.insert(name(300), service(300, 2, 0).into());
     let report = sync(&mut live, &state, false);
     assert_eq!((report.kind, report.partial_failed), (SyncKind::Partial, false));
     let chains = kube_chains(&ns, backend);

@@ -251,7 +251,7 @@ fn hostile_names_past_the_converter_load_and_read_back_equal() {
             endpoints: vec![endpoint],
             ..ServicePort::new(port_name.clone(), vec![ip.into()], 80)
         };
-        services.insert(port_name, port);
+        services.insert(port_name, port.into());
     }
     let node = NodeConfig { node_name: "node-1".into(), ..NodeConfig::default() };
     let text = render(&ClusterState { services }, &node).to_string();

@@ -72,7 +72,7 @@ fn service(index: usize) -> impl Strategy<Value = ServicePort> {
 fn state() -> impl Strategy<Value = ClusterState> {
     (0usize..6).prop_flat_map(|n| {
         (0..n).map(service).collect::<Vec<_>>().prop_map(|services| ClusterState {
-            services: services.into_iter().map(|s| (s.name.clone(), s)).collect::<BTreeMap<_, _>>(),
+            services: services.into_iter().map(|s| (s.name.clone(), s.into())).collect::<BTreeMap<_, _>>(),
         })
     })
 }

@@ -147,7 +147,7 @@ fn build(shape: &Shape, names: &Names, pick: &mut dyn FnMut(&str) -> String) -> 
             endpoints,
             ..ServicePort::new(name.clone(), vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, index as u8 + 1))], 80)
         };
-        services.insert(name, port);
+        services.insert(name, port.into());
     }
     let node = NodeConfig {
         node_name: pick(&at(&names.nodes, shape.node)),

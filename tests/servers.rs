@@ -242,7 +242,7 @@ fn lb_state(hc: u16, endpoints: Vec<Endpoint>) -> ClusterState {
         health_check_node_port: Some(hc),
         endpoints,
     };
-    ClusterState { services: BTreeMap::from([(name, port)]) }
+    ClusterState { services: BTreeMap::from([(name, port.into())]) }
 }
 
 fn node() -> NodeConfig {
@@ -409,7 +409,7 @@ async fn metrics_server_serves_debug_services_from_the_published_view() {
         endpoints: vec![endpoint],
         ..ServicePort::new(name.clone(), vec!["10.96.0.10".parse().unwrap()], 80)
     };
-    let state = ClusterState { services: BTreeMap::from([(name, web)]) };
+    let state = ClusterState { services: BTreeMap::from([(name, web.into())]) };
     let node = NodeConfig { node_name: "node-1".into(), ..NodeConfig::default() };
     let now = SystemTime::now();
     services.programmed(&state, &[FamilyContext { node: &node, large_cluster: false }], now);

@@ -38,7 +38,7 @@ pub fn service(s: u32, endpoints: u32) -> ServicePort {
 pub fn state(services: u32, endpoints: u32) -> ClusterState {
     let mut state = ClusterState::default();
     for s in 0..services {
-        state.services.insert(name(s), service(s, endpoints));
+        state.services.insert(name(s), service(s, endpoints).into());
     }
     state
 }

@@ -37,7 +37,7 @@ fn dns(protocol: Protocol, endpoints: Vec<Endpoint>) -> ServicePort {
 }
 
 fn state(ports: Vec<ServicePort>) -> ClusterState {
-    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p)).collect() }
+    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p.into())).collect() }
 }
 
 fn node(family: IpFamily) -> NodeConfig {

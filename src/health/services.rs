@@ -143,7 +143,7 @@ fn build(
         .map(|(name, svc)| {
             let previous = old.ports.get(name);
             let view = match previous {
-                Some(p) if !context_changed && p.input == *svc => p.clone(),
+                Some(p) if !context_changed && p.input == **svc => p.clone(),
                 _ => Arc::new(summarize(svc, families, previous.map(Arc::as_ref), now)),
             };
             (name.clone(), view)

@@ -36,7 +36,7 @@ fn port(ns: &str, name: &str, port_name: &str, ips: &[&str], hc: Option<u16>, ep
 }
 
 fn state(ports: Vec<ServicePort>) -> ClusterState {
-    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p)).collect() }
+    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p.into())).collect() }
 }
 
 fn node(family: IpFamily) -> NodeConfig {

@@ -25,6 +25,7 @@ pub use text::{write_node_text, write_text};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::conntrack::Frontends;
 use crate::model::{ServicePort, TrafficPolicy};
@@ -172,6 +173,7 @@ fn select<'s>(query: &Query, desired: &Desired<'s>) -> Result<Vec<&'s ServicePor
         .state
         .services
         .values()
+        .map(Arc::as_ref)
         .filter(|p| p.name.namespace == query.namespace && p.name.name == query.name)
         .collect();
     if all.is_empty() {

@@ -13,6 +13,7 @@ mod validate;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -185,7 +186,7 @@ impl StateBuilder {
                     }
                 }
                 port.endpoints = merged.remove(&(port.name.port.clone(), port.name.protocol)).unwrap_or_default();
-                converted.state.services.insert(port.name.clone(), port);
+                converted.state.services.insert(port.name.clone(), Arc::new(port));
             }
         }
         for (namespace, service) in groups.keys() {

@@ -4,6 +4,7 @@
 //! update syntax (`NodeConfig { masquerade_all: true, ..build::node(IpFamily::V4) }`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig, Protocol, ServicePort, ServicePortName};
 
@@ -44,7 +45,7 @@ pub fn endpoint(addr: SocketAddr) -> Endpoint {
 
 /// The cluster view holding `services`.
 pub fn state(services: Vec<ServicePort>) -> ClusterState {
-    ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s)).collect() }
+    ClusterState { services: services.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect() }
 }
 
 /// [`NODE`] for `family`, detecting local traffic by the pod CIDR (10.244.0.0/16 or

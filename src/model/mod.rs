@@ -15,6 +15,7 @@ pub use port_plan::{PortPlan, PortPlanError};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -249,8 +250,10 @@ impl ServicePort {
 /// The cluster as the renderer sees it: every proxied service port, in sorted order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
-    /// Service ports keyed (and so ordered) by name.
-    pub services: BTreeMap<ServicePortName, ServicePort>,
+    /// Service ports keyed (and so ordered) by name. Shared: a snapshot of the state is a copy
+    /// of this map, and a port that did not change is the same allocation in both (so a sync
+    /// finds what changed by pointer before comparing values).
+    pub services: BTreeMap<ServicePortName, Arc<ServicePort>>,
 }
 
 impl ClusterState {

@@ -21,7 +21,7 @@ fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> Serv
 
 fn snapshot(services: Vec<ServicePort>) -> Snapshot {
     Snapshot {
-        state: ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s)).collect() },
+        state: ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s.into())).collect() },
         node: None,
         problems: vec![],
     }

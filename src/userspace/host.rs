@@ -54,7 +54,7 @@ mod tests {
             protocol: Protocol::Udp,
         };
         let mut state = ClusterState::default();
-        state.services.insert(name.clone(), ServicePort::new(name, vec![cluster_ip.parse().unwrap()], 53));
+        state.services.insert(name.clone(), ServicePort::new(name, vec![cluster_ip.parse().unwrap()], 53).into());
         state
     }
 

@@ -87,8 +87,12 @@ impl Proxier {
     /// Opens, updates and closes proxies to match `state` (service ports with a cluster IP of
     /// `family`) and returns the proxy port of each.
     pub fn sync(&mut self, state: &ClusterState, family: IpFamily) -> PortPlan {
-        let wanted: BTreeMap<&ServicePortName, &ServicePort> =
-            state.services.iter().filter(|(_, s)| s.cluster_ip(family).is_some()).collect();
+        let wanted: BTreeMap<&ServicePortName, &ServicePort> = state
+            .services
+            .iter()
+            .map(|(k, s)| (k, s.as_ref()))
+            .filter(|(_, s)| s.cluster_ip(family).is_some())
+            .collect();
         let gone: Vec<ServicePortName> = self
             .proxies
             .iter()
@@ -225,7 +229,7 @@ mod tests {
         let mut proxier = Proxier::new(config, shutdown.clone());
         let mut state = ClusterState::default();
         for svc in [node_port_service("a", "10.96.0.1", held), node_port_service("b", "10.96.0.2", taken)] {
-            state.services.insert(svc.name.clone(), svc);
+            state.services.insert(svc.name.clone(), svc.into());
         }
         let plan = proxier.sync(&state, IpFamily::V4);
         assert_eq!(plan.0.len(), 2, "both services get a proxy even though one NodePort is taken");

@@ -45,8 +45,8 @@ fn changed(base: &ClusterState, ops: &[(u16, u8)]) -> ClusterState {
         let s = service(i, i);
         match op {
             0 => drop(next.services.remove(&s.name)),
-            1 => drop(next.services.insert(s.name.clone(), service(i, i + 500))),
-            _ => drop(next.services.insert(s.name.clone(), s)),
+            1 => drop(next.services.insert(s.name.clone(), service(i, i + 500).into())),
+            _ => drop(next.services.insert(s.name.clone(), s.into())),
         }
     }
     next

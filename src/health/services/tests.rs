@@ -30,7 +30,7 @@ fn port(name: &str, port: &str, ip: &str, endpoints: Vec<Endpoint>) -> ServicePo
 }
 
 fn state(ports: Vec<ServicePort>) -> ClusterState {
-    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p)).collect() }
+    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p.into())).collect() }
 }
 
 fn node() -> NodeConfig {

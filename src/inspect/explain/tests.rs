@@ -46,7 +46,7 @@ fn state() -> ClusterState {
         ..ServicePort::new(other_name, vec![ip("10.96.0.20")], 53)
     };
     let ports = [http, dns, other];
-    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p)).collect() }
+    ClusterState { services: ports.into_iter().map(|p| (p.name.clone(), p.into())).collect() }
 }
 
 fn node() -> NodeConfig {
@@ -192,7 +192,7 @@ fn an_extra_chain_is_drift() {
 #[test]
 fn no_endpoints() {
     let (mut state, node) = (state(), node());
-    state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints.clear();
+    state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap().endpoints.clear();
     let report = explain(&state, &node, &observed(&state, &node), &query(Some("http"), None));
     assert_eq!(codes(&report), ["no-endpoints"]);
     assert_eq!(report.verdict, Verdict::Broken);
@@ -206,7 +206,8 @@ fn no_endpoints() {
 #[test]
 fn only_terminating_endpoints() {
     let (mut state, node) = (state(), node());
-    for e in &mut state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints {
+    for e in &mut state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap().endpoints
+    {
         e.ready = false;
         e.terminating = true;
     }
@@ -214,7 +215,8 @@ fn only_terminating_endpoints() {
     assert_eq!(codes(&report), ["no-ready-endpoints"]);
     assert_eq!((report.problems[0].severity, report.verdict), (Severity::Warning, Verdict::Degraded));
 
-    for e in &mut state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints {
+    for e in &mut state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap().endpoints
+    {
         e.serving = false;
     }
     let report = explain(&state, &node, &observed(&state, &node), &query(Some("http"), None));
@@ -225,12 +227,18 @@ fn only_terminating_endpoints() {
 #[test]
 fn local_policy_without_local_endpoints() {
     let (mut state, node) = (state(), node());
-    let http = state.services.get_mut(&name("http", Protocol::Tcp)).unwrap();
+    let http = state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap();
     http.external_policy = TrafficPolicy::Local;
     let report = explain(&state, &node, &observed(&state, &node), &query(Some("http"), None));
     assert!(report.problems.is_empty(), "a local endpoint exists: {:#?}", report.problems);
 
-    state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints.retain(|e| !e.is_local(NODE));
+    state
+        .services
+        .get_mut(&name("http", Protocol::Tcp))
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .endpoints
+        .retain(|e| !e.is_local(NODE));
     let report = explain(&state, &node, &observed(&state, &node), &query(Some("http"), None));
     assert_eq!(codes(&report), ["no-local-endpoints"]);
     assert!(report.problems[0].message.contains("externalTrafficPolicy"));
@@ -241,7 +249,7 @@ fn local_policy_without_local_endpoints() {
 #[test]
 fn source_outside_the_ranges_is_blocked() {
     let (mut state, node) = (state(), node());
-    let http = state.services.get_mut(&name("http", Protocol::Tcp)).unwrap();
+    let http = state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap();
     http.load_balancer_ips = vec![ip("198.51.100.7")];
     http.source_ranges = vec!["10.0.0.0/8".parse().unwrap()];
     let obs = observed(&state, &node);
@@ -351,7 +359,7 @@ fn node_report_counts_problems_per_service() {
     assert_eq!((report.verdict, report.services), (Verdict::Ok, 2));
     assert!(report.counts.is_empty() && report.problems.is_empty());
 
-    state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints.clear();
+    state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap().endpoints.clear();
     let rules = desired_rules(&state, &node);
     let mut obs = observed(&state, &node);
     obs.facts.as_mut().unwrap().ip_forward = SysctlValue::Set(0);
@@ -377,7 +385,7 @@ fn node_report_counts_problems_per_service() {
 #[test]
 fn text_has_the_verdict_problems_with_fixes_and_paths() {
     let (mut state, node) = (state(), node());
-    state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints.clear();
+    state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap().endpoints.clear();
     let report = explain(&state, &node, &observed(&state, &node), &query(Some("http"), None));
     let text = write_text(&report, false);
     let mut lines = text.lines();
@@ -399,7 +407,7 @@ fn every_code_is_kebab_case_in_json() {
 #[test]
 fn node_text_lists_problems_and_counts() {
     let (mut state, node) = (state(), node());
-    state.services.get_mut(&name("http", Protocol::Tcp)).unwrap().endpoints.clear();
+    state.services.get_mut(&name("http", Protocol::Tcp)).map(std::sync::Arc::make_mut).unwrap().endpoints.clear();
     let rules = desired_rules(&state, &node);
     let mut obs = observed(&state, &node);
     obs.facts.as_mut().unwrap().ip_forward = SysctlValue::Set(0);

@@ -76,7 +76,7 @@ fn cluster(n: usize, family: IpFamily, seed: u64) -> ClusterState {
     for i in 0..n {
         let ip = if family == IpFamily::V4 { random_v4(&mut rng) } else { random_v6(&mut rng) };
         let svc = service(name(i, "http", Protocol::Tcp), ip, 80, 2);
-        state.services.insert(svc.name.clone(), svc);
+        state.services.insert(svc.name.clone(), svc.into());
     }
     state
 }
@@ -139,7 +139,7 @@ fn rules_of_one_address_stay_together_in_order() {
     let ip: IpAddr = "10.100.7.7".parse().unwrap();
     for p in 0..20u16 {
         let svc = service(name(999, &format!("p{p:02}"), Protocol::Tcp), ip, 1000 + p, 1);
-        state.services.insert(svc.name.clone(), svc);
+        state.services.insert(svc.name.clone(), svc.into());
     }
     let flat = render(&state, &node(IpFamily::V4, ServicesDispatch::Flat));
     let tree = render(&state, &node(IpFamily::V4, ServicesDispatch::Tree));
@@ -216,7 +216,7 @@ fn adding_a_service_rewrites_at_most_two_chains() {
     for t in 0..trials {
         let mut after = before.clone();
         let svc = service(name(10_000 + t, "http", Protocol::Tcp), random_v4(&mut rng), 80, 2);
-        after.services.insert(svc.name.clone(), svc);
+        after.services.insert(svc.name.clone(), svc.into());
         let new = render(&after, &config);
         let changes: Vec<_> = changed_chains(&old, &new)
             .into_iter()
@@ -300,7 +300,7 @@ proptest! {
             let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
             let svc = service(name(i, "p", protocol), addr(bits), port, eps as usize);
             ips.push((bits, port, protocol));
-            state.services.insert(svc.name.clone(), svc);
+            state.services.insert(svc.name.clone(), svc.into());
         }
         let flat = render(&state, &node(family, ServicesDispatch::Flat));
         let tree = render(&state, &node(family, ServicesDispatch::Tree));

@@ -79,7 +79,7 @@ fn one_endpoint_replaced_writes_the_service_and_the_new_endpoint_only() {
     let mut b = a.clone();
     b.services.insert(
         build::port_name("default", "web", "http"),
-        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080", "10.244.4.4:8080"]),
+        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080", "10.244.4.4:8080"]).into(),
     );
     let (ra, rb) = (rendered(&a, V4), rendered(&b, V4));
     let plan = plan_partial(&ra, &rb);
@@ -108,7 +108,7 @@ fn one_endpoint_removed_rewrites_the_probabilities_and_deletes_its_chain() {
     let mut b = a.clone();
     b.services.insert(
         build::port_name("default", "web", "http"),
-        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080"]),
+        build::service("web", "10.96.0.10", &["10.244.1.5:8080", "10.244.2.7:8080"]).into(),
     );
     let plan = plan_partial(&rendered(&a, V4), &rendered(&b, V4));
     let web = vec![svc_chain("web")];
@@ -121,7 +121,7 @@ fn service_added_rewrites_kube_services_and_writes_its_chains() {
     let a = base();
     let mut b = a.clone();
     let new = build::service("api", "10.96.0.30", &["10.244.5.5:443", "10.244.6.6:443"]);
-    b.services.insert(new.name.clone(), new);
+    b.services.insert(new.name.clone(), new.into());
     let (ra, rb) = (rendered(&a, V4), rendered(&b, V4));
     let plan = plan_partial(&ra, &rb);
     let nat = sorted(vec![
@@ -164,7 +164,7 @@ fn filter_only_change_leaves_nat_alone() {
     let a = base();
     let mut b = a.clone();
     let empty = build::service("empty", "10.96.0.40", &[]);
-    b.services.insert(empty.name.clone(), empty);
+    b.services.insert(empty.name.clone(), empty.into());
     let plan = plan_partial(&rendered(&a, V4), &rendered(&b, V4));
     let services = vec!["KUBE-SERVICES".to_string()];
     assert_eq!(shape(&plan), [(TableName::Filter, services.clone(), services, vec![])], "{plan}");
@@ -250,7 +250,7 @@ fn large_plan_is_fast() {
             .collect(),
     );
     let mut b = a.clone();
-    if let Some(s) = b.services.get_mut(&build::port_name("default", "svc-7", "http")) {
+    if let Some(s) = b.services.get_mut(&build::port_name("default", "svc-7", "http")).map(std::sync::Arc::make_mut) {
         s.endpoints[3].addr = "10.200.0.1:8080".parse().unwrap();
     }
     let (ra, rb) = (rendered(&a, V4), rendered(&b, V4));

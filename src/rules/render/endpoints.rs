@@ -1,6 +1,8 @@
 //! Which endpoints each traffic policy uses: readiness, terminating fallback, topology hints and
 //! locality (kube-proxy's `CategorizeEndpoints`).
 
+use std::sync::Arc;
+
 use crate::model::{ClusterState, Endpoint, IpFamily, NodeConfig, ServicePort};
 
 /// The endpoint sets a service port's chains are built from.
@@ -34,7 +36,8 @@ pub fn no_local_endpoints(state: &ClusterState, node: &NodeConfig) -> (usize, us
     let family = node.family;
     let (mut internal, mut external) = (0, 0);
     let local_policy = |s: &&ServicePort| s.internal_policy_local() || s.external_policy_local(family);
-    for svc in state.services.values().filter(|s| s.cluster_ip(family).is_some()).filter(local_policy) {
+    for svc in state.services.values().map(Arc::as_ref).filter(|s| s.cluster_ip(family).is_some()).filter(local_policy)
+    {
         let endpoints: Vec<&Endpoint> = svc.endpoints.iter().filter(|e| family.contains(&e.addr.ip())).collect();
         if !categorize(&endpoints, svc, node).local.is_empty() {
             continue;
@@ -246,7 +249,7 @@ mod tests {
             let mut s = svc(internal, external, node_port);
             s.name.name = name.into();
             s.endpoints = eps;
-            state.services.insert(s.name.clone(), s);
+            state.services.insert(s.name.clone(), s.into());
         };
         let remote = || vec![ep("10.0.0.2:80", true, false, "n2", &[])];
         add("itp-none", TrafficPolicy::Local, TrafficPolicy::Cluster, None, remote());

@@ -88,7 +88,7 @@ mod tests {
         let sep = endpoint_chain(&svc.name, &"10.244.1.5:8080".parse().unwrap());
         assert_eq!(chains.endpoints, [("10.244.1.5:8080".parse().unwrap(), sep.clone())], "not-ready: no SEP");
 
-        let state = ClusterState { services: [(svc.name.clone(), svc.clone())].into() };
+        let state = ClusterState { services: [(svc.name.clone(), svc.clone().into())].into() };
         let full = render(&state, &node).to_string();
         assert!(full.contains(&format!(":{sep} - [0:0]")), "{full}");
         let own = service_port_rules(&svc, &node, false);

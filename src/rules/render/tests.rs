@@ -16,7 +16,7 @@ fn ep(addr: &str, node: &str) -> Endpoint {
 }
 
 fn state(services: Vec<ServicePort>) -> ClusterState {
-    ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s)).collect() }
+    ClusterState { services: services.into_iter().map(|s| (s.name.clone(), s.into())).collect() }
 }
 
 fn node() -> NodeConfig {

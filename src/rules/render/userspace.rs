@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn state(svcs: Vec<ServicePort>) -> ClusterState {
-        ClusterState { services: svcs.into_iter().map(|s| (s.name.clone(), s)).collect() }
+        ClusterState { services: svcs.into_iter().map(|s| (s.name.clone(), s.into())).collect() }
     }
 
     /// The rules of every table, nat first, one per line (the save-like body, no headers).

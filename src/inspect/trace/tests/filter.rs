@@ -27,7 +27,7 @@ fn state() -> ClusterState {
         ..ServicePort::new(name("lb", "http"), vec!["10.96.0.70".parse().unwrap()], 80)
     };
     let db = ServicePort::new(name("db", ""), vec!["10.96.0.80".parse().unwrap()], 5432);
-    ClusterState { services: [lb, db].into_iter().map(|s| (s.name.clone(), s)).collect() }
+    ClusterState { services: [lb, db].into_iter().map(|s| (s.name.clone(), s.into())).collect() }
 }
 
 fn run(p: &Packet) -> Trace {
