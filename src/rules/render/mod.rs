@@ -8,6 +8,7 @@ mod capture;
 pub mod dispatch;
 mod endpoint_chains;
 mod endpoints;
+pub mod incremental;
 mod jumps;
 mod policy_chains;
 mod service;
