@@ -2,7 +2,8 @@
 //! endpoints): one endpoint changed, one service added, one removed — with big chains edited
 //! rule by rule (the nft options, `edits/…`) and with every changed chain rewritten
 //! (kube-proxy's way, `rewrite/…`). `cargo bench --bench plan`; prints each plan's size next to
-//! the full ruleset's once.
+//! the full ruleset's once. `incremental/…` times the same changes through incremental
+//! rendering (what the daemon does now).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kubenat::apply::exec::Backend;
 use kubenat::model::ClusterState;
 use kubenat::rules::plan::{plan_partial_with, PlanOptions, PlanStats};
+use kubenat::rules::render::incremental::Incremental;
 use kubenat::rules::render::render;
 use kubenat::rules::ruleset::Ruleset;
 
@@ -75,5 +77,30 @@ fn bench_plan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_plan);
+/// The daemon's partial sync since incremental rendering: `Incremental::update` re-renders the
+/// changed port and the plan works on the changed chains only. Each iteration applies the change
+/// and reverts it (two updates and two plans): halve the time for one.
+fn bench_incremental(c: &mut Criterion) {
+    let mut group = c.benchmark_group("incremental");
+    group.sample_size(20);
+    let node = node();
+    let opts = PlanOptions::for_backend(Backend::Nft);
+    for services in [1_000u32, 10_000, 20_000] {
+        let base = synthetic(services);
+        let mut rendered = Incremental::new(&base, &node);
+        for (change, state) in changes(&base, services) {
+            group.bench_with_input(BenchmarkId::new(format!("{change}+revert"), services), &state, |b, state| {
+                b.iter(|| {
+                    for target in [state, &base] {
+                        let change = rendered.update(target, &node);
+                        black_box(plan_partial_with(&change.last, &change.next, &opts));
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_plan, bench_incremental);
 criterion_main!(benches);

@@ -109,7 +109,7 @@ fn cluster() -> ClusterState {
     for s in 0..SERVICES {
         let name = ServicePortName {
             namespace: "bench".into(),
-            name: format!("svc-{s}"),
+            name: format!("svc-{s}").into(),
             port: "dns".into(),
             protocol: Protocol::Udp,
         };

@@ -84,7 +84,7 @@ pub fn desired(state: &ClusterState, node: &NodeConfig) -> BTreeMap<NamespacedNa
         if svc.cluster_ip(node.family).is_none() {
             continue;
         }
-        let key = NamespacedName { namespace: svc.name.namespace.clone(), name: svc.name.name.clone() };
+        let key = NamespacedName { namespace: svc.name.namespace.to_string(), name: svc.name.name.to_string() };
         let entry = ips.entry(key).or_insert_with(|| (port, BTreeSet::new()));
         let local_ready = svc
             .endpoints

@@ -35,8 +35,9 @@ use crate::k8s::watch::{Changes, Snapshot};
 use crate::metrics::{Metrics, PolicyKind, SyncKind};
 use crate::model::{IpFamily, NodeConfig};
 use crate::rules::plan::stale::StaleChain;
+use crate::rules::render::incremental::Incremental;
 use crate::rules::render::userspace::{render_portals, userspace_jump_rules};
-use crate::rules::render::{jump_rules, large_cluster, no_local_endpoints, render, JumpRule};
+use crate::rules::render::{jump_rules, large_cluster, no_local_endpoints, JumpRule};
 use crate::rules::ruleset::{Ruleset, TableName};
 use crate::userspace::proxier::Proxier;
 
@@ -80,8 +81,13 @@ pub struct Syncer {
     conntrack: Arc<dyn Conntrack + Send + Sync>,
     metrics: Metrics,
     health: HealthState,
-    /// What the kernel holds, as we rendered it, per family; absent = unknown (full sync next).
-    applied: BTreeMap<IpFamily, Ruleset>,
+    /// Families whose kernel holds what we last rendered (absent: unknown, full sync next).
+    applied: BTreeSet<IpFamily>,
+    /// Per family, the rules last rendered in iptables mode, kept per service port: a sync
+    /// re-renders only the ports that changed.
+    rendered: BTreeMap<IpFamily, Incremental>,
+    /// Per family, the portal rules last rendered in userspace mode.
+    portals: BTreeMap<IpFamily, Ruleset>,
     /// When each family's last full sync succeeded.
     last_full: BTreeMap<IpFamily, Instant>,
     /// When each family's stale service chains were last deleted.
@@ -120,7 +126,9 @@ impl Syncer {
             conntrack,
             metrics,
             health,
-            applied: BTreeMap::new(),
+            applied: BTreeSet::new(),
+            rendered: BTreeMap::new(),
+            portals: BTreeMap::new(),
             last_full: BTreeMap::new(),
             last_cleanup: BTreeMap::new(),
             deferred: BTreeMap::new(),
@@ -141,18 +149,31 @@ impl Syncer {
         self
     }
 
-    /// The rules and jumps of the active mode for `family`.
-    fn desired(
+    /// Renders `family`'s rules in the active mode. Returns the chains that changed since the
+    /// last rendering, as they were and as they are now (`None` on the first rendering).
+    fn render_family(
         &mut self,
         family: IpFamily,
         snapshot: &Snapshot,
         node: &NodeConfig,
-    ) -> Result<(Ruleset, Vec<JumpRule>)> {
+    ) -> Result<Option<(Ruleset, Ruleset)>> {
         let Some((proxier, bind)) = self.userspace.as_mut() else {
             let (internal, external) = no_local_endpoints(&snapshot.state, node);
             self.metrics.set_no_local_endpoints(family, PolicyKind::Internal, internal);
             self.metrics.set_no_local_endpoints(family, PolicyKind::External, external);
-            return Ok((render(&snapshot.state, node), jump_rules(node)));
+            let change = match self.rendered.get_mut(&family) {
+                Some(rendered) => Some(rendered.update(&snapshot.state, node)),
+                None => {
+                    self.rendered.insert(family, Incremental::new(&snapshot.state, node));
+                    None
+                }
+            };
+            if let Some(rendered) = self.rendered.get(&family) {
+                for table in [TableName::Filter, TableName::Nat] {
+                    self.metrics.set_rules_total(family, table, rendered.rules_total(table));
+                }
+            }
+            return Ok(change.map(|c| (c.last, c.next)));
         };
         let plan = proxier.sync(&snapshot.state, family);
         self.metrics.set_userspace_port_conflicts(proxier.conflicts().len());
@@ -161,7 +182,20 @@ impl Syncer {
         } else {
             *bind
         };
-        Ok((render_portals(&snapshot.state, node, &plan, *bind, host), userspace_jump_rules()))
+        let desired = render_portals(&snapshot.state, node, &plan, *bind, host);
+        for table in &desired.tables {
+            self.metrics.set_rules_total(family, table.name, table.rules.len());
+        }
+        Ok(self.portals.insert(family, desired.clone()).map(|last| (last, desired)))
+    }
+
+    /// The whole ruleset last rendered for `family` and its jumps from the built-in chains.
+    fn full_ruleset(&self, family: IpFamily, node: &NodeConfig) -> (Ruleset, Vec<JumpRule>) {
+        if self.userspace.is_some() {
+            (self.portals.get(&family).cloned().unwrap_or_default(), userspace_jump_rules())
+        } else {
+            (self.rendered.get(&family).map(Incremental::ruleset).unwrap_or_default(), jump_rules(node))
+        }
     }
 
     /// The options in use.
@@ -192,9 +226,14 @@ impl Syncer {
         Applier::new(self.ipt.as_ref(), family, mode)
     }
 
-    /// Whether `family` is in kube-proxy's large-cluster mode (iptables mode only).
+    /// Whether `family` is in kube-proxy's large-cluster mode (iptables mode only), as last
+    /// rendered (counted from `snapshot` before the first rendering).
     fn large_cluster(&self, family: IpFamily, snapshot: &Snapshot) -> bool {
-        self.userspace.is_none() && large_cluster(&snapshot.state, family)
+        self.userspace.is_none()
+            && self
+                .rendered
+                .get(&family)
+                .map_or_else(|| large_cluster(&snapshot.state, family), Incremental::large_cluster)
     }
 
     /// Whether `family`'s next sync must be full although nothing forces it: its last full
@@ -268,26 +307,26 @@ impl Syncer {
 
     fn sync_family(&mut self, family: IpFamily, snapshot: &Snapshot, full: bool) -> Result<FamilyReport> {
         let node = self.opts.node.node_config(family, snapshot.node.as_ref(), self.opts.flannel.as_ref())?;
-        let (desired, jumps) = self.desired(family, snapshot, &node)?;
-        for table in &desired.tables {
-            self.metrics.set_rules_total(family, table.name, table.rules.len());
-        }
+        let change = self.render_family(family, snapshot, &node)?;
         let mut partial_failed = false;
-        if let (false, Some(last)) = (full, self.applied.get(&family)) {
+        if let (false, true, Some((last, next))) = (full, self.applied.contains(&family), &change) {
+            // A chain a service renders again is no longer stale.
+            if let Some(deferred) = self.deferred.get_mut(&family) {
+                deferred.retain(|(table, chain)| !next.table(*table).is_some_and(|t| t.is_declared(chain.as_str())));
+            }
             let cleanup_due = !self.large_cluster(family, snapshot)
                 || self.last_cleanup.get(&family).is_none_or(|t| t.elapsed() > self.opts.sync_period);
             let earlier = self.deferred.get(&family).map(Vec::as_slice).unwrap_or_default();
             let stale = if cleanup_due { StaleChains::Delete(earlier) } else { StaleChains::Defer };
-            match self.applier(family).partial_with(last, &desired, stale) {
+            match self.applier(family).partial_with(last, next, stale) {
                 Ok(applied) => {
                     self.stale_chains(family, cleanup_due, &applied);
                     self.rules_written(family, &applied);
                     if applied.transactions > 0 {
                         self.metrics.observe_restore_bytes(SyncKind::Partial, applied.bytes);
                     }
-                    // The kernel now holds `desired` (chains left for a later clean-up are
-                    // tracked in `deferred`), even when nothing had to be written.
-                    self.applied.insert(family, desired);
+                    // The kernel now holds what was rendered (chains left for a later clean-up
+                    // are tracked in `deferred`), even when nothing had to be written.
                     return Ok(FamilyReport { family, kind: SyncKind::Partial, bytes: applied.bytes, partial_failed });
                 }
                 Err(err) => {
@@ -298,16 +337,18 @@ impl Syncer {
                 }
             }
         }
-        // A full sync does not need the last applied ruleset: free it before building the input.
-        let history = if self.applied.remove(&family).is_some() { History::Applied } else { History::Unknown };
+        drop(change);
+        let history = if self.applied.remove(&family) { History::Applied } else { History::Unknown };
+        let (desired, jumps) = self.full_ruleset(family, &node);
         let applied = self.applier(family).full(&desired, &jumps, history).map_err(Error::from)?;
+        drop(desired);
         let now = Instant::now();
         self.last_full.insert(family, now);
         self.last_cleanup.insert(family, now);
         self.deferred.remove(&family);
         self.rules_written(family, &applied);
         self.metrics.observe_restore_bytes(SyncKind::Full, applied.bytes);
-        self.applied.insert(family, desired);
+        self.applied.insert(family);
         Ok(FamilyReport { family, kind: SyncKind::Full, bytes: applied.bytes, partial_failed })
     }
 

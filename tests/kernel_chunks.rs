@@ -26,7 +26,7 @@ fn cluster(n: u32, shift: u32) -> ClusterState {
     for i in 0..n {
         let name = ServicePortName {
             namespace: "default".into(),
-            name: format!("svc-{i}"),
+            name: format!("svc-{i}").into(),
             port: "http".into(),
             protocol: Protocol::Tcp,
         };

@@ -63,7 +63,7 @@ fn cluster(backend: Ipv4Addr) -> (ClusterState, Vec<Ipv4Addr>) {
         };
         let name = ServicePortName {
             namespace: "default".into(),
-            name: format!("svc-{s:04}"),
+            name: format!("svc-{s:04}").into(),
             port: "http".into(),
             protocol: Protocol::Tcp,
         };
@@ -150,7 +150,7 @@ fn loads_on_ipv6(backend: Backend) {
         let ip: Ipv6Addr = Ipv6Addr::from(0xfd00_0010_0096_0000_0000_0000_0000_0000u128 | u128::from(x & 0xf_ffff));
         let name = ServicePortName {
             namespace: "default".into(),
-            name: format!("svc6-{s:04}"),
+            name: format!("svc6-{s:04}").into(),
             port: "http".into(),
             protocol: Protocol::Tcp,
         };

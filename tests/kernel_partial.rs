@@ -34,7 +34,7 @@ fn available(backend: Backend) -> bool {
 fn name(i: u32) -> ServicePortName {
     ServicePortName {
         namespace: "bench".into(),
-        name: format!("svc-{i:04}"),
+        name: format!("svc-{i:04}").into(),
         port: "http".into(),
         protocol: Protocol::Tcp,
     }

@@ -230,9 +230,9 @@ fn hostile_names_past_the_converter_load_and_read_back_equal() {
     let mut services = std::collections::BTreeMap::new();
     for (i, name) in hostile.iter().enumerate() {
         let port_name = ServicePortName {
-            namespace: format!("ns{name}"),
-            name: name.to_string(),
-            port: name.to_string(),
+            namespace: format!("ns{name}").into(),
+            name: name.to_string().into(),
+            port: name.to_string().into(),
             protocol: kubenat::model::Protocol::Tcp,
         };
         let ip = std::net::Ipv4Addr::new(10, 96, 7, i as u8 + 1);

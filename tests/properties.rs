@@ -43,7 +43,7 @@ fn service(index: usize) -> impl Strategy<Value = ServicePort> {
             move |(protocol, node_port, ext, lb, ranges, affinity, etp_local, itp_local, mut eps, port_name)| {
                 let name = ServicePortName {
                     namespace: "ns".into(),
-                    name: format!("svc-{index}"),
+                    name: format!("svc-{index}").into(),
                     port: port_name.into(),
                     protocol,
                 };

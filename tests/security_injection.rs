@@ -118,9 +118,9 @@ fn build(shape: &Shape, names: &Names, pick: &mut dyn FnMut(&str) -> String) -> 
     for (index, (ns, name, port, flags, eps)) in shape.services.iter().enumerate() {
         let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][usize::from(*flags % 3)];
         let name = ServicePortName {
-            namespace: pick(&at(&names.namespaces, *ns)),
-            name: pick(&at(&names.names, *name)),
-            port: pick(&at(&names.ports, *port)),
+            namespace: pick(&at(&names.namespaces, *ns)).into(),
+            name: pick(&at(&names.names, *name)).into(),
+            port: pick(&at(&names.ports, *port)).into(),
             protocol,
         };
         let mut endpoints: Vec<Endpoint> = eps

@@ -13,8 +13,8 @@ pub const ENDPOINTS: u32 = 10;
 /// The name of service `s`.
 pub fn name(s: u32) -> ServicePortName {
     ServicePortName {
-        namespace: format!("ns{}", s % 100),
-        name: format!("svc-{s}"),
+        namespace: format!("ns{}", s % 100).into(),
+        name: format!("svc-{s}").into(),
         port: "http".into(),
         protocol: Protocol::Tcp,
     }

@@ -66,7 +66,7 @@ pub struct PortView {
     /// The last successful sync that changed its rules (see the module docs).
     pub last_programmed: SystemTime,
     /// What it was built from, to tell whether the next sync must look again.
-    input: ServicePort,
+    input: Arc<ServicePort>,
     /// Fingerprint of its rendered rules.
     rules: u64,
 }
@@ -77,7 +77,7 @@ pub struct Published {
     /// How the last sync ended (`None` before the first one).
     pub last_sync: Option<SyncOutcome>,
     /// Every service port the last successful sync programmed.
-    pub ports: BTreeMap<ServicePortName, Arc<PortView>>,
+    pub ports: Arc<BTreeMap<ServicePortName, Arc<PortView>>>,
     /// The per-family render context the ports were built with.
     context: Vec<(NodeConfig, bool)>,
 }
@@ -123,37 +123,43 @@ impl ServicesView {
     pub fn sync_finished(&self, outcome: SyncOutcome) {
         self.replace(|old| Published {
             last_sync: Some(outcome),
-            ports: old.ports.clone(),
+            ports: Arc::clone(&old.ports),
             context: old.context.clone(),
         });
     }
 }
 
-/// The summaries of every service port of `state`: unchanged inputs reuse the previous one.
+/// The summaries of every service port of `state`: unchanged inputs reuse the previous one
+/// (by pointer first: a port the sync did not touch is the same allocation), and when no
+/// input changed the previous map itself is reused.
 fn build(
     old: &Published,
     state: &ClusterState,
     families: &[FamilyContext<'_>],
     context_changed: bool,
     now: SystemTime,
-) -> BTreeMap<ServicePortName, Arc<PortView>> {
-    state
-        .services
-        .iter()
-        .map(|(name, svc)| {
-            let previous = old.ports.get(name);
-            let view = match previous {
-                Some(p) if !context_changed && p.input == **svc => p.clone(),
-                _ => Arc::new(summarize(svc, families, previous.map(Arc::as_ref), now)),
-            };
-            (name.clone(), view)
-        })
-        .collect()
+) -> Arc<BTreeMap<ServicePortName, Arc<PortView>>> {
+    let same = |p: &PortView, svc: &Arc<ServicePort>| Arc::ptr_eq(&p.input, svc) || *p.input == **svc;
+    let unchanged = !context_changed
+        && old.ports.len() == state.services.len()
+        && old.ports.iter().zip(&state.services).all(|((a, p), (b, svc))| a == b && same(p, svc));
+    if unchanged {
+        return Arc::clone(&old.ports);
+    }
+    let ports = state.services.iter().map(|(name, svc)| {
+        let previous = old.ports.get(name);
+        let view = match previous {
+            Some(p) if !context_changed && same(p, svc) => p.clone(),
+            _ => Arc::new(summarize(svc, families, previous.map(Arc::as_ref), now)),
+        };
+        (name.clone(), view)
+    });
+    Arc::new(ports.collect())
 }
 
 /// One service port's summary, rendered afresh; `previous` gives its programming times.
 pub(super) fn summarize(
-    svc: &ServicePort,
+    svc: &Arc<ServicePort>,
     families: &[FamilyContext<'_>],
     previous: Option<&PortView>,
     now: SystemTime,
@@ -196,7 +202,7 @@ pub(super) fn summarize(
         endpoints,
         first_programmed,
         last_programmed,
-        input: svc.clone(),
+        input: Arc::clone(svc),
         rules,
     }
 }

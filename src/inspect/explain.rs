@@ -122,7 +122,7 @@ impl<'a> Context<'a> {
             })
             .collect();
         PortReport {
-            name: port.name.port.clone(),
+            name: port.name.port.to_string(),
             protocol: port.name.protocol.to_string(),
             port: port.port,
             chains,
@@ -174,7 +174,7 @@ fn select<'s>(query: &Query, desired: &Desired<'s>) -> Result<Vec<&'s ServicePor
         .services
         .values()
         .map(Arc::as_ref)
-        .filter(|p| p.name.namespace == query.namespace && p.name.name == query.name)
+        .filter(|p| *p.name.namespace == *query.namespace && *p.name.name == *query.name)
         .collect();
     if all.is_empty() {
         return Err(Error::UnknownService { service });
@@ -191,7 +191,7 @@ fn select<'s>(query: &Query, desired: &Desired<'s>) -> Result<Vec<&'s ServicePor
         .iter()
         .copied()
         .filter(|p| match selector {
-            PortSelector::Name(name) => &p.name.port == name,
+            PortSelector::Name(name) => *p.name.port == **name,
             PortSelector::Number(number) => p.port == *number,
         })
         .collect();
@@ -222,7 +222,7 @@ pub fn explain_node(desired: Desired<'_>, observed: &Observed) -> NodeReport {
     let family = desired.node.family;
     let mut services: BTreeMap<(String, String), Vec<&ServicePort>> = BTreeMap::new();
     for port in desired.state.services.values().filter(|p| p.cluster_ip(family).is_some()) {
-        services.entry((port.name.namespace.clone(), port.name.name.clone())).or_default().push(port);
+        services.entry((port.name.namespace.to_string(), port.name.name.to_string())).or_default().push(port);
     }
     let mut counts = BTreeMap::new();
     let mut verdicts = BTreeMap::new();

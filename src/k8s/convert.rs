@@ -185,7 +185,7 @@ impl StateBuilder {
                         continue;
                     }
                 }
-                port.endpoints = merged.remove(&(port.name.port.clone(), port.name.protocol)).unwrap_or_default();
+                port.endpoints = merged.remove(&(port.name.port.to_string(), port.name.protocol)).unwrap_or_default();
                 converted.state.services.insert(port.name.clone(), Arc::new(port));
             }
         }

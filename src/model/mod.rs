@@ -113,11 +113,11 @@ impl fmt::Display for Protocol {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServicePortName {
     /// Service namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Service name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Port name; empty for the single unnamed port of a Service.
-    pub port: String,
+    pub port: Arc<str>,
     /// Port protocol.
     pub protocol: Protocol,
 }

@@ -147,13 +147,13 @@ impl Driver {
         }
         self.changes.borrow_and_update();
         match self.source.snapshot() {
-            Some(snapshot) => self.sync(snapshot, worker).await,
+            Some(snapshot) => self.sync(Arc::new(snapshot), worker).await,
             None => Wake::Sync,
         }
     }
 
     /// Syncs `snapshot` on the sync thread and settles the timing.
-    async fn sync(&mut self, snapshot: Snapshot, worker: &SyncThread) -> Wake {
+    async fn sync(&mut self, snapshot: Arc<Snapshot>, worker: &SyncThread) -> Wake {
         let taken = self.feed.take();
         let forced = self.timing.force_full;
         let check_canaries = std::mem::take(&mut self.timing.check_canaries);
@@ -161,7 +161,7 @@ impl Driver {
         let Some(mut syncer) = self.syncer.take() else { return Wake::Stop };
         // A sync runs iptables-save/-restore and conntrack processes: keep it off the async
         // workers so /healthz, /metrics and the watchers stay responsive meanwhile.
-        let snap = snapshot.clone();
+        let snap = Arc::clone(&snapshot);
         let done = worker.run(move || {
             // A missing canary (a table flushed behind our back) makes this sync full.
             let full = forced || (check_canaries && syncer.canary_missing());

@@ -15,7 +15,7 @@ fn service(name: &str, ip: &str, protocol: Protocol, endpoints: &[&str]) -> Serv
         .map(|e| Endpoint { node_name: Some("node-1".into()), ..build::endpoint(e.parse().expect("endpoint")) })
         .collect();
     eps.sort_by_key(|e| e.key());
-    let name = ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol };
+    let name = ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new().into(), protocol };
     ServicePort { endpoints: eps, ..ServicePort::new(name, vec![ip.parse().expect("ip")], 80) }
 }
 

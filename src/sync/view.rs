@@ -9,7 +9,6 @@ use crate::health::ServicesView;
 use crate::k8s::watch::Snapshot;
 use crate::metrics::SyncKind;
 use crate::model::NodeConfig;
-use crate::rules::render::large_cluster;
 
 impl Syncer {
     /// Publishes every sync's outcome and summary to `view`.
@@ -36,7 +35,7 @@ impl Syncer {
                         .collect();
                     let families: Vec<FamilyContext<'_>> = nodes
                         .iter()
-                        .map(|node| FamilyContext { node, large_cluster: large_cluster(&snapshot.state, node.family) })
+                        .map(|node| FamilyContext { node, large_cluster: self.large_cluster(node.family, snapshot) })
                         .collect();
                     view.programmed(&snapshot.state, &families, now);
                 }

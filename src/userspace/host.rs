@@ -50,7 +50,7 @@ mod tests {
         let name = ServicePortName {
             namespace: "ns".into(),
             name: "svc".into(),
-            port: String::new(),
+            port: String::new().into(),
             protocol: Protocol::Udp,
         };
         let mut state = ClusterState::default();

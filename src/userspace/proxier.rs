@@ -209,8 +209,12 @@ mod tests {
     }
 
     fn node_port_service(name: &str, ip: &str, node_port: u16) -> ServicePort {
-        let spn =
-            ServicePortName { namespace: "ns".into(), name: name.into(), port: String::new(), protocol: Protocol::Tcp };
+        let spn = ServicePortName {
+            namespace: "ns".into(),
+            name: name.into(),
+            port: String::new().into(),
+            protocol: Protocol::Tcp,
+        };
         ServicePort { node_port: Some(node_port), ..ServicePort::new(spn, vec![ip.parse().unwrap()], 80) }
     }
 

@@ -122,9 +122,9 @@ fn endpoint_body(e: &EndpointView) -> EndpointBody {
 fn port_body(name: &ServicePortName, p: &PortView) -> PortBody {
     let chain = |c: &Option<crate::rules::ruleset::ChainName>| c.as_ref().map(ToString::to_string);
     PortBody {
-        namespace: name.namespace.clone(),
-        name: name.name.clone(),
-        port: name.port.clone(),
+        namespace: name.namespace.to_string(),
+        name: name.name.to_string(),
+        port: name.port.to_string(),
         protocol: api_protocol(name.protocol),
         service_port: name.to_string(),
         cluster_ips: p.cluster_ips.iter().map(ToString::to_string).collect(),
@@ -160,7 +160,7 @@ pub(crate) fn service_reply(view: &Published, namespace: &str, name: &str) -> (S
     let ports: Vec<PortBody> = view
         .ports
         .iter()
-        .filter(|(n, _)| n.namespace == namespace && n.name == name)
+        .filter(|(n, _)| *n.namespace == *namespace && *n.name == *name)
         .map(|(n, p)| port_body(n, p))
         .collect();
     if ports.is_empty() {

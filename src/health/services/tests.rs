@@ -54,7 +54,7 @@ fn summary_names_the_chains_and_every_endpoint() {
         ep("10.244.3.9:8080", false, false, "node-2"),
     ]);
     let n = node();
-    let view = summarize(&svc, &[FamilyContext { node: &n, large_cluster: false }], None, at(0));
+    let view = summarize(&Arc::new(svc.clone()), &[FamilyContext { node: &n, large_cluster: false }], None, at(0));
     assert_eq!(view.chains.cluster, Some(ServiceChains::for_service(&svc.name).cluster));
     assert_eq!((view.chains.local.as_ref(), view.chains.external.as_ref()), (None, None));
     assert_eq!(view.families, [IpFamily::V4]);

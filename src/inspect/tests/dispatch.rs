@@ -38,7 +38,12 @@ fn node(family: IpFamily, dispatch: ServicesDispatch) -> NodeConfig {
 }
 
 fn name(i: usize, port: &str, protocol: Protocol) -> ServicePortName {
-    ServicePortName { namespace: format!("ns{}", i % 7), name: format!("svc-{i}"), port: port.into(), protocol }
+    ServicePortName {
+        namespace: format!("ns{}", i % 7).into(),
+        name: format!("svc-{i}").into(),
+        port: port.into(),
+        protocol,
+    }
 }
 
 fn service(name: ServicePortName, ip: IpAddr, port: u16, endpoints: usize) -> ServicePort {

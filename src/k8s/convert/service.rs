@@ -60,12 +60,8 @@ fn convert(svc: &Service, problems: &mut Vec<Problem>) -> Option<Vec<ServicePort
     };
     let service_type = service_type(spec, &mut report)?;
     let cluster_ips = cluster_ips(spec, &mut report)?;
-    let name = ServicePortName {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        port: String::new(),
-        protocol: Protocol::Tcp,
-    };
+    let name =
+        ServicePortName { namespace: namespace.into(), name: name.into(), port: "".into(), protocol: Protocol::Tcp };
     let base = base_port(svc, spec, name, cluster_ips, service_type, &mut report);
     Some(ports(spec, service_type, &base, &mut report))
 }
@@ -314,7 +310,7 @@ fn one_port<'a>(
         }),
     };
     let mut out = base.clone();
-    out.name.port = name.to_string();
+    out.name.port = name.into();
     out.name.protocol = protocol;
     out.port = port;
     out.node_port = node_port;

@@ -392,6 +392,8 @@ impl<'a> Iterator for Merge<'a> {
             (None, None) => return None,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
+            // Names shared with the source compare by pointer first (`Arc<str>`'s `==`).
+            (Some((a, _)), Some((b, _))) if a == b => Ordering::Equal,
             (Some((a, _)), Some((b, _))) => a.cmp(b),
         };
         Some(match order {
