@@ -75,9 +75,11 @@ pub struct Store {
     services: BTreeMap<ServiceKey, ServiceRecord>,
     endpoints: BTreeMap<EndpointsKey, Partial<Option<EndpointGroup>>>,
     /// The endpoint objects (with a group) naming each Service, whether or not it exists.
-    by_service: HashMap<ServiceKey, BTreeSet<EndpointsKey>>,
+    /// (Sorted; most Services have one or two.)
+    by_service: HashMap<ServiceKey, Vec<EndpointsKey>>,
     /// The Services whose ports ask for each claim.
-    claimers: HashMap<Claim, BTreeSet<ServiceKey>>,
+    /// (Sorted; almost always one.)
+    claimers: HashMap<Claim, Vec<ServiceKey>>,
     /// Services and endpoint objects with conversion problems.
     service_problems: BTreeSet<ServiceKey>,
     endpoints_problems: BTreeSet<EndpointsKey>,
@@ -148,6 +150,7 @@ impl Store {
 
     /// A Service was added or changed.
     pub fn apply_service(&mut self, key: ServiceKey, converted: Partial<Vec<ServicePort>>) {
+        let converted = Partial { value: compact(converted.value), problems: compact(converted.problems) };
         let record =
             ServiceRecord { outcomes: vec![Outcome::Kept; converted.value.len()], converted, conflicts: Vec::new() };
         let old_claims = match self.services.get_mut(&key) {
@@ -191,7 +194,14 @@ impl Store {
     }
 
     /// An endpoint object was added or changed.
-    pub fn apply_endpoints(&mut self, key: EndpointsKey, converted: Partial<Option<EndpointGroup>>) {
+    pub fn apply_endpoints(&mut self, key: EndpointsKey, mut converted: Partial<Option<EndpointGroup>>) {
+        if let Some(group) = &mut converted.value {
+            group.ports = compact(std::mem::take(&mut group.ports));
+            for port in &mut group.ports {
+                port.endpoints.shrink_to_fit();
+            }
+        }
+        converted.problems.shrink_to_fit();
         if self.endpoints.get(&key) == Some(&converted) {
             return;
         }
@@ -207,7 +217,7 @@ impl Store {
             self.unlink(service, &key);
         }
         if let Some(service) = &new_service {
-            self.by_service.entry(service.clone()).or_default().insert(key.clone());
+            add_sorted(self.by_service.entry(service.clone()).or_default(), key.clone());
             if !self.services.contains_key(service) {
                 self.orphans.insert((service.clone(), key));
             }
@@ -250,7 +260,7 @@ impl Store {
     /// Forgets that endpoint object `key` names `service`.
     fn unlink(&mut self, service: &ServiceKey, key: &EndpointsKey) {
         if let Some(set) = self.by_service.get_mut(service) {
-            set.remove(key);
+            remove_sorted(set, key);
             if set.is_empty() {
                 self.by_service.remove(service);
             }
@@ -271,7 +281,7 @@ impl Store {
     fn after_service_change(&mut self, key: &ServiceKey, old_claims: &BTreeSet<Claim>) {
         for claim in old_claims {
             if let Some(set) = self.claimers.get_mut(claim) {
-                set.remove(key);
+                remove_sorted(set, key);
                 if set.is_empty() {
                     self.claimers.remove(claim);
                 }
@@ -281,7 +291,7 @@ impl Store {
         match self.services.get(key) {
             Some(record) => {
                 for claim in claim_set(&record.converted.value) {
-                    self.claimers.entry(claim).or_default().insert(key.clone());
+                    add_sorted(self.claimers.entry(claim).or_default(), key.clone());
                 }
                 if record.converted.problems.is_empty() {
                     self.service_problems.remove(key);
@@ -387,4 +397,28 @@ fn group_service(group: &EndpointGroup) -> ServiceKey {
 /// Every claim of a Service's ports.
 fn claim_set(ports: &[ServicePort]) -> BTreeSet<Claim> {
     ports.iter().flat_map(claims).collect()
+}
+
+/// Adds `item` to the sorted `list` unless it is there.
+fn add_sorted<T: Ord>(list: &mut Vec<T>, item: T) {
+    if let Err(at) = list.binary_search(&item) {
+        if list.capacity() == 0 {
+            list.reserve_exact(1);
+        }
+        list.insert(at, item);
+    }
+}
+
+/// Removes `item` from the sorted `list`.
+fn remove_sorted<T: Ord>(list: &mut Vec<T>, item: &T) {
+    if let Ok(at) = list.binary_search(item) {
+        list.remove(at);
+    }
+}
+
+/// `list` without spare capacity (conversion collects with room to grow; the store keeps
+/// what it is given for as long as the object lives).
+fn compact<T>(mut list: Vec<T>) -> Vec<T> {
+    list.shrink_to_fit();
+    list
 }
