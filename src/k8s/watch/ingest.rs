@@ -74,3 +74,42 @@ impl<K: Watched> Ingest<K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use serde_json::json;
+
+    use super::*;
+
+    fn slice(trigger: Option<&str>) -> EndpointSlice {
+        let annotations = trigger.map(|t| json!({ "endpoints.kubernetes.io/last-change-trigger-time": t }));
+        serde_json::from_value(json!({
+            "metadata": { "namespace": "default", "name": "web-1", "annotations": annotations,
+                          "labels": { "kubernetes.io/service-name": "web" } },
+            "addressType": "IPv4", "endpoints": [],
+        }))
+        .expect("slice")
+    }
+
+    #[test]
+    fn events_are_counted_with_their_trigger_time_as_before() {
+        let mut ingest = Ingest::<EndpointSlice>::default();
+        let applied = ingest.event(Event::Apply(slice(Some("2024-05-01T10:00:00Z"))));
+        let (family, time) = applied.record.flatten().expect("a trigger time");
+        assert_eq!(family, IpFamily::V4);
+        assert_eq!(time, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_714_557_600));
+        assert!(matches!(applied.change, Some(Change::Apply(..))));
+        let init = ingest.event(Event::Init);
+        assert!(init.change.is_none() && init.record.is_none());
+        let listed = ingest.event(Event::InitApply(slice(None)));
+        assert!(listed.change.is_none(), "a list applies at InitDone");
+        assert_eq!(listed.record, Some(None));
+        let done = ingest.event(Event::InitDone);
+        assert_eq!(done.record, Some(None));
+        assert!(matches!(done.change, Some(Change::Relisted(all)) if all.len() == 1));
+        let deleted = ingest.event(Event::Delete(slice(Some("not a time"))));
+        assert_eq!(deleted.record, Some(None), "an unreadable trigger time is left out");
+        assert!(matches!(deleted.change, Some(Change::Delete(_))));
+    }
+}
