@@ -93,10 +93,11 @@ pub fn object_key(meta: &ObjectMeta) -> ServiceKey {
     (namespace, meta.name.clone().unwrap_or_default())
 }
 
-/// Builds a [`ClusterState`] from objects added in any order (the live watcher feeds it from
-/// its stores; [`cluster_state`] from files). Converting happens as objects are added;
-/// [`StateBuilder::finish`] resolves what needs the whole set: duplicates, nodePort and
-/// clusterIP conflicts (the first Service by namespace/name keeps the port) and endpoints.
+/// Builds a [`ClusterState`] from objects added in any order ([`cluster_state`] feeds it from
+/// files; the live watcher's store keeps the same result up to date event by event).
+/// Converting happens as objects are added; [`StateBuilder::finish`] resolves what needs the
+/// whole set: duplicates, nodePort and clusterIP conflicts (the first Service by
+/// namespace/name keeps the port, see [`PortOwners`]) and endpoints.
 #[derive(Debug, Default)]
 pub struct StateBuilder {
     services: BTreeMap<ServiceKey, ServiceEntry>,
