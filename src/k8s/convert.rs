@@ -1,6 +1,7 @@
 //! Converts Services and EndpointSlices (or core/v1 Endpoints) into a `ClusterState` with
 //! kube-proxy's semantics, validating every value that could reach iptables text; no I/O.
 
+mod claims;
 mod endpoints;
 mod legacy;
 mod node;
@@ -12,7 +13,6 @@ mod validate;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
@@ -20,6 +20,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tracing::debug;
 
+pub use claims::{claims, Claim, Outcome, PortOwners};
 pub use endpoints::{
     merge_endpoints, slice_endpoints, EndpointGroup, MergedEndpoints, PortEndpoints, SERVICE_NAME_LABEL,
 };
@@ -28,8 +29,7 @@ pub use node::{node_facts, TO_BE_DELETED_TAINT, ZONE_LABEL};
 pub use service::service_ports;
 
 use crate::k8s::manifests::{object_label, Objects, Problem, Source};
-use crate::model::{ClusterState, Protocol, ServicePort};
-use validate::protocol_name;
+use crate::model::{ClusterState, ServicePort};
 
 /// Which API gives the endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,13 +84,20 @@ pub fn cluster_state(objects: &Objects, source: EndpointsSource) -> Converted {
     builder.finish()
 }
 
-/// (namespace, name) of a Service.
-type ServiceKey = (String, String);
+/// (namespace, name) of a Service, or of any namespaced object.
+pub type ServiceKey = (String, String);
 
-/// Builds a [`ClusterState`] from objects added in any order (the live watcher feeds it from
-/// its stores; [`cluster_state`] from files). Converting happens as objects are added;
-/// [`StateBuilder::finish`] resolves what needs the whole set: duplicates, nodePort and
-/// clusterIP conflicts (the first Service by namespace/name keeps the port) and endpoints.
+/// The (namespace, name) an object is known by: no namespace means `default`.
+pub fn object_key(meta: &ObjectMeta) -> ServiceKey {
+    let namespace = meta.namespace.clone().filter(|ns| !ns.is_empty()).unwrap_or_else(|| "default".into());
+    (namespace, meta.name.clone().unwrap_or_default())
+}
+
+/// Builds a [`ClusterState`] from objects added in any order ([`cluster_state`] feeds it from
+/// files; the live watcher's store keeps the same result up to date event by event).
+/// Converting happens as objects are added; [`StateBuilder::finish`] resolves what needs the
+/// whole set: duplicates, nodePort and clusterIP conflicts (the first Service by
+/// namespace/name keeps the port, see [`PortOwners`]) and endpoints.
 #[derive(Debug, Default)]
 pub struct StateBuilder {
     services: BTreeMap<ServiceKey, ServiceEntry>,
@@ -152,8 +159,7 @@ impl StateBuilder {
     /// The object's (namespace, name) if it is the first of its kind with that key; a repeat
     /// is reported.
     fn first_of(&mut self, kind: &'static str, meta: &ObjectMeta, source: Option<&Source>) -> Option<ServiceKey> {
-        let namespace = meta.namespace.clone().filter(|ns| !ns.is_empty()).unwrap_or_else(|| "default".into());
-        let name = meta.name.clone().unwrap_or_default();
+        let (namespace, name) = object_key(meta);
         match self.seen.entry((kind, namespace.clone(), name.clone())) {
             Entry::Vacant(slot) => {
                 slot.insert(source.cloned());
@@ -177,14 +183,15 @@ impl StateBuilder {
         for ((namespace, name), entry) in services {
             let label = object_label("Service", Some(&namespace), &name);
             let mut merged = groups.remove(&(namespace, name)).map(|g| merge_endpoints(&g)).unwrap_or_default();
-            for mut port in entry.ports {
-                if let Err(conflict) = owners.claim(&mut port, &label) {
-                    let problem = Problem { source: None, object: Some(label.clone()), reason: conflict.reason };
+            for port in entry.ports {
+                let (outcome, conflict) = owners.claim(&port, &label);
+                if let Some(reason) = conflict {
+                    let problem = Problem { source: None, object: Some(label.clone()), reason };
                     converted.problems.push(problem.at(entry.source.as_ref()));
-                    if conflict.port_skipped {
-                        continue;
-                    }
                 }
+                let Some(mut port) = outcome.apply(port) else {
+                    continue;
+                };
                 port.endpoints = merged.remove(&(port.name.port.to_string(), port.name.protocol)).unwrap_or_default();
                 converted.state.services.insert(port.name.clone(), Arc::new(port));
             }
@@ -194,65 +201,17 @@ impl StateBuilder {
                 debug!(namespace, service, "endpoints for a Service that is not proxied, ignored");
                 continue;
             }
-            let missing = object_label("Service", Some(namespace), service);
             for (object, source) in group_objects.get(&(namespace.clone(), service.clone())).into_iter().flatten() {
-                let reason = format!("{missing} does not exist; endpoints ignored");
-                let problem = Problem { source: None, object: Some(object.clone()), reason };
-                converted.problems.push(problem.at(source.as_ref()));
+                converted.problems.push(orphan_problem(object.clone(), namespace, service).at(source.as_ref()));
             }
         }
         converted
     }
 }
 
-/// A port that clashes with one an earlier Service claimed.
-struct Conflict {
-    reason: String,
-    /// The whole port is unusable (clusterIP clash), not just its nodePort.
-    port_skipped: bool,
-}
-
-/// Which Service first used each clusterIP:port and nodePort.
-#[derive(Default)]
-struct PortOwners {
-    cluster: HashMap<(IpAddr, u16, Protocol), String>,
-    node: HashMap<(u16, Protocol), String>,
-}
-
-impl PortOwners {
-    /// Claims the port's clusterIP:port pairs and nodePort for `label`. On a clusterIP
-    /// conflict the port is unusable; on a nodePort conflict only its nodePort is dropped.
-    fn claim(&mut self, port: &mut ServicePort, label: &str) -> Result<(), Conflict> {
-        let protocol = port.name.protocol;
-        let what = service::port_label(&port.name.port, 0);
-        for ip in &port.cluster_ips {
-            if let Some(owner) = self.cluster.get(&(*ip, port.port, protocol)) {
-                let addr = SocketAddr::new(*ip, port.port);
-                let reason =
-                    format!("{what}: {addr}/{} is already used by {owner}; port skipped", protocol_name(protocol));
-                return Err(Conflict { reason, port_skipped: true });
-            }
-        }
-        for ip in &port.cluster_ips {
-            self.cluster.insert((*ip, port.port, protocol), label.to_string());
-        }
-        let Some(node_port) = port.node_port else {
-            return Ok(());
-        };
-        match self.node.entry((node_port, protocol)) {
-            Entry::Vacant(slot) => {
-                slot.insert(label.to_string());
-                Ok(())
-            }
-            Entry::Occupied(owner) => {
-                port.node_port = None;
-                let owner = owner.get();
-                let reason = format!(
-                    "{what}: nodePort {node_port}/{} is already used by {owner}; nodePort ignored",
-                    protocol_name(protocol)
-                );
-                Err(Conflict { reason, port_skipped: false })
-            }
-        }
-    }
+/// The problem of the endpoint object `object` (a label) whose Service `namespace/service`
+/// does not exist.
+pub fn orphan_problem(object: String, namespace: &str, service: &str) -> Problem {
+    let missing = object_label("Service", Some(namespace), service);
+    Problem { source: None, object: Some(object), reason: format!("{missing} does not exist; endpoints ignored") }
 }

@@ -1,27 +1,31 @@
-//! Live sources of cluster state for the daemon: kube-rs reflectors on Services, EndpointSlices
-//! (or Endpoints) and this node's Node object, and a file source that serves the same role from
-//! manifests on disk. Both hand the syncer a `Snapshot` and bump a change counter on every event.
+//! Live sources of cluster state for the daemon: kube-rs watchers on Services, EndpointSlices
+//! (or Endpoints) and this node's Node object feeding a compact, incrementally maintained
+//! store, and a file source that serves the same role from manifests on disk. Both hand the
+//! syncer a `Snapshot` and bump a change counter on every event.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod ingest;
+mod kinds;
 mod retry;
+pub mod store;
 
+use self::ingest::{Ingest, Ingested};
+use self::kinds::Watched;
 use self::retry::Retry;
-use super::convert::{self, EndpointsSource, StateBuilder};
+use self::store::Store;
+use super::convert::{self, EndpointsSource};
 use super::manifests::{self, Problem};
 use crate::model::NodeFacts;
 use crate::model::{ClusterState, IpFamily};
@@ -111,83 +115,56 @@ pub trait StateSource: Send + Sync {
     fn node(&self) -> Option<NodeFacts>;
 }
 
-/// A reflector store and whether its first list has completed.
-struct Reflected<K: Resource + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    listed: Arc<AtomicBool>,
-}
-
-impl<K: Resource + Clone + 'static> Reflected<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    fn ready(&self) -> bool {
-        self.listed.load(Ordering::Acquire)
-    }
-}
-
-/// Reflector stores fed by kube-rs watchers.
+/// The watchers' compact store (see [`store`]), fed by one task per watched kind.
 pub struct ApiSource {
-    services: Reflected<Service>,
-    slices: Option<Reflected<EndpointSlice>>,
-    endpoints: Option<Reflected<Endpoints>>,
-    nodes: Reflected<Node>,
+    store: Arc<Mutex<Store>>,
 }
 
-fn trigger_time(slice: &EndpointSlice) -> Option<(IpFamily, SystemTime)> {
-    let family = match slice.address_type.as_str() {
-        "IPv4" => IpFamily::V4,
-        "IPv6" => IpFamily::V6,
-        _ => return None,
-    };
-    let text = slice.metadata.annotations.as_ref()?.get(TRIGGER_TIME_ANNOTATION)?;
-    let time: Time = serde_json::from_value(serde_json::Value::String(text.clone())).ok()?;
-    Some((family, SystemTime::from(time.0)))
+/// The store, even if a task panicked while holding it.
+fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs one reflector until shutdown, recording every event in the feed.
-fn spawn_reflector<K>(
+/// Runs one watcher until shutdown, applying every event to the store and recording it in the
+/// feed.
+fn spawn_watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    store: Arc<Mutex<Store>>,
     feed: Arc<ChangeFeed>,
-    kind: ChangeKind,
-    trigger: fn(&K) -> Option<(IpFamily, SystemTime)>,
     shutdown: CancellationToken,
-) -> Reflected<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+) where
+    K: Watched + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
-    let listed = Arc::new(AtomicBool::new(false));
-    let listed_flag = listed.clone();
     let what = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object");
     // Retries are paced here (see `retry`) rather than by `.default_backoff()`, so that a 410
     // after an outage relists at once instead of after the backoff the outage built up.
-    let stream = watcher(api, config).modify(|obj: &mut K| obj.meta_mut().managed_fields = None).reflect(writer);
+    let stream = watcher(api, config);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut retry = Retry::default();
+        let mut ingest = Ingest::<K>::default();
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = stream.next() => next,
             };
-            if let Some(Ok(_)) = &next {
-                retry.succeeded();
-            }
             match next {
-                Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => feed.record(kind, trigger(&obj)),
-                Some(Ok(watcher::Event::InitApply(obj))) => feed.record(kind, trigger(&obj)),
-                Some(Ok(watcher::Event::InitDone)) => {
-                    tracing::info!(resource = what, "listed");
-                    listed_flag.store(true, Ordering::Release);
-                    feed.record(kind, None)
+                Some(Ok(event)) => {
+                    retry.succeeded();
+                    let listed = matches!(event, watcher::Event::InitDone);
+                    let Ingested { change, record } = ingest.event(event);
+                    if let Some(change) = change {
+                        change.apply(&mut lock(&store));
+                    }
+                    if listed {
+                        tracing::info!(resource = what, "listed");
+                    }
+                    if let Some(trigger) = record {
+                        feed.record(K::CHANGE, trigger);
+                    }
                 }
-                Some(Ok(watcher::Event::Init)) => {}
                 Some(Err(err)) => {
                     let wait = retry.after(&err);
                     let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
@@ -201,7 +178,6 @@ where
             }
         }
     });
-    Reflected { store: reader, listed }
 }
 
 impl ApiSource {
@@ -213,74 +189,36 @@ impl ApiSource {
         feed: Arc<ChangeFeed>,
         shutdown: CancellationToken,
     ) -> ApiSource {
+        let store = Arc::new(Mutex::new(Store::new()));
         let svc_cfg = watcher::Config::default().labels(SERVICE_SELECTOR);
         let ep_cfg = watcher::Config::default().labels(ENDPOINTS_SELECTOR);
-        let no_trigger = |_: &_| None;
-        let services = spawn_reflector(
-            Api::<Service>::all(client.clone()),
-            svc_cfg,
-            feed.clone(),
-            ChangeKind::Service,
-            no_trigger,
-            shutdown.clone(),
-        );
-        let (slices, endpoints) = match source {
+        let services = Api::<Service>::all(client.clone());
+        spawn_watch(services, svc_cfg, store.clone(), feed.clone(), shutdown.clone());
+        match source {
             EndpointsSource::Endpoints => {
-                let store = spawn_reflector(
-                    Api::<Endpoints>::all(client.clone()),
-                    ep_cfg,
-                    feed.clone(),
-                    ChangeKind::Endpoints,
-                    |_: &Endpoints| None,
-                    shutdown.clone(),
-                );
-                (None, Some(store))
+                let endpoints = Api::<Endpoints>::all(client.clone());
+                spawn_watch(endpoints, ep_cfg, store.clone(), feed.clone(), shutdown.clone());
             }
             EndpointsSource::EndpointSlices | EndpointsSource::Auto => {
-                let store = spawn_reflector(
-                    Api::<EndpointSlice>::all(client.clone()),
-                    ep_cfg,
-                    feed.clone(),
-                    ChangeKind::Endpoints,
-                    trigger_time,
-                    shutdown.clone(),
-                );
-                (Some(store), None)
+                let slices = Api::<EndpointSlice>::all(client.clone());
+                spawn_watch(slices, ep_cfg, store.clone(), feed.clone(), shutdown.clone());
             }
-        };
+        }
         let node_cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
-        let nodes =
-            spawn_reflector(Api::<Node>::all(client), node_cfg, feed, ChangeKind::Other, |_: &Node| None, shutdown);
-        ApiSource { services, slices, endpoints, nodes }
+        spawn_watch(Api::<Node>::all(client), node_cfg, store.clone(), feed, shutdown);
+        ApiSource { store }
     }
 }
 
 impl StateSource for ApiSource {
     fn snapshot(&self) -> Option<Snapshot> {
-        let services_ready = self.services.ready();
-        let endpoints_ready =
-            self.slices.as_ref().is_none_or(Reflected::ready) && self.endpoints.as_ref().is_none_or(Reflected::ready);
-        // This Node too (listed, even if absent): its pod CIDR, addresses and zone shape the
-        // first sync (kube-proxy also reads its Node before it starts programming).
-        if !services_ready || !endpoints_ready || !self.nodes.ready() {
-            return None;
-        }
-        let mut builder = StateBuilder::new();
-        for svc in self.services.store.state() {
-            builder.add_service(&svc, None);
-        }
-        for slice in self.slices.iter().flat_map(|r| r.store.state()) {
-            builder.add_endpoint_slice(&slice, None);
-        }
-        for ep in self.endpoints.iter().flat_map(|r| r.store.state()) {
-            builder.add_endpoints(&ep, None);
-        }
-        let converted = builder.finish();
-        Some(Snapshot { state: converted.state, node: self.node(), problems: converted.problems })
+        // `None` until this Node too was listed (even if absent): its pod CIDR, addresses and
+        // zone shape the first sync (kube-proxy also reads its Node before it programs).
+        lock(&self.store).snapshot()
     }
 
     fn node(&self) -> Option<NodeFacts> {
-        self.nodes.store.state().first().map(|n| convert::node_facts(n))
+        lock(&self.store).node()
     }
 }
 

@@ -1,11 +1,12 @@
 mod endpoints;
 mod services;
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use super::*;
 use crate::k8s::manifests::load_str;
-use crate::model::{Endpoint, ServicePortName, TrafficPolicy};
+use crate::model::{Endpoint, Protocol, ServicePortName, TrafficPolicy};
 
 fn convert_with(yaml: &str, source: EndpointsSource) -> Converted {
     let loaded = load_str(yaml, Path::new("t.yaml"));
