@@ -1,10 +1,12 @@
-//! Memory and CPU of the live watcher's state at scale: N Services × E endpoints (one
-//! EndpointSlice each, shaped as the API server returns them, managed fields stripped) held as
-//! the kube-rs reflector stores held them, against the compact store that replaced them; and
-//! what one endpoint change costs (full conversion, as every sync did, against the store's
-//! incremental update plus a snapshot). Live heap bytes are counted by a global allocator.
+//! Where the daemon's bytes go at scale, and what one endpoint change costs: N Services × E
+//! endpoints (one EndpointSlice each, shaped as the API server returns them, managed fields
+//! stripped) held as the kube-rs reflector stores held them, against the compact store that
+//! replaced them; then the incremental rendering kept per service port, the whole ruleset a
+//! full sync assembles from it and that ruleset's restore text. One endpoint change: the full
+//! conversion and render every sync did before, against the store's update, a snapshot and the
+//! incremental update with its plan. Live heap bytes are counted by a global allocator.
 //!
-//! `cargo run --release --example watch_store_memory -- [N=10000] [E=10]`
+//! `cargo run --release --example memory_budget -- [N=10000] [E=10]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -17,6 +19,10 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use kubenat::k8s::convert::{self, object_key, StateBuilder};
 use kubenat::k8s::watch::store::{EndpointsKey, EndpointsKind, Store};
+use kubenat::apply::exec::Backend;
+use kubenat::model::{build, IpFamily};
+use kubenat::rules::plan::{plan_partial_with, PlanOptions};
+use kubenat::rules::render::incremental::Incremental;
 use serde_json::{json, Value};
 
 /// Counts live heap bytes.
@@ -171,6 +177,20 @@ fn main() {
     let compact = live() - base;
     assert_eq!(store.state(), &converted.state, "the store and a full conversion agree");
 
+    let node = build::node(IpFamily::V4);
+    let base = live();
+    let started = Instant::now();
+    let mut rendered = Incremental::new(store.state(), &node);
+    let render_time = started.elapsed();
+    let rendered_bytes = live() - base;
+    let base = live();
+    let whole = rendered.ruleset();
+    let whole_bytes = live() - base;
+    let base = live();
+    let text = whole.to_string();
+    let text_bytes = live() - base;
+    drop((text, whole));
+
     // One endpoint change: what every sync paid before (the full conversion above) against
     // the store's update plus a snapshot.
     let changed = slice(n / 2, e, 1);
@@ -178,9 +198,21 @@ fn main() {
     let key = EndpointsKey { kind: EndpointsKind::Slice, object: object_key(&changed.metadata) };
     store.apply_endpoints(key, convert::slice_endpoints(&changed));
     let update_time = started.elapsed();
+    // A snapshot copies the map's pointers: the median of five (the first touches cold memory).
+    let mut times = Vec::new();
+    let mut snapshot = None;
+    for _ in 0..5 {
+        let started = Instant::now();
+        snapshot = store.snapshot();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let (snapshot, snapshot_time) = (snapshot.expect("listed"), times[2]);
     let started = Instant::now();
-    let snapshot = store.snapshot().expect("listed");
-    let snapshot_time = started.elapsed();
+    let change = rendered.update(&snapshot.state, &node);
+    let plan = plan_partial_with(&change.last, &change.next, &PlanOptions::for_backend(Backend::Nft));
+    let incremental_time = started.elapsed();
+    assert_eq!(change.ports, 1, "one port re-rendered");
 
     println!("{n} services x {e} endpoints (one EndpointSlice each)");
     println!("reflector stores (Services + EndpointSlices): {:8.1} MiB", mib(reflectors));
@@ -190,5 +222,10 @@ fn main() {
     println!("initial list into the store:                  {:8.1} ms", list_time.as_secs_f64() * 1e3);
     println!("one endpoint change, store update:            {:8.3} ms", update_time.as_secs_f64() * 1e3);
     println!("snapshot (map of Arc pointers):               {:8.3} ms", snapshot_time.as_secs_f64() * 1e3);
-    drop((snapshot, converted, svc_store, slice_store));
+    println!("incremental rendering (kept per port):        {:8.1} MiB", mib(rendered_bytes));
+    println!("  first render:                               {:8.1} ms", render_time.as_secs_f64() * 1e3);
+    println!("whole ruleset assembled for a full sync:      {:8.1} MiB", mib(whole_bytes));
+    println!("its restore text:                             {:8.1} MiB", mib(text_bytes));
+    println!("one endpoint change, update + plan:           {:8.3} ms ({} rules written)", incremental_time.as_secs_f64() * 1e3, plan.rule_count());
+    drop((snapshot, converted, svc_store, slice_store, rendered));
 }
