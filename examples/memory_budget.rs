@@ -17,9 +17,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
+use kubenat::apply::exec::Backend;
 use kubenat::k8s::convert::{self, object_key, StateBuilder};
 use kubenat::k8s::watch::store::{EndpointsKey, EndpointsKind, Store};
-use kubenat::apply::exec::Backend;
 use kubenat::model::{build, IpFamily};
 use kubenat::rules::plan::{plan_partial_with, PlanOptions};
 use kubenat::rules::render::incremental::Incremental;
@@ -226,6 +226,10 @@ fn main() {
     println!("  first render:                               {:8.1} ms", render_time.as_secs_f64() * 1e3);
     println!("whole ruleset assembled for a full sync:      {:8.1} MiB", mib(whole_bytes));
     println!("its restore text:                             {:8.1} MiB", mib(text_bytes));
-    println!("one endpoint change, update + plan:           {:8.3} ms ({} rules written)", incremental_time.as_secs_f64() * 1e3, plan.rule_count());
+    println!(
+        "one endpoint change, update + plan:           {:8.3} ms ({} rules written)",
+        incremental_time.as_secs_f64() * 1e3,
+        plan.rule_count()
+    );
     drop((snapshot, converted, svc_store, slice_store, rendered));
 }

@@ -342,3 +342,49 @@ fn each_sync_publishes_its_outcome_and_what_it_programmed() {
     assert!(error.contains("restore failed"), "{error}");
     assert!(Arc::ptr_eq(&after.ports[&name], &first.ports[&name]), "a failed sync keeps the programmed view");
 }
+
+#[test]
+fn a_service_back_before_the_clean_up_keeps_its_chains() {
+    let mut r = rig();
+    let services = many(102);
+    let back = ServiceChains::for_service(&services[0].name).cluster.to_string();
+    r.syncer.sync(&snapshot(services.clone()), &Changes::default(), false).expect("sync");
+    r.syncer.sync(&snapshot(services[1..].to_vec()), &Changes::default(), false).expect("sync");
+    assert!(!r.syncer.deferred[&IpFamily::V4].is_empty(), "deferred");
+    // It comes back (its chains are rendered again), then the clean-up runs.
+    r.syncer.sync(&snapshot(services.clone()), &Changes::default(), false).expect("sync");
+    let long_ago = Instant::now().checked_sub(r.syncer.opts.sync_period + Duration::from_secs(1)).expect("clock");
+    r.syncer.last_cleanup.insert(IpFamily::V4, long_ago);
+    let mut changed = services.clone();
+    changed[5] = ServicePort { endpoints: vec![], ..changed[5].clone() };
+    let report = r.syncer.sync(&snapshot(changed.clone()), &Changes::default(), false).expect("sync");
+    assert_eq!((report[0].kind, report[0].partial_failed), (SyncKind::Partial, false));
+    let nat = r.ipt.save(IpFamily::V4, Some(TableName::Nat)).expect("save");
+    assert!(nat.contains(&format!(":{back} ")) && nat.contains(&format!("-j {back}")), "still programmed");
+    assert_eq!(r.ipt.state_text(IpFamily::V4), full_sync_of(&snapshot(changed)));
+}
+
+/// What a fresh syncer's full sync of `snap` leaves in the fake kernel.
+fn full_sync_of(snap: &Snapshot) -> String {
+    let mut fresh = rig();
+    fresh.syncer.sync(snap, &Changes::default(), true).expect("full sync");
+    fresh.ipt.state_text(IpFamily::V4)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+    /// Partial syncs of random state sequences leave the kernel exactly as a full sync of the
+    /// last state does.
+    #[test]
+    fn partial_syncs_end_where_a_full_sync_does(states in proptest::collection::vec(crate::rules::plan::testutil::cluster_state(), 2..6)) {
+        let mut r = rig();
+        for (i, state) in states.into_iter().enumerate() {
+            let snap = Snapshot { state, node: None, problems: vec![] };
+            let report = r.syncer.sync(&snap, &Changes::default(), false).expect("sync");
+            proptest::prop_assert_eq!(report[0].kind, if i == 0 { SyncKind::Full } else { SyncKind::Partial });
+            proptest::prop_assert!(!report[0].partial_failed, "a partial restore failed (fell back to full)");
+            proptest::prop_assert_eq!(r.ipt.state_text(IpFamily::V4), full_sync_of(&snap));
+        }
+    }
+}
