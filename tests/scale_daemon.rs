@@ -23,65 +23,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::apiserver::ApiServer;
 use testkit::daemon::{Daemon, DaemonOptions, Scrape, RESTORE_BYTES_PARTIAL, RESTORE_COUNT_PARTIAL};
 use testkit::lab::Lab;
-use testkit::objects::{self, Port};
+use testkit::objects;
+use testkit::scale::{self, cluster_ip, cpu_seconds, knob, rss_mib, service, slice, BACKEND_PORT, FIRST_SYNC};
 use testkit::traffic::{Proto, Server};
 
-/// How long the first full sync of the whole state may take (a 20k-service nft restore is ≈1 min
-/// on an idle machine, many times that on a loaded one).
-const FIRST_SYNC: Duration = Duration::from_secs(1800);
 /// How long one change may take to become visible to traffic.
 const CHANGE: Duration = Duration::from_secs(60);
-/// The backend pod's TCP port.
-const BACKEND_PORT: u16 = 8080;
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// The i-th synthetic ClusterIP: spread over 10.96.0.0/12 below 10.110.0.0 (probes use 10.111/16).
-fn cluster_ip(i: usize) -> Ipv4Addr {
-    let n = u32::try_from(i).expect("service count fits u32");
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + n)
-}
-
-fn ports() -> [Port; 1] {
-    [Port::tcp("http", 80, BACKEND_PORT)]
-}
-
-fn service(name: &str, ip: Ipv4Addr) -> Value {
-    objects::service(name, ip, &ports())
-}
-
-fn slice(service: &str, addresses: &[Ipv4Addr]) -> Value {
-    objects::slice(service, &objects::ready_on(addresses, "node-2"), &ports())
-}
-
-/// Synthetic endpoints that never answer (outside the lab's pod CIDR, nothing routes them).
-fn fake_endpoints(service: usize, count: usize) -> Vec<Ipv4Addr> {
-    (0..count)
-        .map(|j| {
-            let k = u32::try_from(service * count + j).expect("endpoint count fits u32");
-            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + k)
-        })
-        .collect()
-}
-
-/// (VmRSS, VmHWM) of `pid` in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
@@ -171,26 +122,15 @@ fn daemon_at_scale() {
     if !testkit::require_root() {
         return;
     }
-    let services = knob("KUBENAT_SCALE_SERVICES", 10_000);
-    let endpoints = knob("KUBENAT_SCALE_ENDPOINTS", 10);
+    let (services, endpoints, backend) = (scale::services(), scale::endpoints(), scale::backend());
     let rounds = knob("KUBENAT_SCALE_ROUNDS", 5).max(1);
-    let backend: &'static str = match std::env::var("KUBENAT_SCALE_BACKEND").as_deref() {
-        Ok("legacy") => "legacy",
-        _ => "nft",
-    };
     let lab = Lab::new(2);
     let _backend_server = Server::start(&lab.pod(1).ns, Proto::Tcp, BACKEND_PORT, "backend");
     let backend_ip = lab.pod(1).ip;
     let api = ApiServer::start_in_netns(lab.node.name());
     api.apply(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "node-1" },
                       "spec": { "podCIDR": "10.244.0.0/24" } }));
-    let loaded = Instant::now();
-    for i in 0..services {
-        let name = format!("svc-{i}");
-        api.apply(service(&name, cluster_ip(i)));
-        api.apply(slice(&name, &fake_endpoints(i, endpoints)));
-    }
-    let load_secs = loaded.elapsed().as_secs_f64();
+    let load_secs = scale::load(&api, services, endpoints);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = api.kubeconfig(dir.path());
@@ -219,7 +159,7 @@ fn daemon_at_scale() {
         new_service_bytes.push((after.1 - before.1) / (after.0 - before.0).max(1.0));
 
         // An existing service's endpoints move to the real backend.
-        let target = format!("svc-{}", services - 1 - round);
+        let target = scale::service_name(services - 1 - round);
         let target_ip = cluster_ip(services - 1 - round);
         endpoint_change.push(latency(&lab, target_ip, || {
             api.apply(slice(&target, &[backend_ip]));
@@ -257,23 +197,7 @@ fn daemon_at_scale() {
         endpoint_change.iter().map(|s| (s * 1e3).round()).collect::<Vec<_>>(),
         median(&mut endpoint_change_bytes),
     );
-    print!("{report}");
-    if let Ok(path) = std::env::var("KUBENAT_SCALE_REPORT") {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
-        file.write_all(report.as_bytes()).expect("write report");
-    }
-}
-
-/// CPU seconds used by `pid` and its waited-for children (`/proc/PID/stat` utime, stime,
-/// cutime, cstime; 100 ticks a second).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state (field 3).
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-    // utime is field 14, i.e. index 11 after the state field (index 0 = field 3).
-    fields.get(11..15).map_or(f64::NAN, |t| t.iter().sum::<f64>() / 100.0)
+    scale::report(&report);
 }
 
 /// Full syncs and all syncs of IPv4 so far.
@@ -289,22 +213,13 @@ fn quiet_periods_at_scale() {
     if !testkit::require_root() {
         return;
     }
-    let services = knob("KUBENAT_SCALE_SERVICES", 10_000);
-    let endpoints = knob("KUBENAT_SCALE_ENDPOINTS", 10);
+    let (services, endpoints, backend) = (scale::services(), scale::endpoints(), scale::backend());
     let periods = knob("KUBENAT_SCALE_PERIODS", 3).max(1);
     let period = Duration::from_secs(knob("KUBENAT_SCALE_SYNC_PERIOD", 10).max(1) as u64);
-    let backend: &'static str = match std::env::var("KUBENAT_SCALE_BACKEND").as_deref() {
-        Ok("legacy") => "legacy",
-        _ => "nft",
-    };
     let lab = Lab::new(1);
     let api = ApiServer::start_in_netns(lab.node.name());
     api.apply(objects::node("node-1", None));
-    for i in 0..services {
-        let name = format!("svc-{i}");
-        api.apply(service(&name, cluster_ip(i)));
-        api.apply(slice(&name, &fake_endpoints(i, endpoints)));
-    }
+    scale::load(&api, services, endpoints);
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = api.kubeconfig(dir.path());
     let log = dir.path().join("kubenat.log");
@@ -356,12 +271,7 @@ fn quiet_periods_at_scale() {
          iptables-save/-restore (xtables lock) with a full sync every period: ratio {:.3}",
         per_period / first_cpu
     );
-    print!("{report}");
-    if let Ok(path) = std::env::var("KUBENAT_SCALE_REPORT") {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
-        file.write_all(report.as_bytes()).expect("write report");
-    }
+    scale::report(&report);
     assert_eq!(full_after, full_before, "a quiet period ran a full sync");
     assert_eq!(restores, 0.0, "a quiet period restored something");
 }

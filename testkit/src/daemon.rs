@@ -219,6 +219,15 @@ impl Daemon {
         }
     }
 
+    /// A scrape of `/metrics` read by this process over a socket opened inside the node
+    /// namespace (no child process, 2 s timeouts), `None` when it does not answer 200: for
+    /// tight polling loops whose own cost must stay small next to what they measure.
+    pub fn metrics_direct(&self) -> Option<Scrape> {
+        let port = self.metrics_port;
+        let body = super::netns::inside(&self.node, move || http_get_direct(port, "/metrics"))?;
+        Some(Scrape(body))
+    }
+
     /// Waits (≤ `timeout`) until the daemon has completed at least `n` full restores in total.
     /// Returns the scrape that showed it; panics with the log on timeout or if the daemon died.
     pub fn wait_full_syncs(&mut self, n: f64, timeout: Duration) -> Scrape {
@@ -277,6 +286,45 @@ impl Scrape {
     pub fn get(&self, series: &str) -> f64 {
         self.value(series).unwrap_or(0.0)
     }
+
+    /// The cumulative buckets `(le, count)` of histogram `name` (without `_bucket`) whose labels
+    /// include `label` (e.g. `ip_family="IPv4"`), in ascending `le` (`+Inf` last).
+    pub fn buckets(&self, name: &str, label: &str) -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{");
+        let mut buckets: Vec<(f64, f64)> = self
+            .0
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                let labels = key.strip_prefix(&prefix)?.strip_suffix('}')?;
+                if !labels.split(',').any(|l| l == label) {
+                    return None;
+                }
+                let le = labels.split(',').find_map(|l| l.strip_prefix("le=\""))?.strip_suffix('"')?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, value.parse().ok()?))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        buckets
+    }
+}
+
+/// `GET http://127.0.0.1:PORT/PATH` (HTTP/1.0, so the body ends when the connection closes)
+/// from the calling thread's network namespace: the body of a 200 answer, else `None`.
+fn http_get_direct(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
 }
 
 /// argv: url. Prints the status, then the body; exits 1 when nothing answered.

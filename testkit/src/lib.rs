@@ -5,8 +5,9 @@
 //! metrics (`daemon`), flannel clusters (`flannel`), the kubelet's view of a pod (`kubelet`),
 //! the container image with podman containers run from it (`image`), golden files (`golden`),
 //! fixtures (`fixture`), Kubernetes object builders (`objects`), a wire-compatible test API
-//! server used through the real `kube` client (`apiserver`) and a reflector harness with bounded
-//! "converges to" waits (`reflect`).
+//! server used through the real `kube` client (`apiserver`), a reflector harness with bounded
+//! "converges to" waits (`reflect`) and the scale measurements' synthetic cluster, `/proc`
+//! readings and report (`scale`).
 //!
 //! Typical use:
 //! ```ignore
@@ -36,6 +37,7 @@ pub mod objects;
 pub mod probe;
 pub mod process;
 pub mod reflect;
+pub mod scale;
 pub mod traffic;
 
 use std::path::Path;

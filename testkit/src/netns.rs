@@ -46,16 +46,7 @@ impl NetNs {
     /// Runs `f` on a thread that has entered this namespace (`setns`), so sockets `f` opens
     /// (netlink included) belong to it; the calling thread stays where it is.
     pub fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::scope(|scope| {
-            let thread = scope.spawn(|| {
-                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-                f()
-            });
-            thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        inside(&self.name, f)
     }
 
     /// Runs `argv` inside the namespace (bounded by 5 s) and returns its output, success or not.
@@ -85,6 +76,21 @@ impl NetNs {
         let out = self.exec(&["sysctl", "-n", key]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
+}
+
+/// Runs `f` on a thread that has entered network namespace `name` (`/var/run/netns/NAME`), as
+/// [`NetNs::inside`] does, for code that only knows the namespace's name.
+pub fn inside<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            f()
+        });
+        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Drop for NetNs {
