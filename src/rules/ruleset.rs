@@ -13,7 +13,7 @@ use crate::model::Protocol;
 mod args;
 pub mod comment;
 
-pub use args::{ArgRef, Args, Iter as ArgsIter, Values};
+pub use args::{ArgRef, Args, ArgsBuilder, Iter as ArgsIter, Values};
 
 /// Longest chain name iptables accepts.
 pub const MAX_CHAIN_NAME_LEN: usize = 28;
@@ -198,7 +198,7 @@ pub struct Rule {
 impl Rule {
     /// Starts an `-A chain` rule.
     pub fn append(chain: &ChainName) -> RuleBuilder {
-        RuleBuilder { rule: Rule { op: RuleOp::Append, chain: chain.clone(), args: Args::new() } }
+        RuleBuilder { op: RuleOp::Append, chain: chain.clone(), args: ArgsBuilder::with_capacity(TYPICAL_RULE_BYTES) }
     }
 
     /// A rule from owned groups.
@@ -233,26 +233,31 @@ impl Rule {
 /// Builds a rule with typed helpers so that argument order matches kube-proxy's.
 #[derive(Debug, Clone)]
 pub struct RuleBuilder {
-    rule: Rule,
+    op: RuleOp,
+    chain: ChainName,
+    args: ArgsBuilder,
 }
+
+/// Room reserved for a rule's encoded groups while it is built (most rendered rules fit).
+const TYPICAL_RULE_BYTES: usize = 128;
 
 impl RuleBuilder {
     /// Adds an arbitrary group.
     pub fn arg(mut self, arg: Arg) -> Self {
-        self.rule.args.push(&arg);
+        self.args.push(&arg);
         self
     }
 
     /// Adds `flag value` without building an [`Arg`] (the renderer's hot path).
     pub fn flag(mut self, flag: &str, value: &str) -> Self {
-        self.rule.args.push_parts(false, flag, std::iter::once(value));
+        self.args.push_parts(false, flag, std::iter::once(value));
         self
     }
 
     /// Adds several groups.
     pub fn args(mut self, args: impl IntoIterator<Item = Arg>) -> Self {
         for arg in args {
-            self.rule.args.push(&arg);
+            self.args.push(&arg);
         }
         self
     }
@@ -319,9 +324,8 @@ impl RuleBuilder {
     }
 
     /// Finishes a rule without a target.
-    pub fn build(mut self) -> Rule {
-        self.rule.args.shrink_to_fit();
-        self.rule
+    pub fn build(self) -> Rule {
+        Rule { op: self.op, chain: self.chain, args: self.args.finish() }
     }
 }
 

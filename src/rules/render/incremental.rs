@@ -200,6 +200,14 @@ impl Incremental {
     /// The whole ruleset, exactly as [`render`](super::render) writes it.
     pub fn ruleset(&self) -> Ruleset {
         let [mut filter, mut nat] = self.before.clone();
+        // Exact room: a full sync's copy of the ruleset is the daemon's peak.
+        let chains = |t: usize| {
+            self.ports.values().map(|p| p.tables[t].chains.len()).sum::<usize>() + self.after[t].chains.len()
+        };
+        for (t, table) in [&mut filter, &mut nat].into_iter().enumerate() {
+            table.chains.reserve_exact(chains(t));
+            table.rules.reserve_exact(self.totals[t].saturating_sub(table.rules.len()));
+        }
         for part in self.ports.values() {
             for (table, own) in [&mut filter, &mut nat].into_iter().zip(&part.tables) {
                 table.chains.extend(own.chains.iter().cloned());

@@ -6,26 +6,39 @@
 //! into one byte buffer a rule costs about its text length. Reading decodes in place
 //! ([`ArgRef`] borrows from the buffer); equality and hashing compare the bytes.
 //!
+//! The buffer is shared (`Arc<[u8]>`): a rule is immutable once built, so copying a ruleset
+//! (the daemon assembles the whole ruleset for a full sync from the renderings it keeps per
+//! service port) copies pointers, not text. [`ArgsBuilder`] grows the buffer while a rule is
+//! built.
+//!
 //! Encoding, per group: a flags byte (bit 0: negated), the flag, the number of values, then
 //! each value; every string is a LEB128 length followed by its UTF-8 bytes. Only this module
 //! writes the buffer, so it is always well formed.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use super::Arg;
 
-/// Argument groups of one rule, in order. Build with [`Args::push`] or `collect()`.
+/// Argument groups of one rule, in order. Build with [`ArgsBuilder`] or `collect()`.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Args {
+    buf: Arc<[u8]>,
+    len: u16,
+}
+
+/// Argument groups being added to a rule; [`ArgsBuilder::finish`] freezes them into [`Args`].
+#[derive(Debug, Clone, Default)]
+pub struct ArgsBuilder {
     buf: Vec<u8>,
     len: u16,
 }
 
-impl Args {
-    /// No groups.
-    pub const fn new() -> Self {
-        Args { buf: Vec::new(), len: 0 }
+impl ArgsBuilder {
+    /// An empty builder with room for `bytes` of encoding.
+    pub fn with_capacity(bytes: usize) -> Self {
+        ArgsBuilder { buf: Vec::with_capacity(bytes), len: 0 }
     }
 
     /// Appends a group.
@@ -42,6 +55,18 @@ impl Args {
             put_str(&mut self.buf, value);
         }
         self.len = self.len.saturating_add(1);
+    }
+
+    /// The groups added, in one exactly sized shared buffer.
+    pub fn finish(self) -> Args {
+        Args { buf: Arc::from(self.buf), len: self.len }
+    }
+}
+
+impl Args {
+    /// No groups.
+    pub fn new() -> Self {
+        Args::default()
     }
 
     /// Number of groups.
@@ -64,11 +89,6 @@ impl Args {
         self.iter().map(|a| a.to_arg()).collect()
     }
 
-    /// Releases spare capacity (the builder grows the buffer as groups are added).
-    pub fn shrink_to_fit(&mut self) {
-        self.buf.shrink_to_fit();
-    }
-
     /// Bytes of the encoding (for memory accounting).
     pub fn encoded_len(&self) -> usize {
         self.buf.len()
@@ -89,23 +109,21 @@ impl From<Vec<Arg>> for Args {
 
 impl<'a> FromIterator<&'a Arg> for Args {
     fn from_iter<I: IntoIterator<Item = &'a Arg>>(iter: I) -> Self {
-        let mut out = Args::new();
+        let mut out = ArgsBuilder::default();
         for arg in iter {
             out.push(arg);
         }
-        out.shrink_to_fit();
-        out
+        out.finish()
     }
 }
 
 impl FromIterator<Arg> for Args {
     fn from_iter<I: IntoIterator<Item = Arg>>(iter: I) -> Self {
-        let mut out = Args::new();
+        let mut out = ArgsBuilder::default();
         for arg in iter {
             out.push(&arg);
         }
-        out.shrink_to_fit();
-        out
+        out.finish()
     }
 }
 
