@@ -21,7 +21,7 @@ pub use run::SyncLoop;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::apply::exec::Iptables;
@@ -44,6 +44,17 @@ use crate::userspace::proxier::Proxier;
 /// How old the last full sync may get before a sync is full again (kube-proxy's
 /// `FullSyncPeriod`), outside large-cluster mode.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Called on the sync thread after a sync that was full in some family, once its big
+/// temporary allocations (the whole ruleset, its restore text, the tables read back) are freed:
+/// the binary sets it to make its allocator hand that memory back to the system now. Choosing
+/// the allocator is the binary's business, not the library's.
+static RELEASE_MEMORY: OnceLock<fn()> = OnceLock::new();
+
+/// Sets the hook run after full syncs (see [`RELEASE_MEMORY`]); the first call wins.
+pub fn set_release_memory(hook: fn()) {
+    let _ = RELEASE_MEMORY.set(hook);
+}
 
 /// How the loop is paced and what it programs.
 #[derive(Debug, Clone)]
@@ -277,6 +288,11 @@ impl Syncer {
         self.reconcile_conntrack(snapshot);
         let elapsed = started.elapsed().as_secs_f64();
         let kind = if reports.iter().any(|r| r.kind == SyncKind::Full) { SyncKind::Full } else { SyncKind::Partial };
+        if kind == SyncKind::Full {
+            if let Some(release) = RELEASE_MEMORY.get() {
+                release();
+            }
+        }
         self.metrics.inc_service_changes(changes.services);
         self.metrics.inc_endpoint_changes(changes.endpoints);
         let bytes: usize = reports.iter().map(|r| r.bytes).sum();
