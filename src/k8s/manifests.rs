@@ -1,8 +1,10 @@
 //! Loads Services, EndpointSlices, Endpoints and Nodes from YAML/JSON files and directories
 //! (multi-document, `List`s); it reports what it cannot read and does not interpret objects.
 
+mod classify;
 mod documents;
 mod guard;
+mod json;
 #[cfg(test)]
 mod tests;
 mod text;
