@@ -184,6 +184,9 @@ pub enum RuleOp {
     Delete,
 }
 
+/// Encoded bytes reserved for a rule being built: a kube-proxy rule is 40–150 bytes.
+const BUILDER_CAPACITY: usize = 128;
+
 /// One rule line: an operation on a chain and its argument groups, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
@@ -198,7 +201,10 @@ pub struct Rule {
 impl Rule {
     /// Starts an `-A chain` rule.
     pub fn append(chain: &ChainName) -> RuleBuilder {
-        RuleBuilder { rule: Rule { op: RuleOp::Append, chain: chain.clone(), args: Args::new() } }
+        // Room for a typical rule's encoding, so that building it does not grow the buffer
+        // group by group; `build` gives back what is left.
+        let args = Args::with_capacity(BUILDER_CAPACITY);
+        RuleBuilder { rule: Rule { op: RuleOp::Append, chain: chain.clone(), args } }
     }
 
     /// A rule from owned groups.

@@ -28,6 +28,11 @@ impl Args {
         Args { buf: Vec::new(), len: 0 }
     }
 
+    /// No groups, with room for `bytes` of encoding.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Args { buf: Vec::with_capacity(bytes), len: 0 }
+    }
+
     /// Appends a group.
     pub fn push(&mut self, arg: &Arg) {
         self.push_parts(arg.negated, &arg.flag, arg.values.iter().map(String::as_str));
