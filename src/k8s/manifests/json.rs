@@ -43,13 +43,19 @@ pub(super) fn json_stream(text: &str) -> (Vec<Doc<'_>>, Option<(usize, String)>)
     for result in serde_json::Deserializer::from_str(scanned).into_iter::<Doc<'_>>() {
         match result {
             Ok(document) => documents.push(document),
-            Err(err) => {
-                let number = documents.len() + 1;
-                let reason = match too_deep {
-                    Some(at) if err.is_eof() => guard::recursion_message(text, at),
-                    _ => err.to_string(),
+            Err(_) => {
+                // Scanning a value reports some errors at another place than parsing it (a
+                // control character in a string: after it, not before), so the error is taken
+                // from a full parse, as it always was; only bad input pays for it.
+                let (parsed, err) = first_parse_error(scanned);
+                documents.truncate(parsed);
+                let reason = match (too_deep, err) {
+                    (Some(at), Some(err)) if err.is_eof() => guard::recursion_message(text, at),
+                    (_, Some(err)) => err.to_string(),
+                    (Some(at), None) => guard::recursion_message(text, at),
+                    (None, None) => "invalid JSON".to_string(),
                 };
-                return (documents, Some((number, reason)));
+                return (documents, Some((parsed + 1, reason)));
             }
         }
     }
@@ -59,6 +65,18 @@ pub(super) fn json_stream(text: &str) -> (Vec<Doc<'_>>, Option<(usize, String)>)
         return (documents, Some((number, guard::recursion_message(text, at))));
     }
     (documents, None)
+}
+
+/// How many documents of `text` parse as JSON values before the first error, and that error.
+fn first_parse_error(text: &str) -> (usize, Option<serde_json::Error>) {
+    let mut parsed = 0;
+    for result in serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>() {
+        match result {
+            Ok(_) => parsed += 1,
+            Err(err) => return (parsed, Some(err)),
+        }
+    }
+    (parsed, None)
 }
 
 impl<'de> Doc<'de> {

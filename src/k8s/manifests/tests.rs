@@ -280,3 +280,23 @@ fn json_list_items_of_every_shape() {
     assert_eq!(names(&loaded.objects.services), vec!["l.json#1 default/b"]);
     assert_eq!(names(&loaded.objects.nodes), vec!["l.json#4 x/n"]);
 }
+
+#[test]
+fn json_errors_are_reported_where_a_full_parse_finds_them() {
+    let good = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}"#;
+    for bad in [
+        "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"cut\nx\"}}",
+        r#"{"apiVersion": "v1", "kind": "Service", "spec": {"a": tru}}"#,
+        r#"{"apiVersion": "v1", "kind": "Service", "spec": {"a": "\q"}}"#,
+        r#"{"apiVersion": "v1", "kind": "Service", "spec": [1,]}"#,
+    ] {
+        let text = format!("{good}\n{bad}\n{good}");
+        let loaded = load_str(&text, Path::new("e.json"));
+        let err = serde_json::Deserializer::from_str(&text)
+            .into_iter::<serde_json::Value>()
+            .find_map(Result::err)
+            .expect("invalid");
+        assert_eq!(messages(&loaded), vec![format!("e.json#2: invalid JSON: {err}")], "{bad}");
+        assert_eq!(loaded.objects.services.len(), 1);
+    }
+}
