@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: faster with the same memory (measurements next
+/// to the dependency in Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// kubenat: kube-proxy-compatible service NAT with iptables-restore.
 #[derive(Debug, Parser)]
 #[command(name = "kubenat", version, about, long_about = None, args_conflicts_with_subcommands = true)]
