@@ -37,8 +37,18 @@ pub(super) trait Document: Sized {
     /// `metadata.<key>` if it is a string.
     fn metadata_string(&self, key: &str) -> Option<String>;
     /// Decodes every top-level field except `apiVersion` and `kind` (already checked) into
-    /// `T`; the error is serde's message without a position.
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, String>;
+    /// `T`, consuming the document.
+    fn decode<T: DeserializeOwned>(self) -> Result<T, Undecoded>;
+}
+
+/// Why a document could not be decoded, and the names it gives itself.
+pub(super) struct Undecoded {
+    /// serde's message, without a position.
+    pub reason: String,
+    /// `metadata.name`, if it is a string.
+    pub name: Option<String>,
+    /// `metadata.namespace`, if it is a string.
+    pub namespace: Option<String>,
 }
 
 /// A serde_json error message without the ` at line L column C` suffix: positions inside a
@@ -99,12 +109,12 @@ fn classify_item<D: Document>(
     let objects = &mut loaded.objects;
     let problems = &mut loaded.problems;
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => read(&document, &kind, true, source, path, problems, &mut objects.services),
-        ("v1", "Endpoints") => read(&document, &kind, true, source, path, problems, &mut objects.endpoints),
-        ("v1", "Node") => read(&document, &kind, false, source, path, problems, &mut objects.nodes),
+        ("v1", "Service") => read(document, &kind, true, source, path, problems, &mut objects.services),
+        ("v1", "Endpoints") => read(document, &kind, true, source, path, problems, &mut objects.endpoints),
+        ("v1", "Node") => read(document, &kind, false, source, path, problems, &mut objects.nodes),
         // v1beta1 is read as v1: `decode` leaves the apiVersion out.
         ("discovery.k8s.io/v1" | "discovery.k8s.io/v1beta1", "EndpointSlice") => {
-            read(&document, &kind, true, source, path, problems, &mut objects.endpoint_slices);
+            read(document, &kind, true, source, path, problems, &mut objects.endpoint_slices);
         }
         _ => match unreadable_kind(&api_version, &kind) {
             Some(reason) => {
@@ -186,7 +196,7 @@ fn unpack_list<D: Document>(
 /// Decodes one object of a known kind; a namespaced object without a namespace gets
 /// `default`. A wrong shape becomes a problem naming the object if its name is readable.
 fn read<D, T>(
-    document: &D,
+    document: D,
     kind: &str,
     namespaced: bool,
     source: &Source,
@@ -204,15 +214,15 @@ fn read<D, T>(
             }
             out.push(Sourced { source: source.clone(), object });
         }
-        Err(err) => {
-            let namespace = document.metadata_string("namespace").filter(|ns| !ns.is_empty());
-            let problem = match document.metadata_string("name") {
+        Err(Undecoded { reason, name, namespace }) => {
+            let namespace = namespace.filter(|ns| !ns.is_empty());
+            let problem = match name {
                 Some(name) => {
                     let ns = namespaced.then(|| namespace.unwrap_or_else(|| "default".into()));
                     let label = object_label(kind, ns.as_deref(), &name);
-                    Problem { source: None, object: Some(label), reason: err }
+                    Problem { source: None, object: Some(label), reason }
                 }
-                None => Problem::new(format!("{path}{kind} without a readable name: {err}")),
+                None => Problem::new(format!("{path}{kind} without a readable name: {reason}")),
             };
             problems.push(problem.at(Some(source)));
         }

@@ -3,12 +3,11 @@
 
 use std::path::Path;
 
-use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::debug;
 
-use super::classify::{classify, message, Document, Items};
+use super::classify::{classify, message, Document, Items, Undecoded};
 use super::json::json_stream;
 use super::{Loaded, Problem, Source};
 
@@ -158,13 +157,14 @@ impl Document for Value {
         self.get("metadata")?.get(key)?.as_str().map(str::to_owned)
     }
 
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let Some(object) = self.as_object() else {
-            return Err("not a mapping".into());
-        };
-        let fields =
-            object.iter().filter(|(key, _)| *key != "apiVersion" && *key != "kind").map(|(k, v)| (k.as_str(), v));
-        T::deserialize(MapDeserializer::<_, serde_json::Error>::new(fields)).map_err(|err| message(&err))
+    fn decode<T: DeserializeOwned>(mut self) -> Result<T, Undecoded> {
+        // Taken first: decoding moves the value's strings into the object.
+        let (name, namespace) = (self.metadata_string("name"), self.metadata_string("namespace"));
+        if let Some(object) = self.as_object_mut() {
+            object.remove("apiVersion");
+            object.remove("kind");
+        }
+        serde_json::from_value(self).map_err(|err| Undecoded { reason: message(&err), name, namespace })
     }
 }
 

@@ -11,7 +11,7 @@ use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::classify::{message, Document, Items};
+use super::classify::{message, Document, Items, Undecoded};
 use super::guard;
 
 /// One JSON document or list item.
@@ -129,15 +129,23 @@ impl Document for Doc<'_> {
         value.get(key)?.as_str().map(str::to_owned)
     }
 
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let Doc::Object(fields) = self else {
-            return Err("not a mapping".into());
+    fn decode<T: DeserializeOwned>(self) -> Result<T, Undecoded> {
+        let decoded = match &self {
+            Doc::Object(fields) => {
+                let fields = fields.iter().filter_map(|(key, field)| match field {
+                    Field::Raw(raw) if key != "apiVersion" && key != "kind" => Some((key.as_ref(), *raw)),
+                    _ => None,
+                });
+                T::deserialize(MapDeserializer::<_, serde_json::Error>::new(fields)).map_err(|err| message(&err))
+            }
+            Doc::Other => Err("not a mapping".into()),
         };
-        let fields = fields.iter().filter_map(|(key, field)| match field {
-            Field::Raw(raw) if key != "apiVersion" && key != "kind" => Some((key.as_ref(), *raw)),
-            _ => None,
-        });
-        T::deserialize(MapDeserializer::<_, serde_json::Error>::new(fields)).map_err(|err| message(&err))
+        // The names are only looked up for the message.
+        decoded.map_err(|reason| Undecoded {
+            reason,
+            name: self.metadata_string("name"),
+            namespace: self.metadata_string("namespace"),
+        })
     }
 }
 
