@@ -1,8 +1,10 @@
 //! Loads Services, EndpointSlices, Endpoints and Nodes from YAML/JSON files and directories
 //! (multi-document, `List`s); it reports what it cannot read and does not interpret objects.
 
+mod classify;
 mod documents;
 mod guard;
+mod json;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -129,10 +131,20 @@ impl Objects {
 
     /// Appends everything from `other`.
     pub fn extend(&mut self, other: Objects) {
-        self.services.extend(other.services);
-        self.endpoint_slices.extend(other.endpoint_slices);
-        self.endpoints.extend(other.endpoints);
-        self.nodes.extend(other.nodes);
+        append(&mut self.services, other.services);
+        append(&mut self.endpoint_slices, other.endpoint_slices);
+        append(&mut self.endpoints, other.endpoints);
+        append(&mut self.nodes, other.nodes);
+    }
+}
+
+/// Appends `more` to `list`, taking it over when `list` is empty (one file holding 20,000
+/// objects is not copied again).
+fn append<T>(list: &mut Vec<T>, mut more: Vec<T>) {
+    if list.is_empty() {
+        std::mem::swap(list, &mut more);
+    } else {
+        list.append(&mut more);
     }
 }
 
@@ -148,7 +160,7 @@ pub struct Loaded {
 impl Loaded {
     fn extend(&mut self, other: Loaded) {
         self.objects.extend(other.objects);
-        self.problems.extend(other.problems);
+        append(&mut self.problems, other.problems);
     }
 }
 

@@ -49,9 +49,9 @@ pub fn fixed(name: &'static str) -> ChainName {
 /// First 16 characters of base32(sha256(input)), kube-proxy's chain-name hash.
 pub fn hash16(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
-    let mut encoded = base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest);
-    encoded.truncate(16);
-    encoded
+    // Base32 turns each 5 bytes into 8 characters on their own: the first 10 bytes are the
+    // first 16 characters of the whole digest's encoding.
+    base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest[..10])
 }
 
 /// The 16-character suffix shared by a service port's SVC/SVL/EXT/FW chains.

@@ -1,17 +1,15 @@
-//! Splits manifest text into documents, unpacks `List`s and deserializes the kinds kubenat
-//! uses; everything else is skipped.
+//! Splits manifest text into documents (a JSON stream, or YAML documents) and hands each to
+//! `classify`; JSON goes through `json` (one pass, no value tree), YAML through a value.
 
 use std::path::Path;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::debug;
 
-use super::{object_label, quoted, Loaded, Problem, Source, Sourced};
-
-/// How deeply `List`s may nest inside `List`s.
-const MAX_LIST_DEPTH: usize = 8;
+use super::classify::{classify, message, Document, Items, Undecoded};
+use super::json::json_stream;
+use super::{Loaded, Problem, Source};
 
 /// One YAML document: its 1-based number, the 0-based file line it starts on, and its text.
 #[derive(Debug, PartialEq)]
@@ -30,10 +28,10 @@ pub(super) fn load_text(text: &str, file: &Path, loaded: &mut Loaded) {
         let (values, error) = json_stream(text);
         if error.is_none() || is_json_file {
             for (index, value) in values.into_iter().enumerate() {
-                classify(value, &source(file, index + 1), "", 0, loaded);
+                classify(value, &source(file, index + 1), loaded);
             }
-            if let Some((number, err)) = error {
-                let problem = Problem::new(format!("invalid JSON: {err}"));
+            if let Some((number, reason)) = error {
+                let problem = Problem::new(format!("invalid JSON: {reason}"));
                 loaded.problems.push(problem.at(Some(&source(file, number))));
             }
             return;
@@ -46,22 +44,6 @@ pub(super) fn load_text(text: &str, file: &Path, loaded: &mut Loaded) {
 
 fn source(file: &Path, document: usize) -> Source {
     Source { file: file.to_path_buf(), document }
-}
-
-/// Parses a stream of JSON values; on error returns the values before it and the error with
-/// the number of the document it hit.
-fn json_stream(text: &str) -> (Vec<Value>, Option<(usize, serde_json::Error)>) {
-    let mut values = Vec::new();
-    for result in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
-        match result {
-            Ok(value) => values.push(value),
-            Err(err) => {
-                let number = values.len() + 1;
-                return (values, Some((number, err)));
-            }
-        }
-    }
-    (values, None)
 }
 
 /// Splits YAML text at `---` document markers (and `...` end markers). Blank text before the
@@ -126,7 +108,7 @@ fn load_yaml_document(chunk: &Chunk<'_>, source: &Source, loaded: &mut Loaded) {
         return fail(loaded, format!("invalid YAML merge key: {err}"));
     }
     match serde_json::to_value(&value) {
-        Ok(json) => classify(json, source, "", 0, loaded),
+        Ok(json) => classify(json, source, loaded),
         Err(err) => fail(loaded, format!("document cannot be read as a Kubernetes object: {err}")),
     }
 }
@@ -149,115 +131,40 @@ pub(super) fn shift_lines(message: &str, offset: usize) -> String {
     out
 }
 
-/// Sorts one JSON value into `loaded`: a kind we use, a list to unpack, or something to skip.
-/// `path` names the list item (`items[3]`) for messages.
-fn classify(mut value: Value, source: &Source, path: &str, depth: usize, loaded: &mut Loaded) {
-    let Some(object) = value.as_object_mut() else {
-        debug!(%source, path, "document is not a mapping, skipping");
-        return;
-    };
-    let api_version = object.get("apiVersion").and_then(Value::as_str).map(str::to_owned);
-    let kind = object.get("kind").and_then(Value::as_str).map(str::to_owned);
-    let (Some(api_version), Some(kind)) = (api_version, kind) else {
-        debug!(%source, path, "document has no apiVersion or kind, skipping");
-        return;
-    };
-    let is_list = kind == "List" || (kind.ends_with("List") && object.contains_key("items"));
-    if is_list {
-        let items = object.remove("items").unwrap_or(Value::Null);
-        return unpack_list(items, &api_version, &kind, source, path, depth, loaded);
+/// A YAML document, as the JSON value it converts to.
+impl Document for Value {
+    fn is_mapping(&self) -> bool {
+        self.is_object()
     }
-    let objects = &mut loaded.objects;
-    let problems = &mut loaded.problems;
-    match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => read(value, &kind, true, source, path, problems, &mut objects.services),
-        ("v1", "Endpoints") => read(value, &kind, true, source, path, problems, &mut objects.endpoints),
-        ("v1", "Node") => read(value, &kind, false, source, path, problems, &mut objects.nodes),
-        ("discovery.k8s.io/v1" | "discovery.k8s.io/v1beta1", "EndpointSlice") => {
-            object.insert("apiVersion".into(), Value::from("discovery.k8s.io/v1"));
-            let slices = &mut objects.endpoint_slices;
-            read(value, &kind, true, source, path, problems, slices);
-        }
-        _ => match unreadable_kind(&api_version, &kind) {
-            Some(reason) => {
-                let meta = object.get("metadata");
-                let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
-                let name = field("name").unwrap_or_default();
-                let label = object_label(&kind, field("namespace"), name);
-                let problem = Problem { source: None, object: Some(label), reason };
-                problems.push(problem.at(Some(source)));
-            }
-            None => debug!(%source, path, api_version, kind, "kind not used by kubenat, skipping"),
-        },
-    }
-}
 
-/// The kinds kubenat reads, with the apiVersions it reads them in.
-const READ_KINDS: [(&str, &str); 4] =
-    [("Service", "v1"), ("Endpoints", "v1"), ("Node", "v1"), ("EndpointSlice", "discovery.k8s.io/v1")];
+    fn string(&self, key: &str) -> Option<Option<String>> {
+        self.get(key).map(|v| v.as_str().map(str::to_owned))
+    }
 
-/// Why an object that looks meant for kubenat cannot be read: one of its kinds in another
-/// apiVersion, or a kind one or two typos away from one (`Sevrice`). Other kinds (Deployments,
-/// ConfigMaps, custom resources) are `None`: they are skipped quietly by design.
-fn unreadable_kind(api_version: &str, kind: &str) -> Option<String> {
-    let group = |version: &str| version.rsplit_once('/').map_or("", |(group, _)| group).to_string();
-    if let Some((known, version)) = READ_KINDS.iter().find(|(known, _)| *known == kind) {
-        // Same kind in another API group (a Knative Service) is not ours: quiet.
-        return (group(api_version) == group(version)).then(|| {
-            format!("unsupported apiVersion {} for {known} (expected {version}); skipped", quoted(api_version))
-        });
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
     }
-    let (known, _) = READ_KINDS.iter().find(|(known, _)| kind.len() >= 4 && edit_distance(kind, known) <= 2)?;
-    Some(format!("unknown kind {}; did you mean {known}? skipped", quoted(kind)))
-}
 
-/// Levenshtein distance over ASCII-case-folded characters; only used on short kind names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
-    if a.len().abs_diff(b.len()) > 2 || a.len() > 64 {
-        return 3;
-    }
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != cb);
-            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+    fn take_items(&mut self) -> Items<Self> {
+        match self.as_object_mut().and_then(|object| object.remove("items")) {
+            Some(Value::Array(items)) => Items::List(items),
+            None | Some(Value::Null) => Items::Null,
+            Some(other) => Items::Not(json_type(&other)),
         }
-        previous = current;
     }
-    previous[b.len()]
-}
 
-fn unpack_list(
-    items: Value,
-    api_version: &str,
-    kind: &str,
-    source: &Source,
-    path: &str,
-    depth: usize,
-    loaded: &mut Loaded,
-) {
-    let items = match items {
-        Value::Array(items) => items,
-        Value::Null => return,
-        other => {
-            let reason = format!("{path}{kind}: items is not a list but {}", json_type(&other));
-            return loaded.problems.push(Problem::new(reason).at(Some(source)));
-        }
-    };
-    if depth >= MAX_LIST_DEPTH {
-        let reason = format!("{path}{kind}: lists nested more than {MAX_LIST_DEPTH} deep");
-        return loaded.problems.push(Problem::new(reason).at(Some(source)));
+    fn metadata_string(&self, key: &str) -> Option<String> {
+        self.get("metadata")?.get(key)?.as_str().map(str::to_owned)
     }
-    let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
-    for (index, mut item) in items.into_iter().enumerate() {
-        if let (Some(item_kind), Some(object)) = (item_kind, item.as_object_mut()) {
-            object.entry("apiVersion").or_insert_with(|| Value::from(api_version));
-            object.entry("kind").or_insert_with(|| Value::from(item_kind));
+
+    fn decode<T: DeserializeOwned>(mut self) -> Result<T, Undecoded> {
+        // Taken first: decoding moves the value's strings into the object.
+        let (name, namespace) = (self.metadata_string("name"), self.metadata_string("namespace"));
+        if let Some(object) = self.as_object_mut() {
+            object.remove("apiVersion");
+            object.remove("kind");
         }
-        let item_path = format!("{path}items[{index}]: ");
-        classify(item, source, &item_path, depth + 1, loaded);
+        serde_json::from_value(self).map_err(|err| Undecoded { reason: message(&err), name, namespace })
     }
 }
 
@@ -269,42 +176,5 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
-    }
-}
-
-/// Deserializes one object of a known kind; a namespaced object without a namespace gets
-/// `default`. A wrong shape becomes a problem naming the object if its name is readable.
-fn read<T>(
-    value: Value,
-    kind: &str,
-    namespaced: bool,
-    source: &Source,
-    path: &str,
-    problems: &mut Vec<Problem>,
-    out: &mut Vec<Sourced<T>>,
-) where
-    T: DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
-{
-    let meta = value.get("metadata");
-    let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_owned);
-    let (name, namespace) = (field("name"), field("namespace").filter(|ns| !ns.is_empty()));
-    match serde_json::from_value::<T>(value) {
-        Ok(mut object) => {
-            if namespaced && object.metadata().namespace.as_deref().is_none_or(str::is_empty) {
-                object.metadata_mut().namespace = Some("default".to_string());
-            }
-            out.push(Sourced { source: source.clone(), object });
-        }
-        Err(err) => {
-            let problem = match name {
-                Some(name) => {
-                    let ns = namespaced.then(|| namespace.unwrap_or_else(|| "default".into()));
-                    let label = object_label(kind, ns.as_deref(), &name);
-                    Problem { source: None, object: Some(label), reason: err.to_string() }
-                }
-                None => Problem::new(format!("{path}{kind} without a readable name: {err}")),
-            };
-            problems.push(problem.at(Some(source)));
-        }
     }
 }

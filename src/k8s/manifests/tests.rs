@@ -239,3 +239,64 @@ fn hostile_documents_fail_cleanly() {
         vec!["m.yaml#1: items[0]: items[0]: items[0]: items[0]: items[0]: items[0]: items[0]: items[0]: List: lists nested more than 8 deep"]
     );
 }
+
+#[test]
+fn json_fields_in_any_order_and_repeated_keys() {
+    // kubectl sorts keys: `items` before `kind`, `endpoints` before `kind`; the last of a
+    // repeated key wins; escaped keys are keys like any other.
+    let text = r#"{"apiVersion": "v1", "items": [
+        {"addressType": "IPv4", "apiVersion": "discovery.k8s.io/v1", "endpoints": [{"addresses": ["10.0.0.1"]}],
+         "kind": "EndpointSlice", "metadata": {"name": "a-1", "namespace": "x"}},
+        {"metadata": {"name": "old"}, "spec": 5, "kind": "Service", "apiVersion": "v1",
+         "metadata": {"name": "a", "namespace": "x"}, "spec": {"clusterIP": "10.96.0.1"}},
+        {"apiVersion": "v1", "kind": "Service", "metad\u0061ta": {"name": "b"}}
+    ], "kind": "List"}"#;
+    let loaded = load_str(text, Path::new("l.json"));
+    assert_eq!(messages(&loaded), Vec::<String>::new());
+    assert_eq!(names(&loaded.objects.endpoint_slices), vec!["l.json#1 x/a-1"]);
+    assert_eq!(names(&loaded.objects.services), vec!["l.json#1 x/a", "l.json#1 default/b"]);
+    assert_eq!(loaded.objects.endpoint_slices[0].object.endpoints[0].addresses, vec!["10.0.0.1".to_string()]);
+    let spec = loaded.objects.services[0].object.spec.clone().unwrap_or_default();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.1"));
+}
+
+#[test]
+fn json_list_items_of_every_shape() {
+    let text = r#"{"kind": "ServiceList", "apiVersion": "v1", "items": [1, "x", null, [2],
+        {"metadata": {"name": "a"}, "kind": 7}, {"metadata": {"name": "b"}}]}
+        {"apiVersion": "v1", "kind": "List", "items": {"a": [1]}}
+        {"apiVersion": "v1", "kind": "List", "items": null}
+        {"apiVersion": "v1", "kind": "NodeList", "items": [{"metadata": {"name": "n", "namespace": "x"}}]}
+        [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "in-array"}}]
+        {"apiVersion": "v2", "kind": "Service", "metadata": {"name": "v2", "namespace": "y"}}"#;
+    let loaded = load_str(text, Path::new("l.json"));
+    assert_eq!(
+        messages(&loaded),
+        vec![
+            "l.json#2: List: items is not a list but a mapping",
+            "l.json#6: Service y/v2: unsupported apiVersion \"v2\" for Service (expected v1); skipped",
+        ]
+    );
+    assert_eq!(names(&loaded.objects.services), vec!["l.json#1 default/b"]);
+    assert_eq!(names(&loaded.objects.nodes), vec!["l.json#4 x/n"]);
+}
+
+#[test]
+fn json_errors_are_reported_where_a_full_parse_finds_them() {
+    let good = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}"#;
+    for bad in [
+        "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"cut\nx\"}}",
+        r#"{"apiVersion": "v1", "kind": "Service", "spec": {"a": tru}}"#,
+        r#"{"apiVersion": "v1", "kind": "Service", "spec": {"a": "\q"}}"#,
+        r#"{"apiVersion": "v1", "kind": "Service", "spec": [1,]}"#,
+    ] {
+        let text = format!("{good}\n{bad}\n{good}");
+        let loaded = load_str(&text, Path::new("e.json"));
+        let err = serde_json::Deserializer::from_str(&text)
+            .into_iter::<serde_json::Value>()
+            .find_map(Result::err)
+            .expect("invalid");
+        assert_eq!(messages(&loaded), vec![format!("e.json#2: invalid JSON: {err}")], "{bad}");
+        assert_eq!(loaded.objects.services.len(), 1);
+    }
+}
