@@ -38,7 +38,7 @@ use kubenat::model::IpFamily;
 use kubenat::rules::ruleset::TableName;
 use serde_json::{json, Value};
 use testkit::apiserver::ApiServer;
-use testkit::daemon::{Daemon, DaemonOptions, Scrape};
+use testkit::daemon::{Daemon, DaemonOptions, Scrape, PARTIAL_RESTORE_FAILURES, RESTORE_FAILURES};
 use testkit::lab::Lab;
 use testkit::objects;
 use testkit::scale::{self, knob, own_cpu_seconds, rss_mib, service_name, slice, BACKEND_PORT, FIRST_SYNC};
@@ -293,6 +293,10 @@ fn changes_at_scale() {
     let churn_full = end.get(FULL_COUNT) - before.get(FULL_COUNT);
     let churn_mean = (end.get(PARTIAL_SUM) - before.get(PARTIAL_SUM)) / churn_partial.max(1.0);
     let (rss_end, hwm_end) = rss_mib(pid);
+    let failures = (
+        end.get(RESTORE_FAILURES) - before.get(RESTORE_FAILURES),
+        end.get(PARTIAL_RESTORE_FAILURES) - before.get(PARTIAL_RESTORE_FAILURES),
+    );
 
     // Did every change reach the kernel? Every address last written is a DNAT target now.
     let save = ipt.save(IpFamily::V4, Some(TableName::Nat)).expect("iptables-save -t nat");
@@ -301,6 +305,8 @@ fn changes_at_scale() {
         written.all().map(|ip| format!("{ip}:{BACKEND_PORT}")).filter(|to| !targets.contains(to.as_str())).collect();
     let checked = written.all().count();
     daemon.terminate();
+    let log = daemon.log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
 
     let per_change = single_cpu / changes as f64;
     let polling = idle_per_second * single_wall / changes as f64;
@@ -347,11 +353,15 @@ fn changes_at_scale() {
     let _ = writeln!(
         report,
         "  churn: {churned} changes in {churn_wall:.1} s ({:.0}/s, asked {churn_rate}/s for {} s): daemon CPU \
-         {churn_cpu:.1} s = {:.2} cores; {churn_partial} partial syncs (mean {:.0} ms), {churn_full} full",
+         {churn_cpu:.1} s = {:.2} cores; {churn_partial} partial syncs (mean {:.0} ms), {churn_full} full; \
+         failed restores: {} full, {} partial; {} warnings/errors logged in the whole run",
         churned as f64 / churn_wall,
         churn_period.as_secs(),
         churn_cpu / churn_wall,
         churn_mean * 1e3,
+        failures.0,
+        failures.1,
+        warnings.len(),
     );
     let _ = writeln!(
         report,
@@ -372,5 +382,10 @@ fn changes_at_scale() {
     let _ = writeln!(report, "  RSS at the end: {rss_end:.0} MiB (peak {hwm_end:.0} MiB)");
     scale::report(&report);
     assert!(missing.is_empty(), "changes missing from the kernel: {missing:?}");
-    assert!(programmed >= churned as f64, "only {programmed} of {churned} changes were programmed");
+    let last_warnings = &warnings[warnings.len().saturating_sub(20)..];
+    assert!(
+        programmed >= churned as f64,
+        "only {programmed} of {churned} changes were programmed; last warnings/errors:\n{}",
+        last_warnings.join("\n")
+    );
 }
