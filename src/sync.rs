@@ -46,10 +46,14 @@ use crate::userspace::proxier::Proxier;
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Called on the sync thread after a sync that was full in some family, once its big
-/// temporary allocations (the whole ruleset, its restore text, the tables read back) are freed:
-/// the binary sets it to make its allocator hand that memory back to the system now. Choosing
-/// the allocator is the binary's business, not the library's.
+/// temporary allocations (the whole ruleset, its restore text, the tables read back) are freed,
+/// and after other syncs at most once per [`RELEASE_INTERVAL`]: the binary sets it to make its
+/// allocator hand freed memory back to the system now. Choosing the allocator is the binary's
+/// business, not the library's.
 static RELEASE_MEMORY: OnceLock<fn()> = OnceLock::new();
+
+/// How often partial syncs run the [`RELEASE_MEMORY`] hook at most.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Sets the hook run after full syncs (see [`RELEASE_MEMORY`]); the first call wins.
 pub fn set_release_memory(hook: fn()) {
@@ -120,6 +124,8 @@ pub struct Syncer {
     probes: Option<SyncProbes>,
     /// Where each sync's summary is published (`/debug/services`).
     view: Option<crate::health::ServicesView>,
+    /// When the [`RELEASE_MEMORY`] hook last ran.
+    last_release: Option<Instant>,
 }
 
 impl Syncer {
@@ -150,6 +156,7 @@ impl Syncer {
             userspace: None,
             probes: None,
             view: None,
+            last_release: None,
         }
     }
 
@@ -288,10 +295,10 @@ impl Syncer {
         self.reconcile_conntrack(snapshot);
         let elapsed = started.elapsed().as_secs_f64();
         let kind = if reports.iter().any(|r| r.kind == SyncKind::Full) { SyncKind::Full } else { SyncKind::Partial };
-        if kind == SyncKind::Full {
-            if let Some(release) = RELEASE_MEMORY.get() {
-                release();
-            }
+        let due = self.last_release.is_none_or(|t| t.elapsed() >= RELEASE_INTERVAL);
+        if let (true, Some(release)) = (kind == SyncKind::Full || due, RELEASE_MEMORY.get()) {
+            release();
+            self.last_release = Some(Instant::now());
         }
         self.metrics.inc_service_changes(changes.services);
         self.metrics.inc_endpoint_changes(changes.endpoints);
