@@ -91,6 +91,16 @@ impl ChangeFeed {
     pub fn take(&self) -> Changes {
         self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
+
+    /// Gives back changes taken by a sync that failed, ahead of those recorded since.
+    pub fn put_back(&self, mut taken: Changes) {
+        if let Ok(mut pending) = self.pending.lock() {
+            taken.services += pending.services;
+            taken.endpoints += pending.endpoints;
+            taken.trigger_times.append(&mut pending.trigger_times);
+            *pending = taken;
+        }
+    }
 }
 
 /// Which kind of object an event was about.
@@ -308,4 +318,25 @@ impl StateSource for FileSource {
 /// Human name of an object for logs.
 pub fn describe<K: ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_of_a_failed_sync_come_back_before_newer_ones() {
+        let (feed, _rx) = ChangeFeed::new();
+        let (t1, t2) =
+            (SystemTime::UNIX_EPOCH + Duration::from_secs(1), SystemTime::UNIX_EPOCH + Duration::from_secs(2));
+        feed.record(ChangeKind::Endpoints, Some((IpFamily::V4, t1)));
+        let taken = feed.take();
+        feed.record(ChangeKind::Service, None);
+        feed.record(ChangeKind::Endpoints, Some((IpFamily::V6, t2)));
+        feed.put_back(taken);
+        let all = feed.take();
+        assert_eq!((all.services, all.endpoints), (1, 2));
+        assert_eq!(all.trigger_times, [(IpFamily::V4, t1), (IpFamily::V6, t2)]);
+        assert_eq!(feed.take(), Changes::default());
+    }
 }

@@ -166,11 +166,16 @@ impl Driver {
             // A missing canary (a table flushed behind our back) makes this sync full.
             let full = forced || (check_canaries && syncer.canary_missing());
             let result = syncer.sync(&snap, &taken, full);
-            (syncer, result)
+            (syncer, result, taken)
         });
         let result = match done.await {
-            Ok((syncer, result)) => {
+            Ok((syncer, result, taken)) => {
                 self.syncer = Some(syncer);
+                if result.is_err() {
+                    // Not programmed yet: the retry reports these changes (and their trigger
+                    // times for the programming-latency histogram).
+                    self.feed.put_back(taken);
+                }
                 result
             }
             Err(err) => {
