@@ -14,6 +14,7 @@ mod props;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::Snapshot;
 use crate::k8s::convert::{
@@ -183,6 +184,7 @@ impl Store {
 
     /// Services were (re)listed: `all` replaces every Service.
     pub fn relist_services(&mut self, all: BTreeMap<ServiceKey, Partial<Vec<ServicePort>>>) {
+        let before = self.state.services.clone();
         let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !all.contains_key(*k)).cloned().collect();
         for key in &gone {
             self.delete_service(key);
@@ -190,7 +192,19 @@ impl Store {
         for (key, converted) in all {
             self.apply_service(key, converted);
         }
+        self.keep_unchanged(&before);
         self.listed.services = true;
+    }
+
+    /// After a relist, applied object by object: a port whose value changed on the way but ended
+    /// equal to what it was before the relist gets its old `Arc` back (a clash resolved one way
+    /// and then back, for instance), so that the relist changes only the ports that changed.
+    fn keep_unchanged(&mut self, before: &BTreeMap<ServicePortName, Arc<ServicePort>>) {
+        for (name, port) in self.state.services.iter_mut() {
+            if let Some(old) = before.get(name).filter(|old| !Arc::ptr_eq(old, port) && ***old == **port) {
+                *port = Arc::clone(old);
+            }
+        }
     }
 
     /// An endpoint object was added or changed.
@@ -246,6 +260,7 @@ impl Store {
         kind: EndpointsKind,
         all: BTreeMap<EndpointsKey, Partial<Option<EndpointGroup>>>,
     ) {
+        let before = self.state.services.clone();
         let gone: Vec<EndpointsKey> =
             self.endpoints.keys().filter(|k| k.kind == kind && !all.contains_key(*k)).cloned().collect();
         for key in &gone {
@@ -254,6 +269,7 @@ impl Store {
         for (key, converted) in all.into_iter().filter(|(k, _)| k.kind == kind) {
             self.apply_endpoints(key, converted);
         }
+        self.keep_unchanged(&before);
         self.listed.endpoints = true;
     }
 
